@@ -1,0 +1,47 @@
+"""Cloud Functions entry points: each hands its request to ``session.http``.
+
+Deploy any of ``register``, ``login``, ``profile``, ``logout`` and ``sessions``
+alone (its root path is the endpoint), or ``api`` to serve them all under path
+prefixes.
+"""
+
+from __future__ import annotations
+
+import functions_framework.aio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from session.http import Api
+
+# Settings are validated here, at cold start; nothing connects until the first request.
+api_instance = Api.from_environment()
+
+
+@functions_framework.aio.http
+async def register(request: Request) -> Response:
+    return await api_instance.handle(request, "register")
+
+
+@functions_framework.aio.http
+async def login(request: Request) -> Response:
+    return await api_instance.handle(request, "login")
+
+
+@functions_framework.aio.http
+async def profile(request: Request) -> Response:
+    return await api_instance.handle(request, "profile")
+
+
+@functions_framework.aio.http
+async def logout(request: Request) -> Response:
+    return await api_instance.handle(request, "logout")
+
+
+@functions_framework.aio.http
+async def sessions(request: Request) -> Response:
+    return await api_instance.handle(request, "sessions")
+
+
+@functions_framework.aio.http
+async def api(request: Request) -> Response:
+    return await api_instance.handle(request)

@@ -1,0 +1,1 @@
+"""A serverless session service for Google Cloud Functions, on Firestore."""

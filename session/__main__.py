@@ -1,0 +1,7 @@
+"""``python -m session``: the admin CLI."""
+
+import sys
+
+from session.cli import main
+
+sys.exit(main())

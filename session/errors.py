@@ -1,0 +1,180 @@
+"""One error tree: every failure a client can see has a class, an HTTP status and a stable code.
+
+The HTTP layer turns any ``SessionError`` into an RFC 9457 problem response; the
+service and store raise them and never build responses themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+
+class SessionError(Exception):
+    """Base of every error a client can be shown."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal server error"
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.title
+        super().__init__(self.detail)
+
+    def headers(self) -> Mapping[str, str]:
+        """Extra response headers this error requires."""
+        return {}
+
+    def extra(self) -> Mapping[str, object]:
+        """Extra members of the problem document."""
+        return {}
+
+
+# --- malformed requests ------------------------------------------------------
+
+
+class BadRequest(SessionError):
+    status = 400
+    code = "bad_request"
+    title = "Bad request"
+
+
+class InvalidJson(BadRequest):
+    code = "invalid_json"
+    title = "The body is not valid JSON"
+
+
+class InvalidRequest(BadRequest):
+    """The body, query or a header breaks the schema; ``errors`` lists where."""
+
+    code = "invalid_request"
+    title = "The request does not match the schema"
+
+    def __init__(self, errors: Sequence[Mapping[str, object]], detail: str | None = None) -> None:
+        super().__init__(detail or "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))  # type: ignore[call-overload]
+        self.errors = [dict(e) for e in errors]
+
+    def extra(self) -> Mapping[str, object]:
+        return {"errors": self.errors}
+
+
+class UnsupportedMediaType(SessionError):
+    status = 415
+    code = "unsupported_media_type"
+    title = "The body must be application/json"
+
+
+class PayloadTooLarge(SessionError):
+    status = 413
+    code = "payload_too_large"
+    title = "The body is too large"
+
+
+class MethodNotAllowed(SessionError):
+    status = 405
+    code = "method_not_allowed"
+    title = "Method not allowed"
+
+    def __init__(self, allow: Sequence[str]) -> None:
+        self.allow = tuple(allow)
+        super().__init__(f"allowed methods: {', '.join(self.allow)}")
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Allow": ", ".join(self.allow)}
+
+
+class NotFound(SessionError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+# --- authentication and authorisation -----------------------------------------
+
+
+class Unauthenticated(SessionError):
+    status = 401
+    code = "unauthenticated"
+    title = "Authentication required"
+
+    def headers(self) -> Mapping[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="session"'}
+
+
+class InvalidCredentials(SessionError):
+    status = 401
+    code = "invalid_credentials"
+    title = "Invalid username or password"
+
+
+class WrongCurrentPassword(InvalidCredentials):
+    """The caller is authenticated, but re-entered the wrong password."""
+
+    status = 403
+    title = "The current password is wrong"
+
+
+class AccountDisabled(SessionError):
+    status = 403
+    code = "account_disabled"
+    title = "This account is disabled"
+
+
+class Forbidden(SessionError):
+    status = 403
+    code = "forbidden"
+    title = "Permission denied"
+
+
+class CsrfRejected(SessionError):
+    status = 403
+    code = "csrf_rejected"
+    title = "Cross-site request rejected"
+
+
+class RegistrationDisabled(SessionError):
+    status = 403
+    code = "registration_disabled"
+    title = "Registration is disabled"
+
+
+class UsernameTaken(SessionError):
+    status = 409
+    code = "username_taken"
+    title = "The username is taken"
+
+
+class VersionConflict(SessionError):
+    status = 412
+    code = "version_conflict"
+    title = "The resource has changed"
+
+
+class _RetryAfter(SessionError):
+    def __init__(self, retry_after: int, detail: str | None = None) -> None:
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(detail)
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class TooManyAttempts(_RetryAfter):
+    status = 429
+    code = "too_many_attempts"
+    title = "Too many failed logins"
+
+
+class ServiceUnavailable(_RetryAfter):
+    """The store could not be reached within the deadline."""
+
+    status = 503
+    code = "service_unavailable"
+    title = "The session store is unavailable"
+
+    def __init__(self, retry_after: int = 5, detail: str | None = None) -> None:
+        super().__init__(retry_after, detail)
+
+
+class InternalError(SessionError):
+    """An unexpected failure; the detail never carries internals."""

@@ -1,0 +1,446 @@
+"""The HTTP edge: routing, request parsing, cookies, CSRF and CORS, errors as problem+json.
+
+Each functions-framework entry point in ``main.py`` hands its Starlette request
+to ``Api.handle`` with the name of its endpoint; the ``api`` entry point serves
+them all under path prefixes. Every failure becomes an RFC 9457 problem
+response with a stable ``code``; nothing a client sends can produce a stack
+trace or a 500.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from session import errors, logs, tokens
+from session.config import ConfigError, Settings, load_settings
+from session.models import (
+    LoginRequest,
+    PasswordChangeRequest,
+    ProfileOut,
+    ProfileUpdateRequest,
+    RegisterRequest,
+)
+from session.service import AuthContext, LoginResult, SessionService
+from session.store import FirestoreStore, OpCounts, StoreCorrupt, StoreUnavailable, current_ops
+
+MAX_BODY_BYTES = 16 * 1024
+PROBLEM_TYPE = "urn:session-service:problem:"
+JSON = "application/json"
+PROBLEM_JSON = "application/problem+json"
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-Match"
+CORS_EXPOSE_HEADERS = "ETag, Retry-After, WWW-Authenticate"
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger("session.request")
+
+
+@dataclass(slots=True)
+class Call:
+    """One request on its way through: the parsed route and what handlers learn about it."""
+
+    api: Api
+    request: Request
+    endpoint: str
+    params: tuple[str, ...]
+    auth: AuthContext | None = None
+    log_fields: dict[str, object] = field(default_factory=dict)
+
+    async def body(self, model: type[M]) -> M:
+        """Read and validate a JSON body. Raises 415, 413, 400 (invalid_json / invalid_request)."""
+        media_type, _, params = (self.request.headers.get("content-type") or "").partition(";")
+        if media_type.strip().lower() != JSON:
+            raise errors.UnsupportedMediaType(f"send the body as {JSON}")
+        charset = params.strip().lower()
+        if charset and charset.replace(" ", "") not in ("charset=utf-8", 'charset="utf-8"'):
+            raise errors.UnsupportedMediaType("the body must be UTF-8")
+        raw = await read_body(self.request)
+        try:
+            return model.model_validate_json(raw)
+        except ValidationError as exc:
+            problems = exc.errors(include_url=False, include_input=False, include_context=False)
+            if any(p["type"] == "json_invalid" for p in problems):
+                raise errors.InvalidJson("the body is not valid JSON") from None
+            raise errors.InvalidRequest([{"loc": list(p["loc"]), "msg": p["msg"]} for p in problems]) from None
+
+    def credential(self) -> tuple[str, bool] | None:
+        """The presented token and whether it came from the cookie; ``None`` if there is none.
+
+        A Bearer header wins over the cookie. Raises ``Unauthenticated`` for an
+        Authorization header that is not a Bearer token.
+        """
+        header = self.request.headers.get("authorization")
+        if header is not None:
+            scheme, _, token = header.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise errors.Unauthenticated("use 'Authorization: Bearer <token>'")
+            return token.strip(), False
+        cookie = self.request.cookies.get(self.api.settings.cookie_name)
+        if cookie:
+            return cookie, True
+        return None
+
+    async def authenticate(self) -> AuthContext:
+        """Authenticate by Bearer token or cookie, enforcing CSRF for cookie requests that change state."""
+        presented = self.credential()
+        if presented is None:
+            raise errors.Unauthenticated("no credentials: send a Bearer token or the session cookie")
+        token, via_cookie = presented
+        if via_cookie:
+            self.api.check_csrf(self.request)
+        self.auth = await self.api.service.authenticate(token)
+        self.log_fields["user_id"] = self.auth.principal.user_id
+        self.log_fields["sid"] = tokens.log_id(self.auth.token_hash)
+        return self.auth
+
+    def user_agent(self) -> str | None:
+        return self.request.headers.get("user-agent")
+
+
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, never reading past ``limit``. Raises ``PayloadTooLarge``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise errors.InvalidRequest([{"loc": ["header", "content-length"], "msg": "not a number"}])
+        if int(declared) > limit:
+            raise errors.PayloadTooLarge(f"the body must be at most {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.PayloadTooLarge(f"the body must be at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+def json_response(model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(model.model_dump_json(), status_code=status, media_type=JSON, headers=dict(headers or {}))
+
+
+def problem_response(exc: errors.SessionError) -> Response:
+    body: dict[str, object] = {
+        "type": PROBLEM_TYPE + exc.code,
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.detail,
+        "code": exc.code,
+        **exc.extra(),
+    }
+    return Response(
+        json.dumps(body, ensure_ascii=False, default=str),
+        status_code=exc.status,
+        media_type=PROBLEM_JSON,
+        headers=dict(exc.headers()),
+    )
+
+
+def _cookie(settings: Settings, value: str, max_age: int) -> str:
+    parts = [f"{settings.cookie_name}={value}", "HttpOnly"]
+    if settings.cookie_secure:
+        parts.append("Secure")
+    parts += ["SameSite=Lax", "Path=/", f"Max-Age={max_age}"]
+    return "; ".join(parts)
+
+
+def _login_response(settings: Settings, result: LoginResult) -> Response:
+    response = json_response(result.body)
+    response.headers.append("Set-Cookie", _cookie(settings, result.token, result.max_age))
+    return response
+
+
+def _clear_cookie(settings: Settings, response: Response) -> Response:
+    response.headers.append("Set-Cookie", _cookie(settings, "", 0))
+    return response
+
+
+def _profile_response(profile: ProfileOut) -> Response:
+    return json_response(profile, headers={"ETag": f'"{profile.version}"'})
+
+
+def _parse_if_match(value: str | None) -> int | None:
+    """The version named by ``If-Match``; ``None`` for no header or ``*``."""
+    if value is None or value.strip() == "*":
+        return None
+    text = value.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]
+    if not text.isdigit() or len(text) > 18:
+        raise errors.InvalidRequest([{"loc": ["header", "if-match"], "msg": 'expected an ETag like "3"'}])
+    return int(text)
+
+
+def _parse_bool(call: Call, name: str) -> bool:
+    value = call.request.query_params.get(name)
+    if value is None:
+        return False
+    lowered = value.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no", ""):
+        return False
+    raise errors.InvalidRequest([{"loc": ["query", name], "msg": "expected true or false"}])
+
+
+# --- handlers -------------------------------------------------------------------------------
+
+
+async def _register(call: Call) -> Response:
+    req = await call.body(RegisterRequest)
+    user = await call.api.service.register(req)
+    call.log_fields["user_id"] = user.user_id
+    return json_response(user, status=201)
+
+
+async def _login(call: Call) -> Response:
+    req = await call.body(LoginRequest)
+    result = await call.api.service.login(req, user_agent=call.user_agent())
+    call.log_fields["user_id"] = result.body.user_id
+    call.log_fields["sid"] = tokens.log_id(tokens.hash_token(result.token))
+    return _login_response(call.api.settings, result)
+
+
+async def _logout(call: Call) -> Response:
+    presented = call.credential()
+    if presented is None:
+        raise errors.Unauthenticated("no credentials: send a Bearer token or the session cookie")
+    token, via_cookie = presented
+    if via_cookie:
+        call.api.check_csrf(call.request)
+    sid = await call.api.service.logout(token)
+    if sid is not None:
+        call.log_fields["sid"] = sid
+    return _clear_cookie(call.api.settings, Response(status_code=204))
+
+
+async def _get_profile(call: Call) -> Response:
+    ctx = await call.authenticate()
+    return _profile_response(call.api.service.profile(ctx))
+
+
+async def _patch_profile(call: Call) -> Response:
+    if_match = _parse_if_match(call.request.headers.get("if-match"))
+    ctx = await call.authenticate()
+    req = await call.body(ProfileUpdateRequest)
+    return _profile_response(await call.api.service.update_profile(ctx, req, if_match=if_match))
+
+
+async def _change_password(call: Call) -> Response:
+    ctx = await call.authenticate()
+    req = await call.body(PasswordChangeRequest)
+    result = await call.api.service.change_password(ctx, req, user_agent=call.user_agent())
+    call.log_fields["sid"] = tokens.log_id(tokens.hash_token(result.token))
+    return _login_response(call.api.settings, result)
+
+
+async def _list_sessions(call: Call) -> Response:
+    ctx = await call.authenticate()
+    return json_response(await call.api.service.list_sessions(ctx))
+
+
+async def _revoke_all(call: Call) -> Response:
+    include_current = _parse_bool(call, "include_current")
+    ctx = await call.authenticate()
+    await call.api.service.revoke_all(ctx, include_current=include_current)
+    response = Response(status_code=204)
+    return _clear_cookie(call.api.settings, response) if include_current else response
+
+
+async def _revoke_one(call: Call) -> Response:
+    ctx = await call.authenticate()
+    was_current = await call.api.service.revoke_session(ctx, call.params[0])
+    response = Response(status_code=204)
+    return _clear_cookie(call.api.settings, response) if was_current else response
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+# endpoint -> [(path pattern below the endpoint, {method: handler})]; "*" matches one segment.
+ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Handler]]]] = {
+    "register": [((), {"POST": _register})],
+    "login": [((), {"POST": _login})],
+    "logout": [((), {"POST": _logout})],
+    "profile": [
+        ((), {"GET": _get_profile, "PATCH": _patch_profile}),
+        (("password",), {"POST": _change_password}),
+    ],
+    "sessions": [
+        ((), {"GET": _list_sessions, "DELETE": _revoke_all}),
+        (("*",), {"DELETE": _revoke_one}),
+    ],
+}
+
+
+def resolve(endpoint: str, segments: tuple[str, ...]) -> tuple[dict[str, Handler], tuple[str, ...]]:
+    """The methods of the route matching ``segments`` below ``endpoint``, and its parameters."""
+    for pattern, methods in ROUTES.get(endpoint, ()):
+        if len(pattern) == len(segments) and all(p in ("*", s) for p, s in zip(pattern, segments, strict=True)):
+            return methods, tuple(s for p, s in zip(pattern, segments, strict=True) if p == "*")
+    raise errors.NotFound("no such endpoint")
+
+
+# --- the application ---------------------------------------------------------------------------
+
+
+class Api:
+    """Settings, store and service for one instance, and the request pipeline around them."""
+
+    def __init__(self, settings: Settings, service: SessionService | None = None) -> None:
+        self.settings = settings
+        self.service = service or SessionService(settings, FirestoreStore(settings))
+        self._origins = frozenset(settings.allowed_origins)
+
+    @classmethod
+    def from_environment(cls) -> Api:
+        """Validate the settings (cold start). Exits with a readable message if they are invalid."""
+        try:
+            return cls(load_settings())
+        except ConfigError as exc:
+            raise SystemExit(f"session service: {exc}") from None
+
+    # --- CSRF and CORS ---
+
+    def _request_origin(self, request: Request) -> str | None:
+        origin = request.headers.get("origin")
+        if origin is None:
+            referer = request.headers.get("referer")
+            if referer:
+                parts = urlsplit(referer)
+                if parts.scheme and parts.netloc:
+                    origin = f"{parts.scheme}://{parts.netloc}"
+        return origin.lower() if origin else None
+
+    def check_csrf(self, request: Request) -> None:
+        """Reject a cookie-authenticated state change from an origin not in the allow-list.
+
+        A request with neither Origin nor Referer is rejected too: browsers send
+        Origin on every cross-site POST, PATCH and DELETE, and a non-browser
+        client can use the Bearer header, which is exempt.
+        """
+        if request.method not in STATE_CHANGING:
+            return
+        origin = self._request_origin(request)
+        if origin is None or origin not in self._origins:
+            logging.getLogger("session.security").warning(
+                "csrf_rejected",
+                extra={
+                    "json_fields": {"event": "csrf_rejected", "origin": (origin or "")[:200], "path": request.url.path}
+                },
+            )
+            raise errors.CsrfRejected(
+                "a cookie-authenticated request that changes state must come from an allowed origin"
+            )
+
+    def _cors_headers(self, request: Request, response: Response) -> None:
+        if not self._origins:
+            return
+        response.headers.append("Vary", "Origin")
+        origin = request.headers.get("origin")
+        if origin and origin.lower() in self._origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+            response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
+
+    def _preflight(self, request: Request, methods: dict[str, Handler]) -> Response:
+        response = Response(status_code=204)
+        origin = request.headers.get("origin")
+        if origin and origin.lower() in self._origins:
+            response.headers["Access-Control-Allow-Methods"] = ", ".join([*methods, "OPTIONS"])
+            response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+            response.headers["Access-Control-Max-Age"] = "600"
+        else:
+            response.headers["Allow"] = ", ".join([*methods, "OPTIONS"])
+        return response
+
+    # --- the pipeline ---
+
+    async def handle(self, request: Request, endpoint: str | None = None) -> Response:
+        """Serve one request for ``endpoint`` (``None``: route by the first path segment)."""
+        logs.configure(self.settings)
+        started = time.perf_counter()
+        ops = OpCounts()
+        ops_token = current_ops.set(ops)
+        trace = logs.parse_trace(request.headers.get("traceparent"), request.headers.get("x-cloud-trace-context"))
+        trace_token = logs.current_trace.set(
+            (f"projects/{self.settings.project}/traces/{trace[0]}", trace[1], trace[2]) if trace else None
+        )
+        segments = tuple(s for s in request.url.path.split("/") if s)
+        if endpoint is None:
+            endpoint, segments = (segments[0], segments[1:]) if segments else ("", ())
+        call = Call(self, request, endpoint, ())
+        code = "ok"
+        try:
+            try:
+                methods, call.params = resolve(endpoint, segments)
+                if request.method == "OPTIONS":
+                    response = self._preflight(request, methods)
+                else:
+                    handler = methods.get(request.method)
+                    if handler is None:
+                        raise errors.MethodNotAllowed([*methods, "OPTIONS"])
+                    response = await handler(call)
+            except StoreUnavailable as exc:
+                raise errors.ServiceUnavailable(
+                    max(1, round(self.settings.firestore_timeout_seconds)),
+                    "the session store is unavailable; try again",
+                ) from exc
+            except StoreCorrupt as exc:
+                log.error("stored document is corrupt", exc_info=exc)
+                raise errors.InternalError("internal error") from exc
+        except errors.SessionError as exc:
+            code = exc.code
+            response = problem_response(exc)
+        except Exception as exc:  # the last line of defence: never a stack trace to the client
+            log.error("unhandled error", exc_info=exc)
+            code = "internal_error"
+            response = problem_response(errors.InternalError("internal error"))
+        try:
+            response.headers.setdefault("Cache-Control", "no-store")
+            self._cors_headers(request, response)
+            self._log(request, endpoint, response.status_code, code, started, ops, call)
+        finally:
+            logs.current_trace.reset(trace_token)
+            current_ops.reset(ops_token)
+        return response
+
+    def _log(
+        self, request: Request, endpoint: str, status: int, code: str, started: float, ops: OpCounts, call: Call
+    ) -> None:
+        latency = time.perf_counter() - started
+        level = logging.ERROR if status >= 500 else logging.WARNING if status in (401, 403, 429) else logging.INFO
+        log.log(
+            level,
+            f"{request.method} {request.url.path} {status}",
+            extra={
+                "http_request": {
+                    "requestMethod": request.method,
+                    "requestUrl": request.url.path,
+                    "status": status,
+                    "latency": f"{latency:.6f}s",
+                    "userAgent": (request.headers.get("user-agent") or "")[:200],
+                    "remoteIp": request.client.host if request.client else None,
+                    "protocol": f"HTTP/{request.scope.get('http_version', '1.1')}",
+                },
+                "json_fields": {
+                    "entry_point": endpoint,
+                    "code": code,
+                    "firestore": ops.as_dict(),
+                    **call.log_fields,
+                },
+            },
+        )

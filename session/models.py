@@ -1,0 +1,195 @@
+"""Pydantic models: request bodies, response bodies and the stored records.
+
+Request models forbid unknown fields; everything is frozen. Times are aware UTC
+datetimes and serialise as RFC 3339 strings ending in ``Z``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
+
+USERNAME_PATTERN = r"^[A-Za-z0-9._-]{3,64}$"
+_USERNAME_RE = re.compile(USERNAME_PATTERN)
+
+
+def _utc_text(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+# Timestamps in responses: RFC 3339, UTC, microsecond precision (what Firestore keeps).
+Timestamp = Annotated[AwareDatetime, PlainSerializer(_utc_text, return_type=str, when_used="json")]
+
+# Validated against ASCII first, then lower-cased: lower-casing first would let
+# Unicode look-alikes (the Kelvin sign lower-cases to "k") slip through.
+Username = Annotated[
+    str,
+    StringConstraints(pattern=USERNAME_PATTERN),
+    AfterValidator(str.lower),
+]
+NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
+AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+DisplayName = Annotated[str, StringConstraints(max_length=100)]
+Permission = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9:._-]{1,64}$")]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# --- requests -------------------------------------------------------------------
+
+
+class RegisterRequest(_Request):
+    username: Username
+    password: NewPassword
+    display_name: DisplayName | None = None
+    email: EmailStr | None = None
+
+
+class LoginRequest(_Request):
+    username: Username
+    password: AnyPassword
+
+
+class PasswordChangeRequest(_Request):
+    current_password: AnyPassword
+    new_password: NewPassword
+
+
+class ProfileUpdateRequest(_Request):
+    display_name: DisplayName | None = None
+    email: EmailStr | None = None
+
+
+# --- responses ------------------------------------------------------------------
+
+
+class UserOut(_Response):
+    user_id: str
+    username: str
+    display_name: str | None
+    email: str | None
+    permissions: list[str]
+    created_at: Timestamp
+
+
+class LoginOut(_Response):
+    token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 (a scheme name, not a secret)
+    user_id: str
+    username: str
+    permissions: list[str]
+    logged_in_at: Timestamp
+    expires_at: Timestamp
+
+
+class SessionInfo(_Response):
+    logged_in_at: Timestamp
+    expires_at: Timestamp
+
+
+class ProfileOut(_Response):
+    user_id: str
+    username: str
+    display_name: str | None
+    email: str | None
+    permissions: list[str]
+    version: int
+    session: SessionInfo
+
+
+class SessionOut(_Response):
+    id: str
+    created_at: Timestamp
+    last_seen_at: Timestamp
+    expires_at: Timestamp
+    user_agent: str | None
+    current: bool
+
+
+class SessionsOut(_Response):
+    sessions: list[SessionOut]
+
+
+class ProblemError(_Response):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(_Response):
+    """An RFC 9457 problem document, as every error response carries."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[ProblemError] | None = None
+
+
+# --- stored records -----------------------------------------------------------------
+
+
+class _Record(BaseModel):
+    # Stored documents may gain fields in later versions: ignore, don't fail.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class UserRecord(_Record):
+    """``users/{username}``."""
+
+    user_id: str
+    username: str
+    password_hash: str
+    display_name: str | None = None
+    email: str | None = None
+    permissions: list[str] = Field(default_factory=list)
+    disabled: bool = False
+    version: int = 1
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    # Sessions created before this instant are void (password change, disable).
+    sessions_valid_after: AwareDatetime | None = None
+
+
+class SessionRecord(_Record):
+    """``sessions/{sha256(token)}``."""
+
+    user_id: str
+    username: str
+    public_id: str
+    created_at: AwareDatetime
+    last_seen_at: AwareDatetime
+    absolute_expires_at: AwareDatetime
+    expires_at: AwareDatetime
+    user_agent: str | None = None
+
+
+class AttemptsRecord(_Record):
+    """``login_attempts/{sha256(username)}``: failed logins in the current window."""
+
+    count: int
+    window_start: AwareDatetime
+    expires_at: AwareDatetime
+
+
+def is_valid_username(value: str) -> bool:
+    """True for a username the register endpoint would accept."""
+    return bool(_USERNAME_RE.match(value))

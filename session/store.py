@@ -1,0 +1,399 @@
+"""Everything that talks to Firestore, and nothing else does.
+
+One ``AsyncClient`` per event loop, created lazily on first use and reused (a
+gRPC channel belongs to the loop that made it). Every call runs under the
+configured deadline with google-api-core's retry for transient errors; any
+failure to reach Firestore becomes ``StoreUnavailable``. Records are validated
+on the way in and out, and every write that must not resurrect or clobber a
+document carries a precondition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import weakref
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from session.config import Settings
+from session.models import AttemptsRecord, SessionRecord, UserRecord
+
+if TYPE_CHECKING:  # the client library is heavy: import it on first use only
+    from google.cloud.firestore import AsyncClient
+    from google.cloud.firestore_v1.async_document import AsyncDocumentReference
+    from google.cloud.firestore_v1.base_document import DocumentSnapshot
+
+R = TypeVar("R", bound=BaseModel)
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """Base of the store's own errors."""
+
+
+class StoreUnavailable(StoreError):
+    """Firestore could not be reached, or did not answer within the deadline."""
+
+
+class StoreCorrupt(StoreError):
+    """A stored document does not match its record model."""
+
+
+class AlreadyExists(StoreError):
+    """A create found the document already there."""
+
+
+class PreconditionFailed(StoreError):
+    """The document changed (or vanished) since it was read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned(Generic[R]):
+    """A record with the update time it was read at, for precondition writes."""
+
+    record: R
+    update_time: datetime
+
+
+@dataclass(slots=True)
+class OpCounts:
+    """Firestore work done on behalf of one request (what is billed and what is waited for)."""
+
+    round_trips: int = 0
+    reads: int = 0
+    writes: int = 0
+    deletes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"round_trips": self.round_trips, "reads": self.reads, "writes": self.writes, "deletes": self.deletes}
+
+
+# Set by the HTTP layer for each request; the store adds to it.
+current_ops: contextvars.ContextVar[OpCounts | None] = contextvars.ContextVar("current_ops", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryShape:
+    """The index-relevant shape of a query the store ran (for the index check)."""
+
+    collection: str
+    equalities: tuple[str, ...]
+    order_by: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(slots=True)
+class _Recorder:
+    shapes: set[QueryShape] = field(default_factory=set)
+
+
+def _count(round_trips: int = 0, reads: int = 0, writes: int = 0, deletes: int = 0) -> None:
+    ops = current_ops.get()
+    if ops is not None:
+        ops.round_trips += round_trips
+        ops.reads += reads
+        ops.writes += writes
+        ops.deletes += deletes
+
+
+def _parse(model: type[R], data: dict[str, Any] | None, path: str) -> R:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise StoreCorrupt(f"document {path} does not match {model.__name__}") from exc
+
+
+class FirestoreStore:
+    """Users, sessions and failed-login counters in Firestore."""
+
+    # Every query shape run by any instance: the index check reads this.
+    recorded: ClassVar[_Recorder] = _Recorder()
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._deadline = settings.firestore_timeout_seconds
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = weakref.WeakKeyDictionary()
+        self._retry: Any = None
+        self._write_retry: Any = None
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def client(self) -> AsyncClient:
+        """The client of the running event loop, created on first use."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            from google.api_core import exceptions as gexc
+            from google.api_core.retry import if_exception_type
+            from google.api_core.retry_async import AsyncRetry
+            from google.cloud.firestore import AsyncClient
+
+            client = AsyncClient(project=self._settings.project, database=self._settings.database)
+            self._clients[loop] = client
+            if self._retry is None:
+                backoff: dict[str, Any] = {
+                    "initial": 0.05,
+                    "maximum": 1.0,
+                    "multiplier": 2.0,
+                    "timeout": self._deadline,
+                }
+                # Reads are safe to repeat; a write is retried only when it surely never ran.
+                self._retry = AsyncRetry(
+                    predicate=if_exception_type(
+                        gexc.ServiceUnavailable,
+                        gexc.InternalServerError,
+                        gexc.TooManyRequests,
+                        gexc.DeadlineExceeded,
+                        gexc.Aborted,
+                    ),
+                    **backoff,
+                )
+                self._write_retry = AsyncRetry(
+                    predicate=if_exception_type(gexc.ServiceUnavailable, gexc.TooManyRequests),
+                    **backoff,
+                )
+        return client
+
+    def _users(self, username: str) -> AsyncDocumentReference:
+        return self.client().collection(self._settings.users_collection).document(username)
+
+    def _sessions(self, token_hash: str) -> AsyncDocumentReference:
+        return self.client().collection(self._settings.sessions_collection).document(token_hash)
+
+    def _attempts(self, key: str) -> AsyncDocumentReference:
+        return self.client().collection(self._settings.attempts_collection).document(key)
+
+    @asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        """Bound a Firestore call by the deadline and translate its failures."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            async with asyncio.timeout(self._deadline):
+                yield
+        except gexc.AlreadyExists as exc:
+            raise AlreadyExists(str(exc.message)) from exc
+        except (gexc.FailedPrecondition, gexc.NotFound) as exc:
+            raise PreconditionFailed(str(exc.message)) from exc
+        except (TimeoutError, gexc.GoogleAPIError) as exc:
+            raise StoreUnavailable(type(exc).__name__) from exc
+
+    async def _call(self, pending: Awaitable[T]) -> T:
+        """Await one Firestore call under the deadline, translating its failures."""
+        async with self._guard():
+            return await pending
+
+    async def _get_all(self, refs: list[AsyncDocumentReference]) -> dict[str, DocumentSnapshot[Any]]:
+        client = self.client()
+        async with self._guard():
+            snaps = [snap async for snap in client.get_all(refs, retry=self._retry, timeout=self._deadline)]
+        _count(round_trips=1, reads=len(refs))
+        return {snap.reference.path: snap for snap in snaps}
+
+    def _precondition_exists(self) -> Any:
+        return self.client().write_option(exists=True)
+
+    def _precondition_time(self, update_time: datetime) -> Any:
+        return self.client().write_option(last_update_time=update_time)
+
+    # --- reads ------------------------------------------------------------------------
+
+    async def read_auth(
+        self, username: str, token_hash: str
+    ) -> tuple[Versioned[SessionRecord] | None, Versioned[UserRecord] | None]:
+        """The session and its user, in one round trip."""
+        session_ref, user_ref = self._sessions(token_hash), self._users(username)
+        snaps = await self._get_all([session_ref, user_ref])
+        return (
+            self._versioned(SessionRecord, snaps.get(session_ref.path)),
+            self._versioned(UserRecord, snaps.get(user_ref.path)),
+        )
+
+    async def read_login(
+        self, username: str, counter_key: str
+    ) -> tuple[Versioned[UserRecord] | None, Versioned[AttemptsRecord] | None]:
+        """The user and their failed-login counter, in one round trip."""
+        user_ref, attempts_ref = self._users(username), self._attempts(counter_key)
+        snaps = await self._get_all([user_ref, attempts_ref])
+        return (
+            self._versioned(UserRecord, snaps.get(user_ref.path)),
+            self._versioned(AttemptsRecord, snaps.get(attempts_ref.path)),
+        )
+
+    async def read_user(self, username: str) -> Versioned[UserRecord] | None:
+        ref = self._users(username)
+        snaps = await self._get_all([ref])
+        return self._versioned(UserRecord, snaps.get(ref.path))
+
+    @staticmethod
+    def _versioned(model: type[R], snap: DocumentSnapshot[Any] | None) -> Versioned[R] | None:
+        if snap is None or not snap.exists:
+            return None
+        assert snap.update_time is not None
+        return Versioned(_parse(model, snap.to_dict(), snap.reference.path), snap.update_time)
+
+    async def list_sessions(self, user_id: str) -> list[tuple[str, SessionRecord]]:
+        """A user's session documents, newest first (expired ones included)."""
+        from google.cloud.firestore import FieldFilter, Query
+
+        collection = self._settings.sessions_collection
+        query = (
+            self.client()
+            .collection(collection)
+            .where(filter=FieldFilter("user_id", "==", user_id))
+            .order_by("created_at", direction=Query.DESCENDING)
+        )
+        self.recorded.shapes.add(QueryShape(collection, ("user_id",), (("created_at", "DESCENDING"),)))
+        async with self._guard():
+            snaps = await query.get(retry=self._retry, timeout=self._deadline)
+        _count(round_trips=1, reads=max(1, len(snaps)))
+        return [(s.id, _parse(SessionRecord, s.to_dict(), s.reference.path)) for s in snaps]
+
+    async def find_session(self, public_id: str) -> tuple[str, SessionRecord] | None:
+        """The session with this public id, if any."""
+        from google.cloud.firestore import FieldFilter
+
+        collection = self._settings.sessions_collection
+        query = self.client().collection(collection).where(filter=FieldFilter("public_id", "==", public_id)).limit(1)
+        self.recorded.shapes.add(QueryShape(collection, ("public_id",)))
+        async with self._guard():
+            snaps = await query.get(retry=self._retry, timeout=self._deadline)
+        _count(round_trips=1, reads=1)
+        if not snaps:
+            return None
+        snap = snaps[0]
+        return snap.id, _parse(SessionRecord, snap.to_dict(), snap.reference.path)
+
+    # --- writes -----------------------------------------------------------------------
+
+    async def create_user(self, record: UserRecord) -> None:
+        """Insert a user; raises ``AlreadyExists`` when the username is taken (atomic)."""
+        ref = self._users(record.username)
+        await self._call(ref.create(record.model_dump(), retry=self._write_retry, timeout=self._deadline))
+        _count(round_trips=1, writes=1)
+
+    async def update_user(self, current: Versioned[UserRecord], changes: dict[str, Any]) -> Versioned[UserRecord]:
+        """Apply ``changes`` only if the user is unchanged since ``current`` was read.
+
+        Raises ``PreconditionFailed`` when it changed or vanished.
+        """
+        ref = self._users(current.record.username)
+        option = self._precondition_time(current.update_time)
+        result = await self._call(ref.update(changes, option=option, retry=self._write_retry, timeout=self._deadline))
+        _count(round_trips=1, writes=1)
+        record = current.record.model_copy(update=changes)
+        return Versioned(record, result.update_time)
+
+    async def create_session(self, token_hash: str, record: SessionRecord, clear_counter: str | None = None) -> None:
+        """Insert a session, and in the same commit clear a failed-login counter."""
+        batch = self.client().batch()
+        batch.create(self._sessions(token_hash), record.model_dump())
+        if clear_counter is not None:
+            batch.delete(self._attempts(clear_counter))
+        await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
+        _count(round_trips=1, writes=1, deletes=int(clear_counter is not None))
+
+    async def touch_session(self, token_hash: str, last_seen_at: datetime, expires_at: datetime) -> bool:
+        """Extend a session's idle deadline. False if it was deleted meanwhile: never recreates it."""
+        ref = self._sessions(token_hash)
+        option = self._precondition_exists()
+        try:
+            await self._call(
+                ref.update(
+                    {"last_seen_at": last_seen_at, "expires_at": expires_at},
+                    option=option,
+                    retry=self._write_retry,
+                    timeout=self._deadline,
+                )
+            )
+        except PreconditionFailed:
+            return False
+        finally:
+            _count(round_trips=1, writes=1)
+        return True
+
+    async def delete_session(self, token_hash: str) -> None:
+        """Delete one session; deleting a missing one is not an error."""
+        ref = self._sessions(token_hash)
+        await self._call(ref.delete(retry=self._write_retry, timeout=self._deadline))
+        _count(round_trips=1, deletes=1)
+
+    async def delete_user_sessions(self, user_id: str, keep: str | None = None) -> int:
+        """Delete every session of a user except ``keep``; returns how many were deleted."""
+        from google.cloud.firestore import FieldFilter
+
+        collection = self._settings.sessions_collection
+        query = self.client().collection(collection).where(filter=FieldFilter("user_id", "==", user_id)).select([])
+        self.recorded.shapes.add(QueryShape(collection, ("user_id",)))
+        async with self._guard():
+            snaps = await query.get(retry=self._retry, timeout=self._deadline)
+        _count(round_trips=1, reads=max(1, len(snaps)))
+        refs = [s.reference for s in snaps if s.id != keep]
+        for start in range(0, len(refs), 400):
+            batch = self.client().batch()
+            for ref in refs[start : start + 400]:
+                batch.delete(ref)
+            await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
+            _count(round_trips=1, deletes=len(refs[start : start + 400]))
+        return len(refs)
+
+    async def record_failure(self, key: str, current: Versioned[AttemptsRecord] | None, fresh: AttemptsRecord) -> None:
+        """Count one failed login, atomically.
+
+        ``current`` is the counter as read before; when it is missing or its
+        window is over (``fresh`` has another window start), ``fresh`` starts a
+        new window, guarded so that of two racing resets one wins and the other
+        becomes an increment. Inside a live window the count is a server-side
+        increment on an existing document: parallel failures all count, and a
+        counter cleared meanwhile is started afresh rather than half-written.
+        """
+        from google.cloud.firestore import Increment
+
+        ref = self._attempts(key)
+        start_window = current is None or current.record.window_start != fresh.window_start
+        for _ in range(3):
+            if start_window:
+                try:
+                    if current is None:
+                        await self._call(
+                            ref.create(fresh.model_dump(), retry=self._write_retry, timeout=self._deadline)
+                        )
+                    else:
+                        await self._call(
+                            ref.update(
+                                fresh.model_dump(),
+                                option=self._precondition_time(current.update_time),
+                                retry=self._write_retry,
+                                timeout=self._deadline,
+                            )
+                        )
+                    return
+                except (AlreadyExists, PreconditionFailed):
+                    pass  # another request started or moved the window first: add to it
+                finally:
+                    _count(round_trips=1, writes=1)
+            try:
+                await self._call(ref.update({"count": Increment(1)}, retry=self._write_retry, timeout=self._deadline))
+                return
+            except PreconditionFailed:
+                current, start_window = None, True  # cleared by a successful login meanwhile
+            finally:
+                _count(round_trips=1, writes=1)
+        raise StoreUnavailable("failed-login counter kept changing under us")
+
+    async def clear_failures(self, key: str) -> None:
+        ref = self._attempts(key)
+        await self._call(ref.delete(retry=self._write_retry, timeout=self._deadline))
+        _count(round_trips=1, deletes=1)
+
+    async def close(self) -> None:
+        """Close the running loop's client, if any."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.pop(loop, None)
+        if client is not None:
+            client.close()  # type: ignore[no-untyped-call]

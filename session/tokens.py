@@ -1,0 +1,88 @@
+"""Session token minting, parsing and hashing.
+
+A token is ``<user key>.<secret>``: the user key is the base64url form of the
+lower-cased username (so the user document can be fetched in the same round
+trip as the session), and the secret is 32 random bytes from ``secrets``,
+base64url-encoded. The user key is not secret; the 256-bit secret is what
+authenticates. Only ``sha256(token)`` is ever stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+
+SECRET_BYTES = 32
+_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{4,88}$")
+_USERNAME_RE = re.compile(r"^[a-z0-9._-]{3,64}$")
+MAX_TOKEN_LENGTH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedToken:
+    """A well-formed token: the username it names and the hash that keys its session."""
+
+    username: str
+    token_hash: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def mint(username: str) -> str:
+    """Return a new token for ``username`` (already lower-cased and valid)."""
+    return f"{_b64(username.encode('ascii'))}.{secrets.token_urlsafe(SECRET_BYTES)}"
+
+
+def hash_token(token: str) -> str:
+    """The SHA-256 hex digest that keys the session document."""
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def parse(token: str) -> ParsedToken | None:
+    """Check a presented token's shape; ``None`` if it cannot be one of ours.
+
+    This never touches the store: a malformed token costs no Firestore read.
+    """
+    if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+        return None
+    key, sep, secret = token.partition(".")
+    if not sep or not _KEY_RE.match(key) or not _SECRET_RE.match(secret):
+        return None
+    try:
+        username = base64.urlsafe_b64decode(key + "=" * (-len(key) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    if not _USERNAME_RE.match(username) or _b64(username.encode("ascii")) != key:
+        return None
+    return ParsedToken(username=username, token_hash=hash_token(token))
+
+
+def public_id(token_hash: str) -> str:
+    """A public handle for a session; it cannot be turned back into the token or its hash."""
+    digest = hashlib.sha256(b"session-public-id\x00" + bytes.fromhex(token_hash)).digest()
+    return _b64(digest[:18])
+
+
+def log_id(token_hash: str) -> str:
+    """A short prefix, safe to log, that tells sessions apart in the logs."""
+    return token_hash[:12]
+
+
+def counter_key(username: str) -> str:
+    """The document id of a username's failed-login counter (a hash: usernames may not exist)."""
+    return hashlib.sha256(b"login-attempts\x00" + username.encode("utf-8")).hexdigest()
+
+
+_PUBLIC_ID_RE = re.compile(r"^[A-Za-z0-9_-]{24}$")
+
+
+def is_public_id(value: str) -> bool:
+    """True when ``value`` has the shape of a ``public_id``."""
+    return bool(_PUBLIC_ID_RE.match(value))

@@ -1,0 +1,153 @@
+"""Fixtures: a real Firestore emulator, apps built by functions-framework, a live `make run` server.
+
+Every test gets its own `demo-` project on the shared emulator, wiped afterwards,
+so tests never see each other's documents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+from functions_framework import create_app
+from starlette.testclient import TestClient
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from emulator import Emulator, free_port, wipe  # noqa: E402
+
+# Fast hashing for tests that do not measure it; still the OWASP minimum (the floor the settings enforce).
+BASE_ENV = {
+    "SESSION_COOKIE_SECURE": "true",
+    "SESSION_LOG_LEVEL": "INFO",
+}
+
+
+@pytest.fixture(scope="session")
+def emulator_host() -> Iterator[str]:
+    """The emulator of `make test` (FIRESTORE_EMULATOR_HOST), or one started for this run."""
+    given = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    if given:
+        yield given
+        return
+    with Emulator() as emulator:
+        os.environ["FIRESTORE_EMULATOR_HOST"] = emulator.host
+        yield emulator.host
+
+
+@pytest.fixture(autouse=True)
+def _restore_environ() -> Iterator[None]:
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def project(emulator_host: str) -> Iterator[str]:
+    """A fresh `demo-` project for this test, wiped afterwards."""
+    name = f"demo-t{uuid.uuid4().hex[:12]}"
+    os.environ["FIRESTORE_EMULATOR_HOST"] = emulator_host
+    os.environ["GOOGLE_CLOUD_PROJECT"] = name
+    os.environ.update(BASE_ENV)
+    yield name
+    with contextlib.suppress(OSError):
+        wipe(emulator_host, name)
+
+
+AppFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def make_client(project: str) -> Iterator[AppFactory]:
+    """Build `api` (or another target) from main.py with extra settings, as a started TestClient."""
+    clients: list[TestClient] = []
+
+    def factory(target: str = "api", **env: str) -> TestClient:
+        os.environ.update(env)
+        app = create_app(target, str(ROOT / "main.py"))
+        client = TestClient(app, base_url="https://testserver", raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: AppFactory) -> TestClient:
+    return make_client()
+
+
+def main_module() -> Any:
+    """The main.py module that the last create_app loaded (to reach its service and clock)."""
+    return sys.modules["main"]
+
+
+def register(client: TestClient, username: str = "alice", password: str = "correct horse battery", **extra: Any) -> Any:
+    response = client.post("/register", json={"username": username, "password": password, **extra})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def login(client: TestClient, username: str = "alice", password: str = "correct horse battery") -> str:
+    response = client.post("/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return str(response.json()["token"])
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def live_server(project: str, emulator_host: str) -> Iterator[str]:
+    """`make run` on a free port, against the shared emulator; stopped with SIGTERM afterwards."""
+    port = free_port()
+    env = dict(os.environ, PORT=str(port), FIRESTORE_EMULATOR_HOST=emulator_host, GOOGLE_CLOUD_PROJECT=project)
+    log = open(ROOT / f".pytest-make-run-{port}.log", "wb")
+    proc = subprocess.Popen(["make", "-s", "run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                httpx.get(f"{base}/nope", timeout=1)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((ROOT / f".pytest-make-run-{port}.log").read_text()) from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            raise
+        finally:
+            log.close()
+            (ROOT / f".pytest-make-run-{port}.log").unlink(missing_ok=True)
+
+
+def emulator_get(host: str, project: str, path: str) -> dict[str, Any]:
+    """A document (or collection listing) read straight from the emulator's REST API."""
+    url = f"http://{host}/v1/projects/{project}/databases/(default)/documents/{path}"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        import json
+
+        return dict(json.loads(resp.read()))
