@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -294,6 +295,31 @@ def resolve(endpoint: str, segments: tuple[str, ...]) -> tuple[dict[str, Handler
     raise errors.NotFound("no such endpoint")
 
 
+# --- the browser page (under `api` only) ---
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+_STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
+
+
+def static_file(segments: tuple[str, ...]) -> Response | None:
+    """A file of ``static/`` (flat: no sub-folders, no dot-files), or ``None``."""
+    if len(segments) != 1 or segments[0].startswith(".") or "\\" in segments[0]:
+        return None
+    path = STATIC_DIR / segments[0]
+    media_type = _STATIC_TYPES.get(path.suffix)
+    if media_type is None or not path.is_file():
+        return None
+    return Response(
+        path.read_bytes(),
+        media_type=media_type,
+        headers={
+            "Cache-Control": "no-cache",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'self'; connect-src *; frame-ancestors 'none'",
+        },
+    )
+
+
 # --- the application ---------------------------------------------------------------------------
 
 
@@ -382,6 +408,12 @@ class Api:
         segments = tuple(s for s in request.url.path.split("/") if s)
         if endpoint is None:
             endpoint, segments = (segments[0], segments[1:]) if segments else ("", ())
+            if endpoint in ("", "static") and request.method in ("GET", "HEAD"):
+                page = static_file(segments if endpoint else ("index.html",))
+                if page is not None:
+                    logs.current_trace.reset(trace_token)
+                    current_ops.reset(ops_token)
+                    return page
         call = Call(self, request, endpoint, ())
         code = "ok"
         try:

@@ -48,7 +48,6 @@ CASES: list[tuple[str, str, str, dict[str, str], Any, int, str]] = [
     ("put-profile", "PUT", "/profile", {}, None, 405, "method_not_allowed"),
     ("delete-register", "DELETE", "/register", {}, None, 405, "method_not_allowed"),
     ("unknown-path", "GET", "/nope", {}, None, 404, "not_found"),
-    ("root", "GET", "/", {}, None, 404, "not_found"),
     ("too-deep", "GET", "/profile/a/b", {}, None, 404, "not_found"),
 ]
 
