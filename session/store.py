@@ -195,9 +195,6 @@ class FirestoreStore:
         _count(round_trips=1, reads=len(refs))
         return {snap.reference.path: snap for snap in snaps}
 
-    def _precondition_exists(self) -> Any:
-        return self.client().write_option(exists=True)
-
     def _precondition_time(self, update_time: datetime) -> Any:
         return self.client().write_option(last_update_time=update_time)
 
@@ -299,14 +296,16 @@ class FirestoreStore:
         _count(round_trips=1, writes=1, deletes=int(clear_counter is not None))
 
     async def touch_session(self, token_hash: str, last_seen_at: datetime, expires_at: datetime) -> bool:
-        """Extend a session's idle deadline. False if it was deleted meanwhile: never recreates it."""
+        """Extend a session's idle deadline. False if it was deleted meanwhile: never recreates it.
+
+        Firestore's ``update`` carries an implicit exists precondition, so a
+        touch that lands after a concurrent logout fails instead of writing.
+        """
         ref = self._sessions(token_hash)
-        option = self._precondition_exists()
         try:
             await self._call(
                 ref.update(
                     {"last_seen_at": last_seen_at, "expires_at": expires_at},
-                    option=option,
                     retry=self._write_retry,
                     timeout=self._deadline,
                 )
