@@ -68,7 +68,8 @@ def configure(settings: Settings, stream: IO[str] | None = None) -> None:
         from google.cloud.logging_v2.handlers.structured_log import StructuredLogHandler
 
         handler = StructuredLogHandler(project_id=settings.project, stream=stream or sys.stdout)  # type: ignore[no-untyped-call]
-        handler.addFilter(_TraceFilter())
+        # Before the library's own filter, which renders the trace fields from these attributes.
+        handler.filters.insert(0, _TraceFilter())
         logger = logging.getLogger("session")
         for old in list(logger.handlers):
             logger.removeHandler(old)

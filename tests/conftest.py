@@ -118,8 +118,9 @@ def live_server(project: str, emulator_host: str) -> Iterator[str]:
     port = free_port()
     env = dict(os.environ, PORT=str(port), FIRESTORE_EMULATOR_HOST=emulator_host, GOOGLE_CLOUD_PROJECT=project)
     log = open(ROOT / f".pytest-make-run-{port}.log", "wb")
-    proc = subprocess.Popen(["make", "-s", "run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        ["make", "-s", "run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     try:

@@ -228,9 +228,7 @@ def test_raw_token_is_nowhere_in_firestore(client: TestClient, project: str, emu
     register(client)
     token = login(client)
     secret = token.split(".", 1)[1]
-    dump = json.dumps(
-        [emulator_get(emulator_host, project, c) for c in ("sessions", "users", "login_attempts")]
-    )
+    dump = json.dumps([emulator_get(emulator_host, project, c) for c in ("sessions", "users", "login_attempts")])
     assert secret not in dump
     assert token not in dump
     assert hashlib.sha256(token.encode()).hexdigest() in dump  # the session is keyed by the hash

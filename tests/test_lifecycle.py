@@ -135,9 +135,7 @@ def test_absolute_lifetime_caps_touches(
     assert client.get("/profile", headers=bearer(token)).status_code == 401
 
 
-def test_touch_never_resurrects_a_logged_out_session(
-    make_client: AppFactory, project: str, emulator_host: str
-) -> None:
+def test_touch_never_resurrects_a_logged_out_session(make_client: AppFactory, project: str, emulator_host: str) -> None:
     """Real threads: profile reads that touch on every request race a logout."""
     client = make_client(SESSION_TOUCH_SECONDS="0")
     register(client)
@@ -280,7 +278,9 @@ def test_password_change_with_wrong_current_password(client: TestClient) -> None
     register(client)
     token = login(client)
     response = client.post(
-        "/profile/password", headers=bearer(token), json={"current_password": "wrong one", "new_password": "whatever123"}
+        "/profile/password",
+        headers=bearer(token),
+        json={"current_password": "wrong one", "new_password": "whatever123"},
     )
     assert response.status_code == 403
     assert response.json()["code"] == "invalid_credentials"
@@ -492,9 +492,7 @@ def test_bearer_requests_are_not_subject_to_csrf(csrf_client: TestClient) -> Non
 
 
 def test_cors_preflight_for_allowed_origin(csrf_client: TestClient) -> None:
-    response = csrf_client.options(
-        "/profile", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "PATCH"}
-    )
+    response = csrf_client.options("/profile", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "PATCH"})
     assert response.status_code == 204
     assert response.headers["access-control-allow-origin"] == ORIGIN
     assert response.headers["access-control-allow-credentials"] == "true"

@@ -1,0 +1,81 @@
+"""Structured logs (issue 5): one JSON line per request with trace and outcome, and no secrets, ever."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+
+from tests.conftest import ROOT, emulator_get
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PASSWORD = "a very secret passphrase"
+NEW_PASSWORD = "another secret passphrase"
+
+
+def _server_log(base: str) -> Path:
+    return ROOT / f".pytest-make-run-{base.rsplit(':', 1)[1]}.log"
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    lines = []
+    for raw in path.read_text().splitlines():
+        if raw.startswith("{"):
+            lines.append(json.loads(raw))  # every structured line must parse
+    return lines
+
+
+def test_full_flow_logs(live_server: str, project: str, emulator_host: str) -> None:
+    traceparent = {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}
+    with httpx.Client(base_url=live_server, timeout=30) as http:
+        http.post("/register", json={"username": "carol", "password": PASSWORD}, headers=traceparent)
+        http.post("/login", json={"username": "carol", "password": "wrong password"})
+        login = http.post("/login", json={"username": "carol", "password": PASSWORD})
+        token = login.json()["token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        http.get("/profile", headers={**auth, "X-Cloud-Trace-Context": f"{TRACE_ID.upper()}/123;o=1"})
+        http.get("/profile", headers={"Cookie": f"__session={token}"})
+        http.post("/logout", headers={"Cookie": f"__session={token}"})  # CSRF-rejected: no Origin
+        changed = http.post(
+            "/profile/password", headers=auth, json={"current_password": PASSWORD, "new_password": NEW_PASSWORD}
+        )
+        new_token = changed.json()["token"]
+        http.delete("/sessions?include_current=true", headers={"Authorization": f"Bearer {new_token}"})
+        password_hash = emulator_get(emulator_host, project, "users/carol")["fields"]["password_hash"]["stringValue"]
+    time.sleep(0.5)  # let the server flush its last line
+
+    log_path = _server_log(live_server)
+    text = log_path.read_text()
+    for secret in (PASSWORD, NEW_PASSWORD, token, new_token, token.split(".")[1], password_hash, f"Bearer {token[:6]}"):
+        assert secret not in text
+
+    lines = _json_lines(log_path)
+    # (the fixture's readiness probe, GET /nope, comes first)
+    requests = [line for line in lines if "entry_point" in line and line["httpRequest"]["requestUrl"] != "/nope"]
+    assert len(requests) == 8  # exactly one line per request
+    for line in requests:
+        assert line["severity"] in ("INFO", "WARNING", "ERROR")
+        http_request = line["httpRequest"]
+        assert {"requestMethod", "requestUrl", "status", "latency"} <= set(http_request)
+        assert http_request["latency"].endswith("s")
+        assert line["code"]
+    by_path = [(r["httpRequest"]["requestMethod"], r["httpRequest"]["status"], r["code"]) for r in requests]
+    assert by_path[:3] == [("POST", 201, "ok"), ("POST", 401, "invalid_credentials"), ("POST", 200, "ok")]
+    assert ("POST", 403, "csrf_rejected") in by_path
+
+    assert requests[0]["logging.googleapis.com/trace"] == f"projects/{project}/traces/{TRACE_ID}"
+    assert requests[3]["logging.googleapis.com/trace"] == f"projects/{project}/traces/{TRACE_ID}"
+    assert requests[3]["logging.googleapis.com/spanId"] == format(123, "016x")
+    profile = requests[3]
+    assert profile["entry_point"] == "profile"
+    assert profile["user_id"] == requests[0]["user_id"]
+    assert len(profile["sid"]) == 12
+
+    events = {line.get("event") for line in lines}
+    assert {"login_failed", "password_changed", "sessions_revoked_all", "csrf_rejected"} <= events
+    # Security events inside a traced request carry its trace too.
+    registered = next(line for line in lines if line.get("event") == "user_registered")
+    assert registered["logging.googleapis.com/trace"] == f"projects/{project}/traces/{TRACE_ID}"
