@@ -6,7 +6,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.error import HTTPError
@@ -143,11 +142,11 @@ def test_touch_never_resurrects_a_logged_out_session(make_client: AppFactory, pr
         token = login(client)
         start = threading.Barrier(9)
 
-        def read() -> list[int]:
+        def read(start: threading.Barrier = start, token: str = token) -> list[int]:
             start.wait()
             return [client.get("/profile", headers=bearer(token)).status_code for _ in range(4)]
 
-        def logout() -> int:
+        def logout(start: threading.Barrier = start, token: str = token) -> int:
             start.wait()
             return client.post("/logout", headers=bearer(token)).status_code
 
@@ -445,11 +444,11 @@ def test_permission_change_applies_on_next_request(client: TestClient) -> None:
 
 
 @pytest.fixture
-def csrf_client(make_client: AppFactory) -> Iterator[TestClient]:
+def csrf_client(make_client: AppFactory) -> TestClient:
     client = make_client(SESSION_ALLOWED_ORIGINS=f"{ORIGIN},http://localhost:3000")
     register(client)
     assert client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code == 200
-    yield client  # its cookie jar holds __session
+    return client  # its cookie jar holds __session
 
 
 @pytest.mark.parametrize(
