@@ -182,7 +182,8 @@ def _parse_if_match(value: str | None) -> int | None:
         text = text[2:]
     if len(text) >= 2 and text[0] == text[-1] == '"':
         text = text[1:-1]
-    if not text.isdigit() or len(text) > 18:
+    # ASCII only: str.isdigit() accepts "²" (a Latin-1 byte in a header), which int() then rejects.
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise errors.InvalidRequest([{"loc": ["header", "if-match"], "msg": 'expected an ETag like "3"'}])
     return int(text)
 

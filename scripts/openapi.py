@@ -1,0 +1,403 @@
+"""Generate ``openapi.yaml`` from the pydantic models, the routes and the error tree.
+
+    python scripts/openapi.py            write openapi.yaml at the repository root
+    python scripts/openapi.py --check    exit 1 if openapi.yaml differs from what would be written
+
+The document describes the ``api`` entry point (every endpoint under its path
+prefix). Bodies come from ``session.models``; problem responses list, per
+status, the ``code`` values of ``session.errors`` that the operation can answer
+with, so a schema check catches a wrong status or code, not only a wrong shape.
+``tests/test_openapi.py`` regenerates it in memory and fails on any drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from session import errors  # noqa: E402
+from session.config import Settings  # noqa: E402
+from session.http import PROBLEM_JSON, PROBLEM_TYPE  # noqa: E402
+from session.models import (  # noqa: E402
+    LoginOut,
+    LoginRequest,
+    PasswordChangeRequest,
+    Problem,
+    ProfileOut,
+    ProfileUpdateRequest,
+    RegisterRequest,
+    SessionsOut,
+    UserOut,
+)
+
+OUTPUT = ROOT / "openapi.yaml"
+JSON = "application/json"
+
+MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+    (RegisterRequest, "validation"),
+    (LoginRequest, "validation"),
+    (ProfileUpdateRequest, "validation"),
+    (PasswordChangeRequest, "validation"),
+    (UserOut, "serialization"),
+    (LoginOut, "serialization"),
+    (ProfileOut, "serialization"),
+    (SessionsOut, "serialization"),
+    (Problem, "serialization"),
+]
+
+# Errors any operation that reads or writes a JSON body can answer with.
+BODY_ERRORS: list[type[errors.SessionError]] = [
+    errors.InvalidJson,
+    errors.InvalidRequest,
+    errors.PayloadTooLarge,
+    errors.UnsupportedMediaType,
+]
+AUTH_ERRORS: list[type[errors.SessionError]] = [errors.Unauthenticated]
+COOKIE_WRITE_ERRORS: list[type[errors.SessionError]] = [errors.CsrfRejected]
+STORE_ERRORS: list[type[errors.SessionError]] = [errors.ServiceUnavailable]
+
+SECURITY = [{"bearer": []}, {"cookie": []}]
+# What session.http accepts in If-Match: `*`, or a version as an entity tag (quotes and W/ optional).
+IF_MATCH_PATTERN = r'^(\*|(W/)?"[0-9]{1,18}"|(W/)?[0-9]{1,18})$'
+
+
+def _ref(name: str, kind: str = "schemas") -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _header(description: str, *, required: bool = True, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": schema or {"type": "string"}}
+
+
+def _set_cookie(when: str) -> dict[str, Any]:
+    return {"Set-Cookie": _ref("SetSessionCookie" if when == "set" else "ClearSessionCookie", "headers")}
+
+
+def _error_headers(error: type[errors.SessionError]) -> dict[str, Any]:
+    if issubclass(error, errors.Unauthenticated):
+        return {"WWW-Authenticate": _ref("WWWAuthenticate", "headers")}
+    if issubclass(error, errors.TooManyAttempts | errors.ServiceUnavailable):
+        return {"Retry-After": _ref("RetryAfter", "headers")}
+    return {}
+
+
+def _problems(errs: list[type[errors.SessionError]]) -> dict[str, Any]:
+    """Problem responses grouped by status, each pinned to its ``code`` values."""
+    by_status: dict[int, list[type[errors.SessionError]]] = {}
+    for error in errs:
+        by_status.setdefault(error.status, []).append(error)
+    responses: dict[str, Any] = {}
+    for status in sorted(by_status):
+        group = by_status[status]
+        codes = sorted({e.code for e in group})
+        headers: dict[str, Any] = {}
+        for error in group:
+            headers.update(_error_headers(error))
+        # A header only some codes of this status carry is not required for the others.
+        if len(group) > 1:
+            for name in list(headers):
+                if not all(name in _error_headers(e) for e in group):
+                    headers[name] = {**_component_header(name), "required": False}
+        schema = {
+            "allOf": [
+                _ref("Problem"),
+                {
+                    "type": "object",
+                    "properties": {
+                        "status": {"const": status},
+                        "code": {"enum": codes},
+                        "type": {"enum": [PROBLEM_TYPE + c for c in codes]},
+                    },
+                },
+            ]
+        }
+        response: dict[str, Any] = {
+            "description": "; ".join(f"`{e.code}`: {e.title}" for e in sorted(group, key=lambda e: e.code)),
+            "content": {PROBLEM_JSON: {"schema": schema}},
+        }
+        if headers:
+            response["headers"] = headers
+        responses[str(status)] = response
+    return responses
+
+
+def _component_header(name: str) -> dict[str, Any]:
+    return dict(_components_headers()[name])
+
+
+def _components_headers() -> dict[str, dict[str, Any]]:
+    cookie = Settings.model_fields["cookie_name"].default
+    return {
+        "SetSessionCookie": _header(
+            f"The session cookie `{cookie}` (HttpOnly, SameSite=Lax, Path=/, Secure unless configured off),"
+            " carrying the same token as the body."
+        ),
+        "ClearSessionCookie": _header(
+            f"Clears the session cookie `{cookie}` (Max-Age=0) when the caller's own session ended.", required=False
+        ),
+        "WWWAuthenticate": _header('The scheme to authenticate with: `Bearer realm="session"`.'),
+        "RetryAfter": _header("Seconds to wait before trying again.", schema={"type": "string", "pattern": r"^\d+$"}),
+        "ETag": _header(
+            'The profile version as a strong entity tag, e.g. `"3"`; send it back in `If-Match`.',
+            schema={"type": "string", "pattern": r'^"\d+"$'},
+        ),
+        "Allow": _header("The methods this path supports."),
+    }
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    return {"required": True, "content": {JSON: {"schema": _ref(model.__name__)}}}
+
+
+def _ok(model: type[BaseModel], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description, "content": {JSON: {"schema": _ref(model.__name__)}}}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _no_content(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description}
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+def _operation(
+    operation_id: str,
+    summary: str,
+    responses: dict[str, Any],
+    errs: list[type[errors.SessionError]],
+    *,
+    body: type[BaseModel] | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+    secured: bool = False,
+    description: str | None = None,
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"operationId": operation_id, "summary": summary}
+    if description:
+        op["description"] = description
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = _body(body)
+    if secured:
+        op["security"] = SECURITY
+    op["responses"] = {**responses, **_problems(errs)}
+    return op
+
+
+def _options(methods: list[str]) -> dict[str, Any]:
+    allow = ", ".join([*methods, "OPTIONS"])
+    return {
+        "summary": "The methods of this path (a CORS preflight from an allowed origin gets the CORS headers instead)",
+        "operationId": None,  # filled in by the caller
+        "responses": {
+            "204": {
+                "description": f"No content; `Allow: {allow}` unless this is a preflight from an allowed origin.",
+                "headers": {"Allow": {**_component_header("Allow"), "required": False}},
+            }
+        },
+    }
+
+
+def build() -> dict[str, Any]:
+    """The whole OpenAPI document, as plain data."""
+    _, defs = models_json_schema(MODELS, ref_template="#/components/schemas/{model}")
+    schemas: dict[str, Any] = dict(sorted(defs["$defs"].items()))
+
+    include_current = {
+        "name": "include_current",
+        "in": "query",
+        "required": False,
+        "description": "Also revoke the session making this request (and clear its cookie).",
+        "schema": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", ""]},
+    }
+    if_match = {
+        "name": "If-Match",
+        "in": "header",
+        "required": False,
+        "description": 'The `ETag` of the profile this change is based on (`"3"`, `W/"3"` or `*`);'
+        " a different stored version answers 412.",
+        "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
+    }
+    session_id = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "description": "The public id of a session, as listed by `GET /sessions`.",
+        "schema": {"type": "string"},
+    }
+
+    paths: dict[str, dict[str, Any]] = {
+        "/register": {
+            "post": _operation(
+                "register",
+                "Create an account",
+                {"201": _ok(UserOut, "The new account.")},
+                [*BODY_ERRORS, errors.RegistrationDisabled, errors.UsernameTaken, *STORE_ERRORS],
+                body=RegisterRequest,
+            ),
+        },
+        "/login": {
+            "post": _operation(
+                "login",
+                "Open a session with a username and password",
+                {"200": _ok(LoginOut, "A new session; the token is also set as a cookie.", _set_cookie("set"))},
+                [
+                    *BODY_ERRORS,
+                    errors.InvalidCredentials,
+                    errors.AccountDisabled,
+                    errors.TooManyAttempts,
+                    *STORE_ERRORS,
+                ],
+                body=LoginRequest,
+            ),
+        },
+        "/logout": {
+            "post": _operation(
+                "logout",
+                "End the presented session (idempotent)",
+                {
+                    "204": _no_content(
+                        "The session is gone (or never existed); the cookie is cleared.", _set_cookie("clear")
+                    )
+                },
+                [*AUTH_ERRORS, *COOKIE_WRITE_ERRORS, *STORE_ERRORS],
+                secured=True,
+            ),
+        },
+        "/profile": {
+            "get": _operation(
+                "getProfile",
+                "The caller's profile and session",
+                {"200": _ok(ProfileOut, "The profile.", {"ETag": _ref("ETag", "headers")})},
+                [*AUTH_ERRORS, *STORE_ERRORS],
+                secured=True,
+            ),
+            "patch": _operation(
+                "updateProfile",
+                "Change the display name or email",
+                {"200": _ok(ProfileOut, "The updated profile.", {"ETag": _ref("ETag", "headers")})},
+                [*BODY_ERRORS, *AUTH_ERRORS, *COOKIE_WRITE_ERRORS, errors.VersionConflict, *STORE_ERRORS],
+                body=ProfileUpdateRequest,
+                parameters=[if_match],
+                secured=True,
+            ),
+        },
+        "/profile/password": {
+            "post": _operation(
+                "changePassword",
+                "Change the password: every session of the user ends and a new one opens",
+                {"200": _ok(LoginOut, "The new session.", _set_cookie("set"))},
+                [
+                    *BODY_ERRORS,
+                    *AUTH_ERRORS,
+                    *COOKIE_WRITE_ERRORS,
+                    errors.WrongCurrentPassword,
+                    errors.VersionConflict,
+                    *STORE_ERRORS,
+                ],
+                body=PasswordChangeRequest,
+                secured=True,
+            ),
+        },
+        "/sessions": {
+            "get": _operation(
+                "listSessions",
+                "The caller's live sessions, newest first",
+                {"200": _ok(SessionsOut, "The sessions (never their tokens).")},
+                [*AUTH_ERRORS, *STORE_ERRORS],
+                secured=True,
+            ),
+            "delete": _operation(
+                "revokeAllSessions",
+                "Revoke every session of the caller, except the current one unless asked",
+                {"204": _no_content("Revoked.", _set_cookie("clear"))},
+                [errors.InvalidRequest, *AUTH_ERRORS, *COOKIE_WRITE_ERRORS, *STORE_ERRORS],
+                parameters=[include_current],
+                secured=True,
+            ),
+        },
+        "/sessions/{id}": {
+            "delete": _operation(
+                "revokeSession",
+                "Revoke one of the caller's sessions",
+                {"204": _no_content("Revoked.", _set_cookie("clear"))},
+                [*AUTH_ERRORS, *COOKIE_WRITE_ERRORS, errors.NotFound, *STORE_ERRORS],
+                secured=True,
+            ),
+            "parameters": [session_id],
+        },
+    }
+    for path, operations in paths.items():
+        options = _options([m.upper() for m in operations if m != "parameters"])
+        options["operationId"] = "options" + "".join(p.strip("{}").title() for p in path.split("/") if p)
+        operations["options"] = options
+
+    cookie = Settings.model_fields["cookie_name"].default
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Session service",
+            "version": "1",
+            "description": "A serverless session service on Firestore: the `api` entry point, which serves every"
+            " endpoint under its path prefix. Every error is an RFC 9457 problem document"
+            f" (`{PROBLEM_JSON}`) with a stable `code`. Generated by `scripts/openapi.py`: do not edit by hand.",
+        },
+        "servers": [{"url": "http://127.0.0.1:8080", "description": "`make run`"}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "headers": _components_headers(),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The `token` from `POST /login`. Exempt from the CSRF origin check.",
+                },
+                "cookie": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": cookie,
+                    "description": "The session cookie set by `POST /login`. A request that changes state must"
+                    " carry an `Origin` (or `Referer`) from `SESSION_ALLOWED_ORIGINS`, or it answers 403"
+                    " `csrf_rejected`.",
+                },
+            },
+        },
+    }
+
+
+def render(document: dict[str, Any]) -> str:
+    """The document as YAML, stable from run to run."""
+    header = "# Generated by scripts/openapi.py from session/models.py, session/http.py and session/errors.py.\n"
+    return header + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if openapi.yaml is out of date")
+    args = parser.parse_args(argv)
+    text = render(build())
+    if args.check:
+        if not OUTPUT.exists() or OUTPUT.read_text() != text:
+            print("openapi.yaml is out of date: run python scripts/openapi.py", file=sys.stderr)
+            return 1
+        return 0
+    OUTPUT.write_text(text)
+    print(f"wrote {OUTPUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

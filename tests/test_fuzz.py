@@ -1,0 +1,22 @@
+"""Schemathesis against the live `make run` server: every operation, every check, a real token.
+
+A CI-sized run (few examples per operation, a fixed seed); `python scripts/fuzz.py`
+is the long one. It must find no server error and no response that breaks
+openapi.yaml. Whatever it finds becomes a case in tests/test_fuzz_regressions.py.
+"""
+
+from __future__ import annotations
+
+import fuzz  # scripts/fuzz.py
+import pytest
+
+pytestmark = pytest.mark.slow
+
+MAX_EXAMPLES = 15
+SEED = 5
+
+
+def test_schemathesis_finds_nothing(live_server: str) -> None:
+    result = fuzz.run(live_server, MAX_EXAMPLES, SEED, capture=True)
+    assert result.returncode == 0, f"schemathesis failed:\n{result.stdout[-20000:]}\n{result.stderr[-5000:]}"
+    assert "No issues found" in result.stdout, result.stdout[-5000:]
