@@ -87,13 +87,15 @@ def wait_until_up(base: str, proc: subprocess.Popen[bytes] | None, timeout: floa
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group (dev.py then stops what it started), SIGKILL if it lingers."""
+    """SIGTERM ``make`` alone, which passes it on to dev.py once; SIGKILL the group if it lingers.
+
+    Not the whole group: dev.py would get a second SIGTERM from make in the
+    middle of its own clean-up and leave the server (and its emulator) behind.
+    """
     if proc.poll() is None:
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except ProcessLookupError:
-            pass
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
