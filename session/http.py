@@ -80,16 +80,9 @@ class Call:
         A Bearer header wins over the cookie. Raises ``Unauthenticated`` for an
         Authorization header that is not a Bearer token.
         """
-        header = self.request.headers.get("authorization")
-        if header is not None:
-            scheme, _, token = header.strip().partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                raise errors.Unauthenticated("use 'Authorization: Bearer <token>'")
-            return token.strip(), False
-        cookie = self.request.cookies.get(self.api.settings.cookie_name)
-        if cookie:
-            return cookie, True
-        return None
+        return presented_credential(
+            self.request.headers.get("authorization"), self.request.cookies.get(self.api.settings.cookie_name)
+        )
 
     async def authenticate(self) -> AuthContext:
         """Authenticate by Bearer token or cookie, enforcing CSRF for cookie requests that change state."""
@@ -106,6 +99,62 @@ class Call:
 
     def user_agent(self) -> str | None:
         return self.request.headers.get("user-agent")
+
+
+# --- credentials and CSRF, framework-neutral (shared with session.guard) ---
+
+
+def presented_credential(authorization: str | None, cookie: str | None) -> tuple[str, bool] | None:
+    """The token of an Authorization header or cookie value, and whether it came from the cookie.
+
+    A Bearer header wins over the cookie; ``None`` when neither is there.
+    Raises ``Unauthenticated`` for an Authorization header that is not a Bearer token.
+    """
+    if authorization is not None:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise errors.Unauthenticated("use 'Authorization: Bearer <token>'")
+        return token.strip(), False
+    if cookie:
+        return cookie, True
+    return None
+
+
+def request_origin(origin: str | None, referer: str | None) -> str | None:
+    """The lower-cased origin a request claims: its Origin header, else the origin of its Referer."""
+    if origin is None and referer:
+        parts = urlsplit(referer)
+        if parts.scheme and parts.netloc:
+            origin = f"{parts.scheme}://{parts.netloc}"
+    return origin.lower() if origin else None
+
+
+def enforce_csrf(method: str, origin: str | None, referer: str | None, path: str, allowed: frozenset[str]) -> None:
+    """Reject a cookie-authenticated state change from an origin not in ``allowed``.
+
+    A request with neither Origin nor Referer is rejected too: browsers send
+    Origin on every cross-site POST, PATCH and DELETE, and a non-browser
+    client can use the Bearer header, which is exempt. Raises ``CsrfRejected``.
+    """
+    if method not in STATE_CHANGING:
+        return
+    claimed = request_origin(origin, referer)
+    if claimed is None or claimed not in allowed:
+        logging.getLogger("session.security").warning(
+            "csrf_rejected",
+            extra={"json_fields": {"event": "csrf_rejected", "origin": (claimed or "")[:200], "path": path}},
+        )
+        raise errors.CsrfRejected("a cookie-authenticated request that changes state must come from an allowed origin")
+
+
+def store_failure(settings: Settings, exc: StoreUnavailable | StoreCorrupt) -> errors.SessionError:
+    """The client-facing error for a store failure: 503 when unreachable, an opaque 500 when corrupt."""
+    if isinstance(exc, StoreUnavailable):
+        return errors.ServiceUnavailable(
+            max(1, round(settings.firestore_timeout_seconds)), "the session store is unavailable; try again"
+        )
+    log.error("stored document is corrupt", exc_info=exc)
+    return errors.InternalError("internal error")
 
 
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -133,7 +182,8 @@ def json_response(model: BaseModel, status: int = 200, headers: Mapping[str, str
     return Response(model.model_dump_json(), status_code=status, media_type=JSON, headers=dict(headers or {}))
 
 
-def problem_response(exc: errors.SessionError) -> Response:
+def problem_body(exc: errors.SessionError) -> str:
+    """The RFC 9457 problem document of ``exc``, as JSON text."""
     body: dict[str, object] = {
         "type": PROBLEM_TYPE + exc.code,
         "title": exc.title,
@@ -142,8 +192,12 @@ def problem_response(exc: errors.SessionError) -> Response:
         "code": exc.code,
         **exc.extra(),
     }
+    return json.dumps(body, ensure_ascii=False, default=str)
+
+
+def problem_response(exc: errors.SessionError) -> Response:
     return Response(
-        json.dumps(body, ensure_ascii=False, default=str),
+        problem_body(exc),
         status_code=exc.status,
         media_type=PROBLEM_JSON,
         headers=dict(exc.headers()),
@@ -342,36 +396,10 @@ class Api:
 
     # --- CSRF and CORS ---
 
-    def _request_origin(self, request: Request) -> str | None:
-        origin = request.headers.get("origin")
-        if origin is None:
-            referer = request.headers.get("referer")
-            if referer:
-                parts = urlsplit(referer)
-                if parts.scheme and parts.netloc:
-                    origin = f"{parts.scheme}://{parts.netloc}"
-        return origin.lower() if origin else None
-
     def check_csrf(self, request: Request) -> None:
-        """Reject a cookie-authenticated state change from an origin not in the allow-list.
-
-        A request with neither Origin nor Referer is rejected too: browsers send
-        Origin on every cross-site POST, PATCH and DELETE, and a non-browser
-        client can use the Bearer header, which is exempt.
-        """
-        if request.method not in STATE_CHANGING:
-            return
-        origin = self._request_origin(request)
-        if origin is None or origin not in self._origins:
-            logging.getLogger("session.security").warning(
-                "csrf_rejected",
-                extra={
-                    "json_fields": {"event": "csrf_rejected", "origin": (origin or "")[:200], "path": request.url.path}
-                },
-            )
-            raise errors.CsrfRejected(
-                "a cookie-authenticated request that changes state must come from an allowed origin"
-            )
+        """Reject a cookie-authenticated state change from an origin not in the allow-list (see ``enforce_csrf``)."""
+        headers = request.headers
+        enforce_csrf(request.method, headers.get("origin"), headers.get("referer"), request.url.path, self._origins)
 
     def _cors_headers(self, request: Request, response: Response) -> None:
         if not self._origins:
@@ -427,14 +455,8 @@ class Api:
                     if handler is None:
                         raise errors.MethodNotAllowed([*methods, "OPTIONS"])
                     response = await handler(call)
-            except StoreUnavailable as exc:
-                raise errors.ServiceUnavailable(
-                    max(1, round(self.settings.firestore_timeout_seconds)),
-                    "the session store is unavailable; try again",
-                ) from exc
-            except StoreCorrupt as exc:
-                log.error("stored document is corrupt", exc_info=exc)
-                raise errors.InternalError("internal error") from exc
+            except (StoreUnavailable, StoreCorrupt) as exc:
+                raise store_failure(self.settings, exc) from exc
         except errors.SessionError as exc:
             code = exc.code
             response = problem_response(exc)
