@@ -26,6 +26,9 @@ class _Stop(Exception):
 
 
 def _on_term(signum: int, frame: object) -> None:
+    # A second signal (make forwards the group's SIGTERM too) must not interrupt the clean-up.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise _Stop()
 
 
@@ -82,6 +85,8 @@ def main(argv: list[str]) -> int:
         child = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
         return child.wait()
     except (KeyboardInterrupt, _Stop):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         return 130
     finally:
         if child is not None and child.poll() is None:

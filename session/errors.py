@@ -106,6 +106,10 @@ class InvalidCredentials(SessionError):
     code = "invalid_credentials"
     title = "Invalid username or password"
 
+    def headers(self) -> Mapping[str, str]:
+        # RFC 9110: every 401 names the scheme to use.
+        return {"WWW-Authenticate": 'Bearer realm="session"'} if self.status == 401 else {}
+
 
 class WrongCurrentPassword(InvalidCredentials):
     """The caller is authenticated, but re-entered the wrong password."""
