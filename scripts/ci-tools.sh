@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Install what the deploy checks of `make test` need, idempotently:
+#   the shellcheck Debian package, and firebase-tools (pinned) in a cache outside the repo.
+#
+#   scripts/ci-tools.sh                    install both (skips what is already there)
+#   scripts/ci-tools.sh firebase-tools     install firebase-tools only
+#   scripts/ci-tools.sh shellcheck         install shellcheck only
+#   scripts/ci-tools.sh --firebase-tools-dir
+#                                          print where the pinned firebase-tools lives (installs nothing)
+#
+# The firebase-tools pin lives here and nowhere else; tests/test_indexes.py asks this script for the path.
+set -euo pipefail
+
+FIREBASE_TOOLS_VERSION="15.34.2"
+CACHE_ROOT="${XDG_CACHE_HOME:-${HOME}/.cache}/session-service"
+FIREBASE_TOOLS_DIR="${CACHE_ROOT}/firebase-tools-${FIREBASE_TOOLS_VERSION}"
+
+install_shellcheck() {
+    if command -v shellcheck >/dev/null 2>&1; then
+        echo "shellcheck: $(shellcheck --version | sed -n 's/^version: //p') already installed"
+        return
+    fi
+    local sudo=()
+    if [[ "$(id -u)" -ne 0 ]]; then
+        sudo=(sudo)
+    fi
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq shellcheck >/dev/null
+    echo "shellcheck: $(shellcheck --version | sed -n 's/^version: //p') installed"
+}
+
+install_firebase_tools() {
+    local api="${FIREBASE_TOOLS_DIR}/node_modules/firebase-tools/lib/firestore/api.js"
+    if [[ -f "${api}" && -f "${FIREBASE_TOOLS_DIR}/.complete" ]]; then
+        echo "firebase-tools ${FIREBASE_TOOLS_VERSION}: already in ${FIREBASE_TOOLS_DIR}"
+        return
+    fi
+    command -v npm >/dev/null 2>&1 || { echo "error: npm is required to install firebase-tools" >&2; exit 1; }
+    mkdir -p "${CACHE_ROOT}"
+    # Install beside the final place, then move it there: an interrupted install never looks complete.
+    local tmp
+    tmp="$(mktemp -d "${CACHE_ROOT}/.firebase-tools-XXXXXX")"
+    trap 'rm -rf "${tmp}"' EXIT
+    npm install --prefix "${tmp}" --no-audit --no-fund --no-save --omit=dev --ignore-scripts --loglevel=error \
+        "firebase-tools@${FIREBASE_TOOLS_VERSION}" >/dev/null
+    touch "${tmp}/.complete"
+    rm -rf "${FIREBASE_TOOLS_DIR}"
+    mv "${tmp}" "${FIREBASE_TOOLS_DIR}"
+    trap - EXIT
+    echo "firebase-tools ${FIREBASE_TOOLS_VERSION}: installed in ${FIREBASE_TOOLS_DIR}"
+}
+
+case "${1:-all}" in
+    all)
+        install_shellcheck
+        install_firebase_tools
+        ;;
+    shellcheck) install_shellcheck ;;
+    firebase-tools) install_firebase_tools ;;
+    --firebase-tools-dir) echo "${FIREBASE_TOOLS_DIR}" ;;
+    -h | --help) sed -n '2,10s/^# \{0,1\}//p' "$0" ;;
+    *)
+        echo "usage: $0 [all|shellcheck|firebase-tools|--firebase-tools-dir]" >&2
+        exit 2
+        ;;
+esac
