@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8080
 export PORT
 
-.PHONY: run test lint install clean
+.PHONY: run test lint install clean fuzz soak openapi bench
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ lint: $(VENV)/.installed
 
 test: lint
 	$(PY) scripts/dev.py test -- $(PY) -m pytest $(PYTEST_ARGS)
+
+fuzz: $(VENV)/.installed
+	$(PY) scripts/fuzz.py $(FUZZ_ARGS)
+
+soak: $(VENV)/.installed
+	$(PY) scripts/soak.py $(SOAK_ARGS)
+
+openapi: $(VENV)/.installed
+	$(PY) scripts/openapi.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

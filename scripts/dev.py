@@ -54,6 +54,8 @@ def main(argv: list[str]) -> int:
             print(f"using the Firestore emulator at {env['FIRESTORE_EMULATOR_HOST']}", flush=True)
         if mode == "run":
             port = env.get("PORT", "8080")
+            # The page at / makes cookie-authenticated changes from this origin: allow it unless told otherwise.
+            env.setdefault("SESSION_ALLOWED_ORIGINS", f"http://127.0.0.1:{port},http://localhost:{port}")
             # Check the settings first, so a bad variable is one clear line, not a traceback.
             check = subprocess.run([sys.executable, "-m", "session", "check-config"], env=env, cwd=ROOT)
             if check.returncode != 0:
@@ -66,6 +68,7 @@ def main(argv: list[str]) -> int:
                 f"  curl -X POST {base}/login -H 'Content-Type: application/json' "
                 '-d \'{"username":"alice","password":"correct horse battery"}\'\n'
                 f"  curl {base}/profile -H 'Authorization: Bearer <token from login>'\n"
+                f"  or open {base}/ in a browser\n"
                 "Press Ctrl-C to stop.\n",
                 flush=True,
             )

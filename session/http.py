@@ -435,6 +435,9 @@ class Api:
             (f"projects/{self.settings.project}/traces/{trace[0]}", trace[1], trace[2]) if trace else None
         )
         segments = tuple(s for s in request.url.path.split("/") if s)
+        if endpoint is not None and segments[:1] == (endpoint,):
+            # A Firebase Hosting rewrite (or a proxy) forwards "/login" to the `login` function unchanged.
+            segments = segments[1:]
         if endpoint is None:
             endpoint, segments = (segments[0], segments[1:]) if segments else ("", ())
             if endpoint in ("", "static") and request.method in ("GET", "HEAD"):
