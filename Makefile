@@ -35,5 +35,9 @@ soak: $(VENV)/.installed
 openapi: $(VENV)/.installed
 	$(PY) scripts/openapi.py
 
+bench: $(VENV)/.installed
+	@$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	@$(PY) bench/run.py
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

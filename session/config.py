@@ -6,22 +6,24 @@ Nothing else in the package reads ``os.environ``; every component receives the
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+from collections.abc import Mapping
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
+    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # OWASP's minimum for argon2id (Password Storage Cheat Sheet): m=19 MiB, t=2, p=1.
 ARGON2_MIN_MEMORY_KIB = 19 * 1024
 ARGON2_MIN_TIME_COST = 2
 
-CommaList = Annotated[tuple[str, ...], NoDecode]
+CommaList = tuple[str, ...]
 
 
 def _split_commas(value: object) -> object:
@@ -34,10 +36,15 @@ class ConfigError(Exception):
     """The environment does not describe a valid configuration."""
 
 
-class Settings(BaseSettings):
-    """Every tunable of the service; see the README's configuration table."""
+class Settings(BaseModel):
+    """Every tunable of the service; see the README's configuration table.
 
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    Built from the environment by ``load_settings`` (each field's alias is its
+    variable). A plain pydantic model rather than pydantic-settings: the
+    variables are flat strings, and the extra import would cost cold start.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     project: str = Field(
         default="demo-session",
@@ -123,13 +130,28 @@ class Settings(BaseSettings):
         return self
 
 
-def load_settings() -> Settings:
-    """Read and validate the settings from the environment.
+def _variables() -> frozenset[str]:
+    names: set[str] = set()
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, str):
+            names.add(alias)
+        elif isinstance(alias, AliasChoices):
+            names.update(choice for choice in alias.choices if isinstance(choice, str))
+    return frozenset(names)
+
+
+VARIABLES = _variables()
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the settings from the environment (or ``environ``).
 
     Raises ``ConfigError`` with one readable line per invalid variable.
     """
+    source = os.environ if environ is None else environ
     try:
-        return Settings()
+        return Settings.model_validate({name: value for name, value in source.items() if name in VARIABLES})
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

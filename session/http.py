@@ -9,6 +9,7 @@ trace or a 500.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -19,6 +20,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -426,7 +428,7 @@ class Api:
 
     async def handle(self, request: Request, endpoint: str | None = None) -> Response:
         """Serve one request for ``endpoint`` (``None``: route by the first path segment)."""
-        logs.configure(self.settings)
+        set_up_logging = logs.hold(self.settings)
         started = time.perf_counter()
         ops = OpCounts()
         ops_token = current_ops.set(ops)
@@ -471,10 +473,23 @@ class Api:
             response.headers.setdefault("Cache-Control", "no-store")
             self._cors_headers(request, response)
             self._log(request, endpoint, response.status_code, code, started, ops, call)
+            if set_up_logging and response.background is None:
+                response.background = BackgroundTask(self._after_first_response)
         finally:
             logs.current_trace.reset(trace_token)
             current_ops.reset(ops_token)
         return response
+
+    def _after_first_response(self) -> None:
+        """Once per instance, after a response has gone out: the work that need not delay it.
+
+        Sets up structured logging (importing google-cloud-logging), then moves
+        everything allocated so far (imports, clients) out of the garbage
+        collector's reach, so that collections triggered by requests stop
+        re-scanning it.
+        """
+        logs.configure(self.settings)
+        gc.freeze()
 
     def _log(
         self, request: Request, endpoint: str, status: int, code: str, started: float, ops: OpCounts, call: Call

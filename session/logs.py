@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import logging.handlers
 import re
 import sys
 import threading
@@ -29,6 +30,7 @@ _TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a
 _CLOUD_TRACE_RE = re.compile(r"^([0-9a-fA-F]{32})(?:/(\d+))?(?:;o=([01]))?$")
 _lock = threading.Lock()
 _configured = False
+_held: logging.handlers.MemoryHandler | None = None
 
 
 def parse_trace(traceparent: str | None, cloud_trace: str | None) -> tuple[str, str | None, bool] | None:
@@ -53,13 +55,38 @@ class _TraceFilter(logging.Filter):
         return True
 
 
+def hold(settings: Settings) -> bool:
+    """Until ``configure`` runs, keep the ``session`` loggers' records in memory. Cheap; idempotent.
+
+    Returns True while ``configure`` is still to be called. The HTTP layer calls
+    this on every request and runs ``configure`` after the first response has
+    been sent, so importing google-cloud-logging (a few hundred milliseconds)
+    is not on the cold-start path; the held records are written then, in order.
+    """
+    global _held
+    if _configured:
+        return False
+    with _lock:
+        if _configured:
+            return False
+        if _held is None:
+            _held = logging.handlers.MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1, target=None)
+            # The trace must be copied while the request is running: the context variable is gone later.
+            _held.addFilter(_TraceFilter())
+            logger = logging.getLogger("session")
+            logger.addHandler(_held)
+            logger.setLevel(settings.log_level)
+            logger.propagate = False
+        return True
+
+
 def configure(settings: Settings, stream: IO[str] | None = None) -> None:
     """Install the structured handler on the ``session`` loggers, once per process.
 
-    Called on the first request, not at import: importing google-cloud-logging
-    costs a few hundred milliseconds.
+    Writes out any records ``hold`` kept meanwhile. Pass ``stream`` to send the
+    lines elsewhere (tests); that always reinstalls the handler.
     """
-    global _configured
+    global _configured, _held
     if _configured and stream is None:
         return
     with _lock:
@@ -72,8 +99,14 @@ def configure(settings: Settings, stream: IO[str] | None = None) -> None:
         handler.filters.insert(0, _TraceFilter())
         logger = logging.getLogger("session")
         for old in list(logger.handlers):
-            logger.removeHandler(old)
+            if old is not _held:
+                logger.removeHandler(old)
         logger.addHandler(handler)
         logger.setLevel(settings.log_level)
         logger.propagate = False
+        if _held is not None:
+            logger.removeHandler(_held)
+            _held.setTarget(handler)
+            _held.close()  # flushes the held records to the new handler, in order
+            _held = None
         _configured = True

@@ -15,10 +15,10 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     PlainSerializer,
     StringConstraints,
+    WithJsonSchema,
 )
 
 USERNAME_PATTERN = r"^[A-Za-z0-9._-]{3,64}$"
@@ -45,6 +45,24 @@ DisplayName = Annotated[str, StringConstraints(max_length=100)]
 Permission = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9:._-]{1,64}$")]
 
 
+def _email(value: str) -> str:
+    # email-validator is imported on first use, not at cold start (as pydantic's EmailStr would).
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise ValueError(f"value is not a valid email address: {exc}") from None
+
+
+Email = Annotated[
+    str,
+    StringConstraints(max_length=254),
+    AfterValidator(_email),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+]
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -60,7 +78,7 @@ class RegisterRequest(_Request):
     username: Username
     password: NewPassword
     display_name: DisplayName | None = None
-    email: EmailStr | None = None
+    email: Email | None = None
 
 
 class LoginRequest(_Request):
@@ -75,7 +93,7 @@ class PasswordChangeRequest(_Request):
 
 class ProfileUpdateRequest(_Request):
     display_name: DisplayName | None = None
-    email: EmailStr | None = None
+    email: Email | None = None
 
 
 # --- responses ------------------------------------------------------------------

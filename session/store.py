@@ -101,6 +101,17 @@ def _count(round_trips: int = 0, reads: int = 0, writes: int = 0, deletes: int =
         ops.deletes += deletes
 
 
+def _data(snap: DocumentSnapshot[Any]) -> dict[str, Any] | None:
+    """A snapshot's fields without ``to_dict()``'s deep copy.
+
+    The copy protects the snapshot from its caller; here the snapshot is
+    dropped at once and validation builds new, frozen records from the data,
+    so the copy would only cost time on every request.
+    """
+    data = getattr(snap, "_data", None)
+    return data if isinstance(data, dict) else snap.to_dict()
+
+
 def _parse(model: type[R], data: dict[str, Any] | None, path: str) -> R:
     try:
         return model.model_validate(data)
@@ -232,7 +243,7 @@ class FirestoreStore:
         if snap is None or not snap.exists:
             return None
         assert snap.update_time is not None
-        return Versioned(_parse(model, snap.to_dict(), snap.reference.path), snap.update_time)
+        return Versioned(_parse(model, _data(snap), snap.reference.path), snap.update_time)
 
     async def list_sessions(self, user_id: str) -> list[tuple[str, SessionRecord]]:
         """A user's session documents, newest first (expired ones included)."""
@@ -249,7 +260,7 @@ class FirestoreStore:
         async with self._guard():
             snaps = await query.get(retry=self._retry, timeout=self._deadline)
         _count(round_trips=1, reads=max(1, len(snaps)))
-        return [(s.id, _parse(SessionRecord, s.to_dict(), s.reference.path)) for s in snaps]
+        return [(s.id, _parse(SessionRecord, _data(s), s.reference.path)) for s in snaps]
 
     async def find_session(self, public_id: str) -> tuple[str, SessionRecord] | None:
         """The session with this public id, if any."""
@@ -264,7 +275,7 @@ class FirestoreStore:
         if not snaps:
             return None
         snap = snaps[0]
-        return snap.id, _parse(SessionRecord, snap.to_dict(), snap.reference.path)
+        return snap.id, _parse(SessionRecord, _data(snap), snap.reference.path)
 
     # --- writes -----------------------------------------------------------------------
 
