@@ -58,6 +58,8 @@ class Call:
     params: tuple[str, ...]
     auth: AuthContext | None = None
     log_fields: dict[str, object] = field(default_factory=dict)
+    # A cookie whose session this request extended: re-sent so the browser keeps it as long.
+    refreshed_cookie: str | None = None
 
     async def body(self, model: type[M]) -> M:
         """Read and validate a JSON body. Raises 415, 413, 400 (invalid_json / invalid_request)."""
@@ -95,6 +97,8 @@ class Call:
         if via_cookie:
             self.api.check_csrf(self.request)
         self.auth = await self.api.service.authenticate(token)
+        if via_cookie and self.auth.extended_for is not None:
+            self.refreshed_cookie = _cookie(self.api.settings, token, self.auth.extended_for)
         self.log_fields["user_id"] = self.auth.principal.user_id
         self.log_fields["sid"] = tokens.log_id(self.auth.token_hash)
         return self.auth
@@ -471,6 +475,8 @@ class Api:
             response = problem_response(errors.InternalError("internal error"))
         try:
             response.headers.setdefault("Cache-Control", "no-store")
+            if call.refreshed_cookie and response.status_code < 400 and "set-cookie" not in response.headers:
+                response.headers.append("Set-Cookie", call.refreshed_cookie)
             self._cors_headers(request, response)
             self._log(request, endpoint, response.status_code, code, started, ops, call)
             if set_up_logging and response.background is None:

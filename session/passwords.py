@@ -1,43 +1,24 @@
 """Password hashing and verification with argon2id (argon2-cffi).
 
-Hashing is deliberate CPU work; the async callers run these functions in a
-worker thread so the event loop keeps serving other requests.
+Hashing is deliberate CPU work: the ``*_async`` methods run it on a small
+thread pool of its own, so the event loop keeps serving other requests.
 """
 
 from __future__ import annotations
 
-import ctypes
+import asyncio
+import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from session.config import Settings
 
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-_released = False
-
-
-def release_large_buffers(threshold: int = 1 << 20) -> None:
-    """Make glibc return argon2's work buffers to the system after each hash. Once per process.
-
-    Each hash allocates ``memory_cost`` KiB (19 MiB by default). glibc serves
-    that with mmap, but after the first free it raises its mmap threshold
-    above that size, and later buffers come from the heap and stay in the
-    process: four parallel logins left a worker 78 MiB larger for good.
-    Fixing the threshold keeps such buffers mmap-backed, so they are unmapped
-    when freed. Does nothing where the C library is not glibc.
-    """
-    global _released
-    if _released:
-        return
-    _released = True
-    try:
-        # The running process's own symbols: libc's, without ctypes.util's ldconfig subprocess.
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, threshold)
+T = TypeVar("T")
 
 
 class Passwords:
@@ -52,7 +33,30 @@ class Passwords:
         )
         self._dummy: str | None = None
         self._dummy_lock = threading.Lock()
-        release_large_buffers()
+        # As many hashing threads as CPUs: more would not finish sooner, and each
+        # thread keeps its last work buffer (memory_cost KiB) in its malloc arena,
+        # so the bound is also what caps the instance's memory for hashing.
+        self._workers = max(1, os.cpu_count() or 1)
+        self._executor: ThreadPoolExecutor | None = None
+
+    async def _run(self, fn: Callable[..., T], *args: str) -> T:
+        if self._executor is None:  # created in the serving process, not before a fork
+            with self._dummy_lock:
+                if self._executor is None:
+                    self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="argon2")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def hash_async(self, password: str) -> str:
+        """``hash`` on the hashing threads."""
+        return await self._run(self.hash, password)
+
+    async def verify_async(self, stored_hash: str, password: str) -> bool:
+        """``verify`` on the hashing threads."""
+        return await self._run(self.verify, stored_hash, password)
+
+    async def verify_dummy_async(self, password: str) -> bool:
+        """``verify_dummy`` on the hashing threads."""
+        return await self._run(self.verify_dummy, password)
 
     def hash(self, password: str) -> str:
         """Return the PHC string for ``password``."""

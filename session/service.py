@@ -7,7 +7,6 @@ models, results go out as models or small dataclasses, failures as
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import uuid
@@ -71,6 +70,8 @@ class AuthContext:
     token_hash: str
     session: SessionRecord
     user: Versioned[UserRecord]
+    # Seconds the session now has left, when this request extended it (a touch); else None.
+    extended_for: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,7 @@ class SessionService:
         """Create a user. Raises ``RegistrationDisabled`` or ``UsernameTaken`` (atomically)."""
         if permissions is None and not self.settings.allow_registration:
             raise errors.RegistrationDisabled()
-        password_hash = await asyncio.to_thread(self.passwords.hash, req.password)
+        password_hash = await self.passwords.hash_async(req.password)
         now = self.clock()
         record = UserRecord(
             user_id=uuid.uuid4().hex,
@@ -155,9 +156,9 @@ class SessionService:
             raise errors.TooManyAttempts(retry_after, f"too many failed logins; try again in {retry_after} s")
 
         if user is None:
-            ok = await asyncio.to_thread(self.passwords.verify_dummy, req.password)
+            ok = await self.passwords.verify_dummy_async(req.password)
         else:
-            ok = await asyncio.to_thread(self.passwords.verify, user.record.password_hash, req.password)
+            ok = await self.passwords.verify_async(user.record.password_hash, req.password)
         if not ok:
             window_start = attempts.record.window_start if live and attempts is not None else now
             fresh = AttemptsRecord(count=1, window_start=window_start, expires_at=window_start + self._window)
@@ -176,7 +177,7 @@ class SessionService:
         return result
 
     async def _rehash(self, user: Versioned[UserRecord], password: str) -> None:
-        new_hash = await asyncio.to_thread(self.passwords.hash, password)
+        new_hash = await self.passwords.hash_async(password)
         try:
             await self.store.update_user(user, {"password_hash": new_hash, "updated_at": self.clock()})
         except PreconditionFailed:
@@ -239,11 +240,13 @@ class SessionService:
         if valid_after is not None and record.created_at < valid_after:
             raise errors.Unauthenticated("the session was revoked")
 
+        extended_for = None
         if now - record.last_seen_at >= self._touch:
             expires_at = min(now + self._idle, record.absolute_expires_at)
             if not await self.store.touch_session(parsed.token_hash, now, expires_at):
                 raise errors.Unauthenticated("the session was revoked")
             record = record.model_copy(update={"last_seen_at": now, "expires_at": expires_at})
+            extended_for = _seconds(expires_at - now)
 
         principal = Principal(
             user_id=user.record.user_id,
@@ -252,7 +255,9 @@ class SessionService:
             session_id=record.public_id,
             expires_at=record.expires_at,
         )
-        return AuthContext(principal=principal, token_hash=parsed.token_hash, session=record, user=user)
+        return AuthContext(
+            principal=principal, token_hash=parsed.token_hash, session=record, user=user, extended_for=extended_for
+        )
 
     async def logout(self, token: str) -> str | None:
         """Revoke the session of ``token``; idempotent. Returns the session's log id, if well-formed."""
@@ -301,11 +306,11 @@ class SessionService:
         Raises ``WrongCurrentPassword`` (403) when the current password is wrong.
         """
         user = ctx.user
-        ok = await asyncio.to_thread(self.passwords.verify, user.record.password_hash, req.current_password)
+        ok = await self.passwords.verify_async(user.record.password_hash, req.current_password)
         if not ok:
             _event("password_change_rejected", logging.WARNING, user_id=ctx.principal.user_id)
             raise errors.WrongCurrentPassword("the current password is wrong")
-        new_hash = await asyncio.to_thread(self.passwords.hash, req.new_password)
+        new_hash = await self.passwords.hash_async(req.new_password)
         current: Versioned[UserRecord] | None = user
         for _ in range(5):
             if current is None or current.record.user_id != ctx.principal.user_id or current.record.disabled:

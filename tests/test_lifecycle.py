@@ -511,3 +511,24 @@ def test_no_cors_grant_for_other_origins(csrf_client: TestClient) -> None:
     assert "access-control-allow-credentials" not in response.headers
     actual = csrf_client.get("/profile", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in actual.headers
+
+
+def test_touch_refreshes_the_cookie_lifetime(make_client: AppFactory, clock: FakeClock) -> None:
+    """A browser keeps the cookie as long as the session lives: a touch re-sends it with the new Max-Age."""
+    client = make_client(SESSION_IDLE_SECONDS="600", SESSION_TOUCH_SECONDS="60")
+    use_clock(clock)
+    register(client)
+    token = client.post("/login", json={"username": "alice", "password": PASSWORD}).json()["token"]
+    clock.advance(30)
+    inside = client.get("/profile")  # by cookie, inside the touch window: nothing to refresh
+    assert inside.status_code == 200
+    assert "set-cookie" not in inside.headers
+    clock.advance(300)
+    touched = client.get("/profile")
+    assert touched.status_code == 200
+    assert touched.headers["set-cookie"].startswith(f"__session={token};")
+    assert "Max-Age=600" in touched.headers["set-cookie"]
+    clock.advance(300)
+    by_bearer = client.get("/profile", headers=bearer(token))  # Bearer clients hold no cookie
+    assert by_bearer.status_code == 200
+    assert "set-cookie" not in by_bearer.headers
