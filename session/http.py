@@ -88,14 +88,22 @@ class Call:
             self.request.headers.get("authorization"), self.request.cookies.get(self.api.settings.cookie_name)
         )
 
-    async def authenticate(self) -> AuthContext:
-        """Authenticate by Bearer token or cookie, enforcing CSRF for cookie requests that change state."""
+    def required_credential(self) -> tuple[str, bool]:
+        """The presented token and whether it came from the cookie, CSRF-checked for cookie requests.
+
+        Raises ``Unauthenticated`` when there is none, ``CsrfRejected`` for a
+        cookie request that changes state from an origin not allowed.
+        """
         presented = self.credential()
         if presented is None:
             raise errors.Unauthenticated("no credentials: send a Bearer token or the session cookie")
-        token, via_cookie = presented
-        if via_cookie:
+        if presented[1]:
             self.api.check_csrf(self.request)
+        return presented
+
+    async def authenticate(self) -> AuthContext:
+        """Authenticate by Bearer token or cookie, enforcing CSRF for cookie requests that change state."""
+        token, via_cookie = self.required_credential()
         self.auth = await self.api.service.authenticate(token)
         if via_cookie and self.auth.extended_for is not None:
             self.refreshed_cookie = _cookie(self.api.settings, token, self.auth.extended_for)
@@ -279,12 +287,7 @@ async def _login(call: Call) -> Response:
 
 
 async def _logout(call: Call) -> Response:
-    presented = call.credential()
-    if presented is None:
-        raise errors.Unauthenticated("no credentials: send a Bearer token or the session cookie")
-    token, via_cookie = presented
-    if via_cookie:
-        call.api.check_csrf(call.request)
+    token, _ = call.required_credential()
     sid = await call.api.service.logout(token)
     if sid is not None:
         call.log_fields["sid"] = sid

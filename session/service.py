@@ -335,7 +335,7 @@ class SessionService:
     async def list_sessions(self, ctx: AuthContext) -> SessionsOut:
         """The caller's live sessions, newest first."""
         sessions = await self._live_sessions(ctx.user.record)
-        return SessionsOut(sessions=[_session_out(h, s, current=h == ctx.token_hash) for h, s in sessions])
+        return SessionsOut(sessions=[_session_out(s, current=h == ctx.token_hash) for h, s in sessions])
 
     async def _live_sessions(self, user: UserRecord) -> list[tuple[str, SessionRecord]]:
         now = self.clock()
@@ -410,7 +410,7 @@ class SessionService:
 
     async def admin_sessions(self, username: str) -> list[SessionOut]:
         user = await self.admin_user(username)
-        return [_session_out(h, s, current=False) for h, s in await self._live_sessions(user.record)]
+        return [_session_out(s, current=False) for _, s in await self._live_sessions(user.record)]
 
     async def admin_revoke_all(self, username: str) -> int:
         user = await self.admin_user(username)
@@ -442,7 +442,7 @@ def _profile_out(user: UserRecord, session: SessionRecord) -> ProfileOut:
     )
 
 
-def _session_out(token_hash: str, s: SessionRecord, *, current: bool) -> SessionOut:
+def _session_out(s: SessionRecord, *, current: bool) -> SessionOut:
     return SessionOut(
         id=s.public_id,
         created_at=s.created_at,
