@@ -55,11 +55,20 @@ def _email(value: str) -> str:
         raise ValueError(f"value is not a valid email address: {exc}") from None
 
 
+# email-validator refuses these domains (RFC 6761 special-use names: mail there is never delivered), which
+# `format: email` alone allows; the schema says so. tests/test_models.py keeps the list in step with the library.
+SPECIAL_USE_DOMAINS = ("arpa", "invalid", "local", "localhost", "onion", "test")
+_EMAIL_PATTERN = (
+    "^(?!.*@(?:.*\\.)?(?:"
+    + "|".join("".join(f"[{c.upper()}{c}]" for c in name) for name in SPECIAL_USE_DOMAINS)
+    + ")$).*$"
+)
+
 Email = Annotated[
     str,
     StringConstraints(max_length=254),
     AfterValidator(_email),
-    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254, "pattern": _EMAIL_PATTERN}),
 ]
 
 
