@@ -25,10 +25,14 @@ class _Stop(Exception):
     pass
 
 
-def _on_term(signum: int, frame: object) -> None:
+def _ignore_stop_signals() -> None:
     # A second signal (make forwards the group's SIGTERM too) must not interrupt the clean-up.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _on_term(signum: int, frame: object) -> None:
+    _ignore_stop_signals()
     raise _Stop()
 
 
@@ -88,8 +92,7 @@ def main(argv: list[str]) -> int:
         child = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
         return child.wait()
     except (KeyboardInterrupt, _Stop):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _ignore_stop_signals()
         return 130
     finally:
         if child is not None and child.poll() is None:

@@ -31,7 +31,7 @@ from typing import Any, TypeVar, cast
 
 from session import errors, logs
 from session.config import ConfigError, Settings, load_settings
-from session.http import PROBLEM_JSON, enforce_csrf, presented_credential, problem_body, store_failure
+from session.http import PROBLEM_JSON, problem_body, required_credential, store_failure
 from session.service import AuthContext, Principal, SessionService
 from session.store import FirestoreStore, OpCounts, StoreCorrupt, StoreUnavailable, current_ops
 
@@ -174,12 +174,15 @@ def _presented(request: Any, cookie_name: str) -> _Presented:
 
 def _check_request(runtime: _Runtime, seen: _Presented) -> str:
     """The token to authenticate; raises ``Unauthenticated`` or ``CsrfRejected`` before any store access."""
-    presented = presented_credential(seen.authorization, seen.cookie)
-    if presented is None:
-        raise errors.Unauthenticated("no credentials: send a Bearer token or the session cookie")
-    token, via_cookie = presented
-    if via_cookie:
-        enforce_csrf(seen.method, seen.origin, seen.referer, seen.path, runtime.origins)
+    token, _ = required_credential(
+        seen.authorization,
+        seen.cookie,
+        method=seen.method,
+        origin=seen.origin,
+        referer=seen.referer,
+        path=seen.path,
+        allowed=runtime.origins,
+    )
     return token
 
 

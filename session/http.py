@@ -89,17 +89,18 @@ class Call:
         )
 
     def required_credential(self) -> tuple[str, bool]:
-        """The presented token and whether it came from the cookie, CSRF-checked for cookie requests.
-
-        Raises ``Unauthenticated`` when there is none, ``CsrfRejected`` for a
-        cookie request that changes state from an origin not allowed.
-        """
-        presented = self.credential()
-        if presented is None:
-            raise errors.Unauthenticated("no credentials: send a Bearer token or the session cookie")
-        if presented[1]:
-            self.api.check_csrf(self.request)
-        return presented
+        """The presented token and whether it came from the cookie, CSRF-checked (see ``required_credential``)."""
+        request = self.request
+        headers = request.headers
+        return required_credential(
+            headers.get("authorization"),
+            request.cookies.get(self.api.settings.cookie_name),
+            method=request.method,
+            origin=headers.get("origin"),
+            referer=headers.get("referer"),
+            path=request.url.path,
+            allowed=self.api.origins,
+        )
 
     async def authenticate(self) -> AuthContext:
         """Authenticate by Bearer token or cookie, enforcing CSRF for cookie requests that change state."""
@@ -159,6 +160,30 @@ def enforce_csrf(method: str, origin: str | None, referer: str | None, path: str
             extra={"json_fields": {"event": "csrf_rejected", "origin": (claimed or "")[:200], "path": path}},
         )
         raise errors.CsrfRejected("a cookie-authenticated request that changes state must come from an allowed origin")
+
+
+def required_credential(
+    authorization: str | None,
+    cookie: str | None,
+    *,
+    method: str,
+    origin: str | None,
+    referer: str | None,
+    path: str,
+    allowed: frozenset[str],
+) -> tuple[str, bool]:
+    """The token a request must present, and whether it came from the cookie.
+
+    Checked before any store access. Raises ``Unauthenticated`` when there is
+    none, ``CsrfRejected`` for a cookie request that changes state from an
+    origin not in ``allowed``.
+    """
+    presented = presented_credential(authorization, cookie)
+    if presented is None:
+        raise errors.Unauthenticated("no credentials: send a Bearer token or the session cookie")
+    if presented[1]:
+        enforce_csrf(method, origin, referer, path, allowed)
+    return presented
 
 
 def store_failure(settings: Settings, exc: StoreUnavailable | StoreCorrupt) -> errors.SessionError:
@@ -393,7 +418,7 @@ class Api:
     def __init__(self, settings: Settings, service: SessionService | None = None) -> None:
         self.settings = settings
         self.service = service or SessionService(settings, FirestoreStore(settings))
-        self._origins = frozenset(settings.allowed_origins)
+        self.origins = frozenset(settings.allowed_origins)
 
     @classmethod
     def from_environment(cls) -> Api:
@@ -405,17 +430,12 @@ class Api:
 
     # --- CSRF and CORS ---
 
-    def check_csrf(self, request: Request) -> None:
-        """Reject a cookie-authenticated state change from an origin not in the allow-list (see ``enforce_csrf``)."""
-        headers = request.headers
-        enforce_csrf(request.method, headers.get("origin"), headers.get("referer"), request.url.path, self._origins)
-
     def _cors_headers(self, request: Request, response: Response) -> None:
-        if not self._origins:
+        if not self.origins:
             return
         response.headers.append("Vary", "Origin")
         origin = request.headers.get("origin")
-        if origin and origin.lower() in self._origins:
+        if origin and origin.lower() in self.origins:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Allow-Credentials"] = "true"
             response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
@@ -423,7 +443,7 @@ class Api:
     def _preflight(self, request: Request, methods: dict[str, Handler]) -> Response:
         response = Response(status_code=204)
         origin = request.headers.get("origin")
-        if origin and origin.lower() in self._origins:
+        if origin and origin.lower() in self.origins:
             response.headers["Access-Control-Allow-Methods"] = ", ".join([*methods, "OPTIONS"])
             response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
             response.headers["Access-Control-Max-Age"] = "600"
@@ -435,14 +455,6 @@ class Api:
 
     async def handle(self, request: Request, endpoint: str | None = None) -> Response:
         """Serve one request for ``endpoint`` (``None``: route by the first path segment)."""
-        set_up_logging = logs.hold(self.settings)
-        started = time.perf_counter()
-        ops = OpCounts()
-        ops_token = current_ops.set(ops)
-        trace = logs.parse_trace(request.headers.get("traceparent"), request.headers.get("x-cloud-trace-context"))
-        trace_token = logs.current_trace.set(
-            (f"projects/{self.settings.project}/traces/{trace[0]}", trace[1], trace[2]) if trace else None
-        )
         segments = tuple(s for s in request.url.path.split("/") if s)
         if endpoint is not None and segments[:1] == (endpoint,):
             # A Firebase Hosting rewrite (or a proxy) forwards "/login" to the `login` function unchanged.
@@ -452,9 +464,15 @@ class Api:
             if endpoint in ("", "static") and request.method in ("GET", "HEAD"):
                 page = static_file(segments if endpoint else ("index.html",))
                 if page is not None:
-                    logs.current_trace.reset(trace_token)
-                    current_ops.reset(ops_token)
                     return page
+        set_up_logging = logs.hold(self.settings)
+        started = time.perf_counter()
+        ops = OpCounts()
+        ops_token = current_ops.set(ops)
+        trace = logs.parse_trace(request.headers.get("traceparent"), request.headers.get("x-cloud-trace-context"))
+        trace_token = logs.current_trace.set(
+            (f"projects/{self.settings.project}/traces/{trace[0]}", trace[1], trace[2]) if trace else None
+        )
         call = Call(self, request, endpoint, ())
         code = "ok"
         try:

@@ -38,10 +38,11 @@ class Passwords:
         # so the bound is also what caps the instance's memory for hashing.
         self._workers = max(1, os.cpu_count() or 1)
         self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
 
     async def _run(self, fn: Callable[..., T], *args: str) -> T:
         if self._executor is None:  # created in the serving process, not before a fork
-            with self._dummy_lock:
+            with self._executor_lock:
                 if self._executor is None:
                     self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="argon2")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
