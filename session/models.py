@@ -192,8 +192,9 @@ class UserRecord(_Record):
     version: int = 1
     created_at: AwareDatetime
     updated_at: AwareDatetime
-    # Sessions created before this instant are void (password change, disable).
-    sessions_valid_after: AwareDatetime | None = None
+    # Bumped by a password change, a disable and a revoke-all: a session is live only while
+    # it carries the user's current epoch (SessionRecord.auth_epoch).
+    auth_epoch: int = 0
 
 
 class SessionRecord(_Record):
@@ -207,13 +208,20 @@ class SessionRecord(_Record):
     absolute_expires_at: AwareDatetime
     expires_at: AwareDatetime
     user_agent: str | None = None
+    # The user's auth_epoch when this session was committed (under a precondition on the user).
+    auth_epoch: int = 0
 
 
 class AttemptsRecord(_Record):
-    """``login_attempts/{sha256(username)}``: failed logins in the current window."""
+    """``login_attempts/{sha256(username)}``: guesses counted in the current window.
+
+    ``count`` is raised before a password is judged and the counter deleted after a
+    success; ``window_start`` is in seconds since the epoch (a number, so that a
+    server-side ``Minimum`` can return it with the count).
+    """
 
     count: int
-    window_start: AwareDatetime
+    window_start: float
     expires_at: AwareDatetime
 
 

@@ -18,7 +18,6 @@ from typing import Any
 from session import errors, tokens
 from session.config import Settings
 from session.models import (
-    AttemptsRecord,
     LoginOut,
     LoginRequest,
     PasswordChangeRequest,
@@ -37,6 +36,7 @@ from session.store import (
     AlreadyExists,
     FirestoreStore,
     PreconditionFailed,
+    Reservation,
     StoreCorrupt,
     StoreUnavailable,
     Versioned,
@@ -44,6 +44,12 @@ from session.store import (
 
 Clock = Callable[[], datetime]
 log = logging.getLogger("session.security")
+# How often a precondition write is retried after a concurrent change before giving up.
+_RETRIES = 5
+
+
+class CredentialsChanged(Exception):
+    """The user's password, enablement or session epoch changed while a session was being opened."""
 
 
 def utc_now() -> datetime:
@@ -141,78 +147,118 @@ class SessionService:
     async def login(self, req: LoginRequest, *, user_agent: str | None = None) -> LoginResult:
         """Verify a password and open a new session.
 
-        Raises ``TooManyAttempts`` while the username is locked out,
-        ``InvalidCredentials`` for an unknown user or a wrong password (same
-        answer, same work), ``AccountDisabled`` for a disabled user with the
-        right password.
+        The guess is counted before it is judged: one commit raises the username's
+        counter and returns the count this guess got, in the same round trip as the
+        user read. Raises ``TooManyAttempts`` beyond ``login_max_failures`` guesses in
+        the window (no password is verified then), ``InvalidCredentials`` for an
+        unknown user or a wrong password (same answer, same work) and for a login
+        whose user was changed (password, disable, revoke-all) while it was verified,
+        ``AccountDisabled`` for a disabled user with the right password.
         """
-        key = tokens.counter_key(req.username)
-        user, attempts = await self.store.read_login(req.username, key)
         now = self.clock()
-        live = attempts is not None and attempts.record.window_start + self._window > now
-        if live and attempts is not None and attempts.record.count >= self.settings.login_max_failures:
-            retry_after = _seconds(attempts.record.window_start + self._window - now)
-            _event("login_locked_out", logging.WARNING, username_key=key[:12], retry_after=retry_after)
-            raise errors.TooManyAttempts(retry_after, f"too many failed logins; try again in {retry_after} s")
-
+        reservation, user = await self.store.reserve_and_read_user(
+            tokens.counter_key(req.username), now, now + self._window, req.username
+        )
+        reservation = await self._judge_attempt(reservation, now)
         if user is None:
             ok = await self.passwords.verify_dummy_async(req.password)
         else:
             ok = await self.passwords.verify_async(user.record.password_hash, req.password)
         if not ok:
-            window_start = attempts.record.window_start if live and attempts is not None else now
-            fresh = AttemptsRecord(count=1, window_start=window_start, expires_at=window_start + self._window)
-            await self.store.record_failure(key, attempts, fresh)
-            _event("login_failed", logging.WARNING, username_key=key[:12])
+            _event("login_failed", logging.WARNING, username_key=reservation.key[:12], attempt=reservation.count)
             raise errors.InvalidCredentials("invalid username or password")
         assert user is not None
         if user.record.disabled:
             _event("login_refused_disabled", logging.WARNING, user_id=user.record.user_id)
             raise errors.AccountDisabled()
 
+        changes = None
         if self.passwords.needs_rehash(user.record.password_hash):
-            await self._rehash(user, req.password)
-        result = await self._open_session(user.record, user_agent, clear_counter=key if attempts else None)
+            changes = {"password_hash": await self.passwords.hash_async(req.password), "updated_at": self.clock()}
+        try:
+            result = await self._open_session(user, user_agent, user_changes=changes, clear=reservation)
+        except CredentialsChanged:
+            _event("login_lost_race", logging.WARNING, user_id=user.record.user_id)
+            raise errors.InvalidCredentials("invalid username or password") from None
         _event("login_succeeded", user_id=user.record.user_id, sid=tokens.log_id(tokens.hash_token(result.token)))
         return result
 
-    async def _rehash(self, user: Versioned[UserRecord], password: str) -> None:
-        new_hash = await self.passwords.hash_async(password)
-        try:
-            await self.store.update_user(user, {"password_hash": new_hash, "updated_at": self.clock()})
-        except PreconditionFailed:
-            pass  # changed meanwhile; the next login rehashes
+    async def _judge_attempt(self, reservation: Reservation, now: datetime) -> Reservation:
+        """Decide on a counted guess: start a new window if the old one is over, refuse it past the limit.
+
+        Raises ``TooManyAttempts`` (with the seconds until the window ends) when
+        this guess is beyond ``login_max_failures`` in the window: it must not be judged.
+        """
+        for _ in range(_RETRIES):
+            if reservation.window_start + self._window > now:
+                break
+            try:  # the window is over: this guess starts the next one, unless another request did
+                reservation = await self.store.restart_attempts(reservation, now, now + self._window)
+                break
+            except PreconditionFailed:
+                reservation = await self.store.reserve_attempt(reservation.key, now, now + self._window)
+        if reservation.count > self.settings.login_max_failures or reservation.window_start + self._window <= now:
+            retry_after = _seconds(reservation.window_start + self._window - now)
+            _event("login_locked_out", logging.WARNING, username_key=reservation.key[:12], retry_after=retry_after)
+            raise errors.TooManyAttempts(retry_after, f"too many failed logins; try again in {retry_after} s")
+        return reservation
 
     async def _open_session(
-        self, user: UserRecord, user_agent: str | None, *, clear_counter: str | None = None
+        self,
+        user: Versioned[UserRecord],
+        user_agent: str | None,
+        *,
+        user_changes: dict[str, Any] | None = None,
+        clear: Reservation | None = None,
     ) -> LoginResult:
-        now = self.clock()
-        token = tokens.mint(user.username)
-        token_hash = tokens.hash_token(token)
-        absolute = now + self._ttl
-        record = SessionRecord(
-            user_id=user.user_id,
-            username=user.username,
-            public_id=tokens.public_id(token_hash),
-            created_at=now,
-            last_seen_at=now,
-            absolute_expires_at=absolute,
-            expires_at=min(now + self._idle, absolute),
-            user_agent=(user_agent or None) and user_agent[:512],
-        )
-        try:
-            await self.store.create_session(token_hash, record, clear_counter=clear_counter)
-        except AlreadyExists:  # a retried commit that had in fact landed: the hash is ours
-            pass
-        body = LoginOut(
-            token=token,
-            user_id=user.user_id,
-            username=user.username,
-            permissions=user.permissions,
-            logged_in_at=now,
-            expires_at=record.expires_at,
-        )
-        return LoginResult(body=body, token=token, max_age=_seconds(record.expires_at - now))
+        """Commit a new session, only while the credentials it was opened with are still current.
+
+        The session is created in one commit with a precondition on the user
+        document as it was read (and ``user_changes``, if any). If the user changed
+        meanwhile, it is read again: a change that leaves the credentials as they
+        were (a profile edit, a rehash) is retried; a password change, a disable or
+        a revoke-all (``auth_epoch``) raises ``CredentialsChanged`` and no session exists.
+        """
+        epoch = int((user_changes or {}).get("auth_epoch", user.record.auth_epoch))
+        current: Versioned[UserRecord] | None = user
+        for _ in range(_RETRIES):
+            if current is None or not _same_credentials(user.record, current.record):
+                raise CredentialsChanged()
+            now = self.clock()
+            token = tokens.mint(current.record.username)
+            token_hash = tokens.hash_token(token)
+            absolute = now + self._ttl
+            record = SessionRecord(
+                user_id=current.record.user_id,
+                username=current.record.username,
+                public_id=tokens.public_id(token_hash),
+                created_at=now,
+                last_seen_at=now,
+                absolute_expires_at=absolute,
+                expires_at=min(now + self._idle, absolute),
+                user_agent=(user_agent or None) and user_agent[:512],
+                auth_epoch=epoch,
+            )
+            try:
+                await self.store.create_session(
+                    token_hash, record, user=current, user_changes=user_changes, clear=clear
+                )
+            except PreconditionFailed:
+                # The user (or only the counter: then ``clear`` is dropped) changed since it was read.
+                current, clear = await self.store.read_user(user.record.username), None
+                continue
+            except AlreadyExists:  # a retried commit that had in fact landed: the hash is ours
+                pass
+            body = LoginOut(
+                token=token,
+                user_id=current.record.user_id,
+                username=current.record.username,
+                permissions=current.record.permissions,
+                logged_in_at=now,
+                expires_at=record.expires_at,
+            )
+            return LoginResult(body=body, token=token, max_age=_seconds(record.expires_at - now))
+        raise errors.ServiceUnavailable(1, "the account kept changing; try again")
 
     # --- authentication ------------------------------------------------------------------
 
@@ -234,11 +280,8 @@ class SessionService:
         record = session.record
         if record.expires_at <= now:
             raise errors.Unauthenticated("the session has expired")
-        if user is None or user.record.user_id != record.user_id or user.record.disabled:
-            raise errors.Unauthenticated("the account no longer exists or is disabled")
-        valid_after = user.record.sessions_valid_after
-        if valid_after is not None and record.created_at < valid_after:
-            raise errors.Unauthenticated("the session was revoked")
+        if user is None or not _account_allows(user.record, record):
+            raise errors.Unauthenticated("the account no longer exists, is disabled, or revoked the session")
 
         extended_for = None
         if now - record.last_seen_at >= self._touch:
@@ -281,9 +324,9 @@ class SessionService:
         """
         changes: dict[str, Any] = {name: getattr(req, name) for name in req.model_fields_set}
         current: Versioned[UserRecord] | None = ctx.user
-        for _ in range(5):
-            if current is None or current.record.disabled or current.record.user_id != ctx.principal.user_id:
-                raise errors.Unauthenticated("the account no longer exists or is disabled")
+        for _ in range(_RETRIES):
+            if current is None or not _account_allows(current.record, ctx.session):
+                raise errors.Unauthenticated("the account no longer exists, is disabled, or revoked the session")
             if if_match is not None and current.record.version != if_match:
                 raise errors.VersionConflict(f"the profile is at version {current.record.version}, not {if_match}")
             if not changes:
@@ -301,32 +344,33 @@ class SessionService:
     async def change_password(
         self, ctx: AuthContext, req: PasswordChangeRequest, *, user_agent: str | None = None
     ) -> LoginResult:
-        """Change the password, revoke every session of the user, and open a new one.
+        """Change the password, end every other session of the user, and open a new one.
 
-        Raises ``WrongCurrentPassword`` (403) when the current password is wrong.
+        The current password is a guess like a login's: it is counted on the
+        username's failed-login counter before it is judged. Raises
+        ``TooManyAttempts`` past the limit (even for the right password),
+        ``WrongCurrentPassword`` (403) when it is wrong, ``Unauthenticated`` when
+        the caller's session was ended meanwhile (by another change, say).
         """
+        now = self.clock()
+        reservation = await self.store.reserve_attempt(
+            tokens.counter_key(ctx.principal.username), now, now + self._window
+        )
+        reservation = await self._judge_attempt(reservation, now)
         user = ctx.user
         ok = await self.passwords.verify_async(user.record.password_hash, req.current_password)
         if not ok:
             _event("password_change_rejected", logging.WARNING, user_id=ctx.principal.user_id)
             raise errors.WrongCurrentPassword("the current password is wrong")
         new_hash = await self.passwords.hash_async(req.new_password)
-        current: Versioned[UserRecord] | None = user
-        for _ in range(5):
-            if current is None or current.record.user_id != ctx.principal.user_id or current.record.disabled:
-                raise errors.Unauthenticated("the account no longer exists or is disabled")
-            now = self.clock()
-            try:
-                current = await self.store.update_user(
-                    current, {"password_hash": new_hash, "updated_at": now, "sessions_valid_after": now}
-                )
-                break
-            except PreconditionFailed:
-                current = await self.store.read_user(ctx.principal.username)
-        else:
-            raise errors.VersionConflict("the account kept changing; try again")
-        revoked = await self.store.delete_user_sessions(ctx.principal.user_id)
-        result = await self._open_session(current.record, user_agent)
+        changes = {"password_hash": new_hash, "updated_at": self.clock(), "auth_epoch": user.record.auth_epoch + 1}
+        try:
+            # The new password, the new epoch (voiding every other session, even one being
+            # committed right now) and the caller's new session: one atomic commit.
+            result = await self._open_session(user, user_agent, user_changes=changes, clear=reservation)
+        except CredentialsChanged:
+            raise errors.Unauthenticated("the session was revoked") from None
+        revoked = await self.store.delete_user_sessions(ctx.principal.user_id, keep=tokens.hash_token(result.token))
         _event("password_changed", logging.WARNING, user_id=ctx.principal.user_id, sessions_revoked=revoked)
         return result
 
@@ -339,11 +383,10 @@ class SessionService:
 
     async def _live_sessions(self, user: UserRecord) -> list[tuple[str, SessionRecord]]:
         now = self.clock()
-        valid_after = user.sessions_valid_after
         return [
             (h, s)
             for h, s in await self.store.list_sessions(user.user_id)
-            if s.expires_at > now and (valid_after is None or s.created_at >= valid_after)
+            if s.expires_at > now and _account_allows(user, s)
         ]
 
     async def revoke_session(self, ctx: AuthContext, session_id: str) -> bool:
@@ -361,9 +404,34 @@ class SessionService:
         return found[0] == ctx.token_hash
 
     async def revoke_all(self, ctx: AuthContext, *, include_current: bool) -> int:
-        """Revoke every session of the caller, except the current one unless asked."""
+        """Revoke every session of the caller, except the current one unless asked.
+
+        Deletes the documents, then bumps the user's ``auth_epoch`` (re-stamping the
+        current session in the same commit when it stays): that last write is the
+        moment the revocation takes effect, so a session committed by a login that
+        read the user before it, even after the deletion, is void. Raises
+        ``Unauthenticated`` when the caller's own session was ended meanwhile.
+        """
         keep = None if include_current else ctx.token_hash
         revoked = await self.store.delete_user_sessions(ctx.principal.user_id, keep=keep)
+        current: Versioned[UserRecord] | None = ctx.user
+        for _ in range(_RETRIES):
+            if current is None or not _account_allows(current.record, ctx.session):
+                raise errors.Unauthenticated("the account no longer exists, is disabled, or revoked the session")
+            epoch = current.record.auth_epoch + 1
+            try:
+                await self.store.update_user(
+                    current,
+                    {"auth_epoch": epoch, "updated_at": self.clock()},
+                    session_changes=(keep, {"auth_epoch": epoch}) if keep else None,
+                )
+                break
+            except PreconditionFailed:
+                session, current = await self.store.read_auth(ctx.principal.username, ctx.token_hash)
+                if session is None:
+                    raise errors.Unauthenticated("the session was revoked") from None
+        else:
+            raise errors.ServiceUnavailable(1, "the account kept changing; try again")
         _event(
             "sessions_revoked_all",
             logging.WARNING,
@@ -382,12 +450,19 @@ class SessionService:
             raise errors.NotFound(f"no user {username.lower()!r}")
         return user
 
-    async def admin_update(self, username: str, changes: dict[str, Any]) -> UserRecord:
-        """Apply ``changes`` to a user (with a precondition, retried on races)."""
-        for _ in range(5):
+    async def admin_update(self, username: str, changes: dict[str, Any], *, end_sessions: bool = False) -> UserRecord:
+        """Apply ``changes`` to a user (with a precondition, retried on races).
+
+        ``end_sessions`` also bumps ``auth_epoch`` in the same write: every session,
+        including one being committed right now, is void from then on.
+        """
+        for _ in range(_RETRIES):
             user = await self.admin_user(username)
+            update = {**changes, "updated_at": self.clock()}
+            if end_sessions:
+                update["auth_epoch"] = user.record.auth_epoch + 1
             try:
-                updated = await self.store.update_user(user, {**changes, "updated_at": self.clock()})
+                updated = await self.store.update_user(user, update)
                 return updated.record
             except PreconditionFailed:
                 continue
@@ -395,10 +470,7 @@ class SessionService:
 
     async def admin_set_disabled(self, username: str, disabled: bool) -> int:
         """Disable (ending every session) or enable a user; returns sessions revoked."""
-        changes: dict[str, Any] = {"disabled": disabled}
-        if disabled:
-            changes["sessions_valid_after"] = self.clock()
-        record = await self.admin_update(username, changes)
+        record = await self.admin_update(username, {"disabled": disabled}, end_sessions=disabled)
         revoked = await self.store.delete_user_sessions(record.user_id) if disabled else 0
         _event(
             "user_disabled" if disabled else "user_enabled",
@@ -413,10 +485,30 @@ class SessionService:
         return [_session_out(s, current=False) for _, s in await self._live_sessions(user.record)]
 
     async def admin_revoke_all(self, username: str) -> int:
+        """End every session of a user, including any being opened right now; returns how many were deleted.
+
+        The documents go first; the epoch bump after them is what voids a session committed meanwhile.
+        """
         user = await self.admin_user(username)
         revoked = await self.store.delete_user_sessions(user.record.user_id)
-        _event("sessions_revoked_all", logging.WARNING, user_id=user.record.user_id, count=revoked, by="admin")
+        record = await self.admin_update(username, {}, end_sessions=True)
+        _event("sessions_revoked_all", logging.WARNING, user_id=record.user_id, count=revoked, by="admin")
         return revoked
+
+
+def _account_allows(user: UserRecord, session: SessionRecord) -> bool:
+    """The one rule for "this account still accepts this session" (expiry aside).
+
+    The user must be the session's (not a namesake registered after a deletion),
+    enabled, and at the ``auth_epoch`` the session was committed under: a password
+    change, a disable and a revoke-all bump the epoch and so end every older session.
+    """
+    return user.user_id == session.user_id and not user.disabled and user.auth_epoch == session.auth_epoch
+
+
+def _same_credentials(before: UserRecord, after: UserRecord) -> bool:
+    """True when a re-read user still accepts what was verified against ``before``."""
+    return after.user_id == before.user_id and not after.disabled and after.auth_epoch == before.auth_epoch
 
 
 def _user_out(user: UserRecord) -> UserOut:

@@ -16,7 +16,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -58,6 +58,22 @@ class Versioned(Generic[R]):
     """A record with the update time it was read at, for precondition writes."""
 
     record: R
+    update_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """One guess counted on a failed-login counter, as the commit that counted it returned.
+
+    ``count`` is the counter's value after this guess (Firestore's transform result, so
+    every request of a burst sees a different value), ``window_start`` the earliest
+    guess since the counter last started, ``update_time`` the commit's time (for a
+    precondition that nobody has counted since).
+    """
+
+    key: str
+    count: int
+    window_start: datetime
     update_time: datetime
 
 
@@ -222,21 +238,27 @@ class FirestoreStore:
             self._versioned(UserRecord, snaps.get(user_ref.path)),
         )
 
-    async def read_login(
-        self, username: str, counter_key: str
-    ) -> tuple[Versioned[UserRecord] | None, Versioned[AttemptsRecord] | None]:
-        """The user and their failed-login counter, in one round trip."""
-        user_ref, attempts_ref = self._users(username), self._attempts(counter_key)
-        snaps = await self._get_all([user_ref, attempts_ref])
-        return (
-            self._versioned(UserRecord, snaps.get(user_ref.path)),
-            self._versioned(AttemptsRecord, snaps.get(attempts_ref.path)),
-        )
-
     async def read_user(self, username: str) -> Versioned[UserRecord] | None:
         ref = self._users(username)
         snaps = await self._get_all([ref])
         return self._versioned(UserRecord, snaps.get(ref.path))
+
+    async def reserve_and_read_user(
+        self, key: str, now: datetime, expires_at: datetime, username: str
+    ) -> tuple[Reservation, Versioned[UserRecord] | None]:
+        """Count one guess on counter ``key`` and read the user, both in one round trip.
+
+        The two calls go out together; the count is committed before this returns.
+        """
+        reserve = asyncio.ensure_future(self.reserve_attempt(key, now, expires_at))
+        try:
+            user = await self.read_user(username)
+        finally:
+            reservation = await reserve
+        ops = current_ops.get()
+        if ops is not None:
+            ops.round_trips -= 1  # the two calls overlapped: one wait, not two
+        return reservation, user
 
     @staticmethod
     def _versioned(model: type[R], snap: DocumentSnapshot[Any] | None) -> Versioned[R] | None:
@@ -285,26 +307,58 @@ class FirestoreStore:
         await self._call(ref.create(record.model_dump(), retry=self._write_retry, timeout=self._deadline))
         _count(round_trips=1, writes=1)
 
-    async def update_user(self, current: Versioned[UserRecord], changes: dict[str, Any]) -> Versioned[UserRecord]:
+    async def update_user(
+        self,
+        current: Versioned[UserRecord],
+        changes: dict[str, Any],
+        *,
+        session_changes: tuple[str, dict[str, Any]] | None = None,
+    ) -> Versioned[UserRecord]:
         """Apply ``changes`` only if the user is unchanged since ``current`` was read.
 
-        Raises ``PreconditionFailed`` when it changed or vanished.
+        With ``session_changes`` (a token hash and its changes), that existing session
+        is updated in the same atomic commit. Raises ``PreconditionFailed`` when the
+        user changed or vanished, or the session vanished.
         """
-        ref = self._users(current.record.username)
-        option = self._precondition_time(current.update_time)
-        result = await self._call(ref.update(changes, option=option, retry=self._write_retry, timeout=self._deadline))
-        _count(round_trips=1, writes=1)
+        batch = self.client().batch()
+        batch.update(self._users(current.record.username), changes, option=self._precondition_time(current.update_time))
+        if session_changes is not None:
+            batch.update(self._sessions(session_changes[0]), session_changes[1])
+        results = await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
+        _count(round_trips=1, writes=len(results))
         record = current.record.model_copy(update=changes)
-        return Versioned(record, result.update_time)
+        return Versioned(record, results[0].update_time)
 
-    async def create_session(self, token_hash: str, record: SessionRecord, clear_counter: str | None = None) -> None:
-        """Insert a session, and in the same commit clear a failed-login counter."""
+    async def create_session(
+        self,
+        token_hash: str,
+        record: SessionRecord,
+        *,
+        user: Versioned[UserRecord],
+        user_changes: dict[str, Any] | None = None,
+        clear: Reservation | None = None,
+    ) -> None:
+        """Insert a session only if its user is unchanged since ``user`` was read, in one commit.
+
+        The commit carries a precondition on the user document: with ``user_changes``
+        they are applied too; without, the user is "updated" to a value it already has,
+        which checks the precondition without changing the document (a write that
+        changes nothing keeps its update time, so parallel logins do not collide).
+        ``clear`` deletes that failed-login counter in the same commit, if nobody has
+        counted on it since. Raises ``PreconditionFailed`` (the user or the counter
+        changed) or ``AlreadyExists``.
+        """
         batch = self.client().batch()
         batch.create(self._sessions(token_hash), record.model_dump())
-        if clear_counter is not None:
-            batch.delete(self._attempts(clear_counter))
+        batch.update(
+            self._users(user.record.username),
+            user_changes or {"user_id": user.record.user_id},
+            option=self._precondition_time(user.update_time),
+        )
+        if clear is not None:
+            batch.delete(self._attempts(clear.key), option=self._precondition_time(clear.update_time))
         await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
-        _count(round_trips=1, writes=1, deletes=int(clear_counter is not None))
+        _count(round_trips=1, writes=2, deletes=int(clear is not None))
 
     async def touch_session(self, token_hash: str, last_seen_at: datetime, expires_at: datetime) -> bool:
         """Extend a session's idle deadline. False if it was deleted meanwhile: never recreates it.
@@ -352,54 +406,47 @@ class FirestoreStore:
             _count(round_trips=1, deletes=len(refs[start : start + 400]))
         return len(refs)
 
-    async def record_failure(self, key: str, current: Versioned[AttemptsRecord] | None, fresh: AttemptsRecord) -> None:
-        """Count one failed login, atomically.
+    async def reserve_attempt(self, key: str, now: datetime, expires_at: datetime) -> Reservation:
+        """Count one guess on counter ``key`` and return the count this guess got, atomically.
 
-        ``current`` is the counter as read before; when it is missing or its
-        window is over (``fresh`` has another window start), ``fresh`` starts a
-        new window, guarded so that of two racing resets one wins and the other
-        becomes an increment. Inside a live window the count is a server-side
-        increment on an existing document: parallel failures all count, and a
-        counter cleared meanwhile is started afresh rather than half-written.
+        One commit of two server-side transforms: ``count`` is incremented and
+        ``window_start`` (seconds since the epoch) becomes the minimum of its value
+        and ``now``; the commit returns both results. A missing counter is created.
         """
-        from google.cloud.firestore import Increment
+        from google.cloud.firestore import Increment, Minimum
+        from google.cloud.firestore_v1 import _helpers
 
         ref = self._attempts(key)
-        start_window = current is None or current.record.window_start != fresh.window_start
-        for _ in range(3):
-            if start_window:
-                try:
-                    if current is None:
-                        await self._call(
-                            ref.create(fresh.model_dump(), retry=self._write_retry, timeout=self._deadline)
-                        )
-                    else:
-                        await self._call(
-                            ref.update(
-                                fresh.model_dump(),
-                                option=self._precondition_time(current.update_time),
-                                retry=self._write_retry,
-                                timeout=self._deadline,
-                            )
-                        )
-                    return
-                except (AlreadyExists, PreconditionFailed):
-                    pass  # another request started or moved the window first: add to it
-                finally:
-                    _count(round_trips=1, writes=1)
-            try:
-                await self._call(ref.update({"count": Increment(1)}, retry=self._write_retry, timeout=self._deadline))
-                return
-            except PreconditionFailed:
-                current, start_window = None, True  # cleared by a successful login meanwhile
-            finally:
-                _count(round_trips=1, writes=1)
-        raise StoreUnavailable("failed-login counter kept changing under us")
+        batch = self.client().batch()
+        batch.set(
+            ref,
+            {"count": Increment(1), "window_start": Minimum(now.timestamp()), "expires_at": expires_at},
+            merge=True,
+        )
+        try:
+            (result,) = await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
+        finally:
+            _count(round_trips=1, writes=1)
+        # Transform results come in the order of their field paths: count, window_start.
+        values: list[Any] = [_helpers.decode_value(v, self.client()) for v in result.transform_results]
+        count, window_start = values
+        return Reservation(key, int(count), datetime.fromtimestamp(float(window_start), UTC), result.update_time)
 
-    async def clear_failures(self, key: str) -> None:
-        ref = self._attempts(key)
-        await self._call(ref.delete(retry=self._write_retry, timeout=self._deadline))
-        _count(round_trips=1, deletes=1)
+    async def restart_attempts(self, reservation: Reservation, now: datetime, expires_at: datetime) -> Reservation:
+        """Start a new window with this guess as its first, if nobody counted since ``reservation``.
+
+        Raises ``PreconditionFailed`` when somebody did.
+        """
+        ref = self._attempts(reservation.key)
+        option = self._precondition_time(reservation.update_time)
+        record = AttemptsRecord(count=1, window_start=now.timestamp(), expires_at=expires_at)
+        try:
+            result = await self._call(
+                ref.update(record.model_dump(), option=option, retry=self._write_retry, timeout=self._deadline)
+            )
+        finally:
+            _count(round_trips=1, writes=1)
+        return Reservation(reservation.key, 1, now, result.update_time)
 
     async def close(self) -> None:
         """Close the running loop's client, if any."""

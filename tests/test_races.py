@@ -1,0 +1,292 @@
+"""Security rules under real concurrency (issue 10), against the real emulator.
+
+Each test releases real threads together with a barrier against one app built by
+functions-framework, and repeats the race over many trials: a rule that holds one
+request at a time but not under a burst fails here. The trial counts are set so that
+a race that the old code lost in one trial out of thirty would still be caught.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.conftest import AppFactory, bearer, login, main_module, register
+
+PASSWORD = "correct horse battery"
+NEW_PASSWORD = "a brand new passphrase"
+ATTACKERS = 4
+
+pytestmark = pytest.mark.slow
+
+
+def _service() -> Any:
+    return main_module().api_instance.service
+
+
+def _login_status(client: TestClient, username: str, password: str) -> tuple[int, str | None]:
+    response = client.post("/login", json={"username": username, "password": password})
+    token = response.json()["token"] if response.status_code == 200 else None
+    return response.status_code, token
+
+
+def _race_logins_against(
+    client: TestClient,
+    username: str,
+    action: Callable[[], None],
+    *,
+    attackers: int = ATTACKERS,
+    in_flight_only: bool = False,
+) -> list[str]:
+    """Log in as ``username`` with the old password from ``attackers`` threads while ``action`` runs.
+
+    The attackers start with ``action`` (a barrier), keep logging in until it has returned,
+    and finish the login they have in flight. Returns every token they were given, or with
+    ``in_flight_only`` those of logins sent before ``action`` was: each of those read the
+    user before the change took effect (the app serves requests in the order they arrive,
+    and the change's effect comes several Firestore round trips after its start).
+    """
+    start = threading.Barrier(attackers + 1)
+    done = threading.Event()
+    stolen: list[tuple[float, str]] = []
+    began: list[float] = []
+    lock = threading.Lock()
+
+    def attack() -> None:
+        start.wait()
+        while not done.is_set():
+            sent = time.monotonic()
+            status, token = _login_status(client, username, PASSWORD)
+            assert status in (200, 401, 403, 429), status  # 403: the account is disabled
+            if token is not None:
+                with lock:
+                    stolen.append((sent, token))
+
+    def act() -> None:
+        start.wait()
+        time.sleep(0.02)  # let the first logins get under way
+        began.append(time.monotonic())
+        try:
+            action()
+        finally:
+            done.set()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=attackers + 1) as pool:
+        futures = [pool.submit(attack) for _ in range(attackers)]
+        owner = pool.submit(act)
+        owner.result()
+        for future in futures:
+            future.result()
+    return [token for sent, token in stolen if not in_flight_only or sent < began[0]]
+
+
+def _rate(caught: list[int]) -> str:
+    """How many trials caught the race, and how many sessions survived in all."""
+    return f"{sum(1 for c in caught if c)} of {len(caught)} trials, {sum(caught)} session(s)"
+
+
+def _still_working(client: TestClient, tokens: list[str]) -> list[str]:
+    return [t for t in tokens if client.get("/profile", headers=bearer(t)).status_code != 401]
+
+
+# --- 1. a login in flight must not outlive the change that should have ended it -------------------
+
+TRIALS = 12
+
+
+def test_login_in_flight_does_not_survive_a_password_change(make_client: AppFactory) -> None:
+    client = make_client()
+    caught: list[int] = []
+    for trial in range(TRIALS):
+        username = f"pw{trial}"
+        register(client, username)
+        owner = login(client, username)
+
+        def change(owner: str = owner) -> None:
+            response = client.post(
+                "/profile/password",
+                headers=bearer(owner),
+                json={"current_password": PASSWORD, "new_password": NEW_PASSWORD},
+            )
+            assert response.status_code == 200, response.text
+
+        stolen = _race_logins_against(client, username, change)
+        caught.append(len(_still_working(client, stolen)))
+    assert sum(caught) == 0, f"sessions opened with the old password outlived the change: {_rate(caught)}"
+
+
+def test_login_in_flight_does_not_survive_disable_then_enable(make_client: AppFactory) -> None:
+    client = make_client()
+    caught: list[int] = []
+    for trial in range(TRIALS):
+        username = f"dis{trial}"
+        register(client, username)
+
+        def disable(username: str = username) -> None:
+            client.portal.call(_service().admin_set_disabled, username, True)  # type: ignore[union-attr]
+
+        stolen = _race_logins_against(client, username, disable)
+        client.portal.call(_service().admin_set_disabled, username, False)  # type: ignore[union-attr]
+        caught.append(len(_still_working(client, stolen)))
+    assert sum(caught) == 0, f"sessions opened before the disable work again after enable: {_rate(caught)}"
+
+
+def test_login_in_flight_does_not_survive_revoke_all(make_client: AppFactory) -> None:
+    client = make_client()
+    caught: list[int] = []
+    for trial in range(TRIALS):
+        username = f"rev{trial}"
+        register(client, username)
+        owner = login(client, username)
+
+        def revoke_all(owner: str = owner) -> None:
+            assert client.delete("/sessions", headers=bearer(owner)).status_code == 204
+
+        # The password stays the same: a login that reads the user after revoke-all took effect is a new,
+        # legitimate one. A login sent before revoke-all was in flight when it began: it must not survive.
+        stolen = _race_logins_against(client, username, revoke_all, in_flight_only=True)
+        caught.append(len(_still_working(client, stolen)))
+        # "all but the current one": the caller's own session stays.
+        assert client.get("/profile", headers=bearer(owner)).status_code == 200
+    assert sum(caught) == 0, f"sessions opened in flight outlived revoke-all: {_rate(caught)}"
+
+
+# --- 2. the lockout counts a guess before it judges it ---------------------------------------------
+
+BURST = 40
+BURST_TRIALS = 5
+
+
+def _burst(client: TestClient, attempts: list[Callable[[], int]]) -> list[int]:
+    start = threading.Barrier(len(attempts))
+
+    def run(attempt: Callable[[], int]) -> int:
+        start.wait()
+        return attempt()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(attempts)) as pool:
+        return list(pool.map(run, attempts))
+
+
+def test_a_burst_of_guesses_is_judged_at_most_max_failures_times(make_client: AppFactory) -> None:
+    client = make_client(SESSION_LOGIN_MAX_FAILURES="5")
+    for trial in range(BURST_TRIALS):
+        username = f"burst{trial}"
+        register(client, username)
+        passwords = [f"wrong guess {i}" for i in range(BURST - 1)]
+        passwords.insert(trial * 7 % BURST, PASSWORD)  # the right one somewhere in the burst
+        attempts = [
+            (lambda p=p, u=username: _login_status(client, u, p)[0])
+            for p in passwords  # type: ignore[misc]
+        ]
+        statuses = _burst(client, attempts)
+        judged = [s for s in statuses if s in (200, 401)]
+        assert len(judged) <= 5, f"trial {trial}: {len(judged)} guesses judged: {sorted(statuses)}"
+        assert set(statuses) <= {200, 401, 429}, statuses
+        assert statuses.count(429) == BURST - len(judged)
+
+
+def test_refused_guesses_carry_retry_after(make_client: AppFactory) -> None:
+    client = make_client(SESSION_LOGIN_MAX_FAILURES="3", SESSION_LOGIN_WINDOW_SECONDS="600")
+    register(client)
+    responses = _burst_responses(client, ["alice"] * 12, "wrong password")
+    refused = [r for r in responses if r.status_code == 429]
+    assert len(refused) >= 9
+    for r in refused:
+        assert r.json()["code"] == "too_many_attempts"
+        assert 1 <= int(r.headers["retry-after"]) <= 600
+
+
+def _burst_responses(client: TestClient, usernames: list[str], password: str) -> list[Any]:
+    start = threading.Barrier(len(usernames))
+
+    def run(username: str) -> Any:
+        start.wait()
+        return client.post("/login", json={"username": username, "password": password})
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(usernames)) as pool:
+        return list(pool.map(run, usernames))
+
+
+def test_unknown_usernames_get_the_same_burst_answers(make_client: AppFactory) -> None:
+    client = make_client(SESSION_LOGIN_MAX_FAILURES="5")
+    register(client)
+    known = sorted(r.status_code for r in _burst_responses(client, ["alice"] * 20, "wrong password"))
+    unknown = sorted(r.status_code for r in _burst_responses(client, ["nobody"] * 20, "wrong password"))
+    assert known == unknown == [401] * 5 + [429] * 15
+
+
+# --- 3. the current password of a password change is a guess too ------------------------------------
+
+
+def _change(client: TestClient, token: str, current: str) -> Any:
+    return client.post(
+        "/profile/password",
+        headers=bearer(token),
+        json={"current_password": current, "new_password": NEW_PASSWORD},
+    )
+
+
+def test_wrong_current_passwords_count_against_the_login_limit(make_client: AppFactory) -> None:
+    client = make_client(SESSION_LOGIN_MAX_FAILURES="5")
+    register(client)
+    stolen = login(client)
+    statuses = [_change(client, stolen, f"guess {i}").status_code for i in range(12)]
+    assert statuses == [403] * 5 + [429] * 7
+    right = _change(client, stolen, PASSWORD)  # past the limit, even the right password is refused
+    assert right.status_code == 429 and right.json()["code"] == "too_many_attempts"
+    assert int(right.headers["retry-after"]) >= 1
+    # The owner's password still works where it did: the takeover did not happen.
+    assert _login_status(client, "alice", PASSWORD)[0] == 429  # ... and the username is locked for logins too
+
+
+def test_a_burst_of_current_password_guesses_is_judged_at_most_max_failures_times(make_client: AppFactory) -> None:
+    client = make_client(SESSION_LOGIN_MAX_FAILURES="5")
+    for trial in range(3):
+        username = f"chg{trial}"
+        register(client, username)
+        stolen = login(client, username)
+        guesses = [f"guess {i}" for i in range(19)]
+        guesses.insert(trial * 5, PASSWORD)
+        statuses = _burst(client, [(lambda g=g, t=stolen: _change(client, t, g).status_code) for g in guesses])  # type: ignore[misc]
+        judged = [s for s in statuses if s in (200, 403)]
+        assert len(judged) <= 5, f"trial {trial}: {sorted(statuses)}"
+        assert set(statuses) <= {200, 401, 403, 429}, statuses
+
+
+# --- 4. the same shape elsewhere ------------------------------------------------------------------------
+
+
+def test_parallel_password_changes_with_one_session_apply_once(make_client: AppFactory) -> None:
+    """Two changes made with one (stolen) session: the first ends that session, so the second must not apply."""
+    client = make_client(SESSION_LOGIN_MAX_FAILURES="50")
+    for trial in range(6):
+        username = f"two{trial}"
+        register(client, username)
+        token = login(client, username)
+        new = [f"new passphrase {trial} {i}" for i in range(4)]
+        statuses = _burst(
+            client,
+            [
+                (
+                    lambda n=n, t=token: (
+                        client.post(  # type: ignore[misc]
+                            "/profile/password",
+                            headers=bearer(t),
+                            json={"current_password": PASSWORD, "new_password": n},
+                        ).status_code
+                    )
+                )
+                for n in new
+            ],
+        )
+        assert statuses.count(200) == 1, statuses
+        assert set(statuses) <= {200, 401}, statuses
+        winner = new[statuses.index(200)]
+        assert {p: _login_status(client, username, p)[0] for p in new} == {p: 200 if p == winner else 401 for p in new}
