@@ -304,7 +304,7 @@ def build() -> dict[str, Any]:
                     *AUTH_ERRORS,
                     *COOKIE_WRITE_ERRORS,
                     errors.WrongCurrentPassword,
-                    errors.VersionConflict,
+                    errors.TooManyAttempts,
                     *STORE_ERRORS,
                 ],
                 body=PasswordChangeRequest,

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pydantic import TypeAdapter, ValidationError
 
 from session import errors
+from session.admin import AdminService
 from session.config import ConfigError, Settings, load_settings
 from session.models import Permission, RegisterRequest
 from session.service import SessionService
@@ -76,14 +77,14 @@ async def _run(args: argparse.Namespace, settings: Settings) -> str:
             user = await service.register(req, permissions=perms)
             return f"created {user.username} ({user.user_id}) with permissions {','.join(user.permissions) or '-'}"
         if args.group == "users" and args.action == "set-permissions":
-            record = await service.admin_update(args.name, {"permissions": _permissions(args.permissions)})
+            record = await AdminService(service).update(args.name, {"permissions": _permissions(args.permissions)})
             return f"{record.username}: permissions {','.join(record.permissions) or '-'}"
         if args.group == "users" and args.action in ("disable", "enable"):
-            revoked = await service.admin_set_disabled(args.name, args.action == "disable")
+            revoked = await AdminService(service).set_disabled(args.name, args.action == "disable")
             suffix = f", {revoked} session(s) revoked" if args.action == "disable" else ""
             return f"{args.name.lower()}: {args.action}d{suffix}"
         if args.group == "sessions" and args.action == "list":
-            rows = await service.admin_sessions(args.name)
+            rows = await AdminService(service).sessions(args.name)
             lines = [f"{'ID':<26}{'CREATED':<29}{'LAST SEEN':<29}{'EXPIRES':<29}USER AGENT"]
             for s in rows:
                 data = s.model_dump(mode="json")
@@ -91,7 +92,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> str:
                 lines.append(f"{s.id:<26}{times}{s.user_agent or '-'}")
             return "\n".join(lines)
         if args.group == "sessions" and args.action == "revoke-all":
-            revoked = await service.admin_revoke_all(args.name)
+            revoked = await AdminService(service).revoke_all(args.name)
             return f"{args.name.lower()}: {revoked} session(s) revoked"
         raise errors.BadRequest("unknown command")
     finally:

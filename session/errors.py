@@ -7,6 +7,7 @@ service and store raise them and never build responses themselves.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from typing import ClassVar
 
 
@@ -92,13 +93,43 @@ class NotFound(SessionError):
 # --- authentication and authorisation -----------------------------------------
 
 
+class UnauthenticatedReason(StrEnum):
+    """Why a request is not authenticated; the ``reason`` member of a 401 problem document."""
+
+    NO_CREDENTIALS = "no_credentials"  # neither a Bearer header nor the cookie
+    BAD_SCHEME = "bad_scheme"  # an Authorization header that is not "Bearer <token>"
+    MALFORMED = "malformed"  # not the shape of a token of ours
+    UNKNOWN = "unknown"  # no such session: never was, logged out or revoked one by one
+    EXPIRED = "expired"  # past its idle or absolute deadline
+    REVOKED = "revoked"  # ended by a password change, a disable or a revoke-all, or the user is gone
+
+
+_UNAUTHENTICATED_DETAIL = {
+    UnauthenticatedReason.NO_CREDENTIALS: "no credentials: send a Bearer token or the session cookie",
+    UnauthenticatedReason.BAD_SCHEME: "use 'Authorization: Bearer <token>'",
+    UnauthenticatedReason.MALFORMED: "the token is malformed",
+    UnauthenticatedReason.UNKNOWN: "the session does not exist or was revoked",
+    UnauthenticatedReason.EXPIRED: "the session has expired",
+    UnauthenticatedReason.REVOKED: "the session was revoked, or the account is disabled or gone",
+}
+
+
 class Unauthenticated(SessionError):
+    """No live session: ``reason`` (an ``UnauthenticatedReason``) says why."""
+
     status = 401
     code = "unauthenticated"
     title = "Authentication required"
 
+    def __init__(self, reason: UnauthenticatedReason, detail: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(detail or _UNAUTHENTICATED_DETAIL[reason])
+
     def headers(self) -> Mapping[str, str]:
         return {"WWW-Authenticate": 'Bearer realm="session"'}
+
+    def extra(self) -> Mapping[str, object]:
+        return {"reason": self.reason.value}
 
 
 class InvalidCredentials(SessionError):
@@ -108,13 +139,14 @@ class InvalidCredentials(SessionError):
 
     def headers(self) -> Mapping[str, str]:
         # RFC 9110: every 401 names the scheme to use.
-        return {"WWW-Authenticate": 'Bearer realm="session"'} if self.status == 401 else {}
+        return {"WWW-Authenticate": 'Bearer realm="session"'}
 
 
-class WrongCurrentPassword(InvalidCredentials):
-    """The caller is authenticated, but re-entered the wrong password."""
+class WrongCurrentPassword(SessionError):
+    """The caller is authenticated, but re-entered the wrong password (403: the session itself is fine)."""
 
     status = 403
+    code = "wrong_current_password"
     title = "The current password is wrong"
 
 

@@ -128,7 +128,7 @@ def presented_credential(authorization: str | None, cookie: str | None) -> tuple
     if authorization is not None:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise errors.Unauthenticated("use 'Authorization: Bearer <token>'")
+            raise errors.Unauthenticated(errors.UnauthenticatedReason.BAD_SCHEME)
         return token.strip(), False
     if cookie:
         return cookie, True
@@ -180,7 +180,7 @@ def required_credential(
     """
     presented = presented_credential(authorization, cookie)
     if presented is None:
-        raise errors.Unauthenticated("no credentials: send a Bearer token or the session cookie")
+        raise errors.Unauthenticated(errors.UnauthenticatedReason.NO_CREDENTIALS)
     if presented[1]:
         enforce_csrf(method, origin, referer, path, allowed)
     return presented

@@ -21,6 +21,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from session.errors import UnauthenticatedReason
+
 USERNAME_PATTERN = r"^[A-Za-z0-9._-]{3,64}$"
 _USERNAME_RE = re.compile(USERNAME_PATTERN)
 
@@ -169,6 +171,8 @@ class Problem(_Response):
     detail: str
     code: str
     errors: list[ProblemError] | None = None
+    # 401 unauthenticated only: why (see session.errors.UnauthenticatedReason).
+    reason: UnauthenticatedReason | None = None
 
 
 # --- stored records -----------------------------------------------------------------

@@ -1,8 +1,17 @@
-"""The session rules: register, login, authenticate, logout, lifecycle and account changes.
+"""The session rules: register, login, authenticate, logout, and what a signed-in user may do.
 
 No web framework and no google.cloud here: requests come in as validated
 models, results go out as models or small dataclasses, failures as
-``session.errors``. Time comes from the injected clock.
+``session.errors``. Time comes from the injected clock. Operations for
+administrators live in ``session.admin`` and reuse the rules written here.
+
+Every rule has one home in this module:
+
+- ``_is_live``: whether a stored session is accepted (expiry, and ``_account_allows``);
+- ``_account_allows``: whether the user still accepts a session (same user, enabled, same ``auth_epoch``);
+- ``SessionService._judge_attempt``: the lockout (a guess is counted before it is judged);
+- ``SessionService._open_session``: a session is committed only while its credentials are current;
+- ``retrying``: the one loop around a precondition write that a concurrent change can make fail.
 """
 
 from __future__ import annotations
@@ -10,13 +19,14 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from session import errors, tokens
 from session.config import Settings
+from session.errors import UnauthenticatedReason as Reason
 from session.models import (
     LoginOut,
     LoginRequest,
@@ -37,24 +47,24 @@ from session.store import (
     FirestoreStore,
     PreconditionFailed,
     Reservation,
-    StoreCorrupt,
-    StoreUnavailable,
     Versioned,
 )
 
 Clock = Callable[[], datetime]
+S = TypeVar("S")
+T = TypeVar("T")
 log = logging.getLogger("session.security")
 # How often a precondition write is retried after a concurrent change before giving up.
-_RETRIES = 5
-
-
-class CredentialsChanged(Exception):
-    """The user's password, enablement or session epoch changed while a session was being opened."""
+RETRIES = 5
 
 
 def utc_now() -> datetime:
     """The default clock: aware UTC."""
     return datetime.now(UTC)
+
+
+class CredentialsChanged(Exception):
+    """The user's password, enablement or session epoch changed while a session was being opened."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +99,62 @@ class LoginResult:
     max_age: int
 
 
-def _event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     """A named security event; never pass secrets in ``fields``."""
     log.log(level, name, extra={"json_fields": {"event": name, **fields}})
 
 
-def _seconds(delta: timedelta) -> int:
+def seconds_until(delta: timedelta) -> int:
+    """Whole seconds, at least 1: for ``Retry-After`` and cookie ``Max-Age``."""
     return max(1, math.ceil(delta.total_seconds()))
+
+
+async def retrying(
+    state: S,
+    write: Callable[[S], Awaitable[T]],
+    reread: Callable[[], Awaitable[S]],
+    give_up: Callable[[], errors.SessionError],
+) -> T:
+    """Run ``write(state)``; when a concurrent change fails its precondition, read again and retry.
+
+    ``write`` re-checks every rule against the state it is given, so a retry is
+    decided on what is stored now, never on what was read before the conflict.
+    Raises ``give_up()`` after ``RETRIES`` conflicts in a row.
+    """
+    for _ in range(RETRIES):
+        try:
+            return await write(state)
+        except PreconditionFailed:
+            state = await reread()
+    raise give_up()
+
+
+def _account_allows(user: UserRecord, session: SessionRecord) -> bool:
+    """The one rule for "this account still accepts this session" (expiry aside).
+
+    The user must be the session's (not a namesake registered after a deletion),
+    enabled, and at the ``auth_epoch`` the session was committed under: a password
+    change, a disable and a revoke-all bump the epoch and so end every older session.
+    """
+    return user.user_id == session.user_id and not user.disabled and user.auth_epoch == session.auth_epoch
+
+
+def _is_live(session: SessionRecord, user: UserRecord | None, now: datetime) -> Reason | None:
+    """``None`` when ``session`` is accepted at ``now``; otherwise why not."""
+    if session.expires_at <= now:
+        return Reason.EXPIRED
+    if user is None or not _account_allows(user, session):
+        return Reason.REVOKED
+    return None
+
+
+def _same_credentials(before: UserRecord, after: UserRecord) -> bool:
+    """True when a re-read user still accepts what was verified against ``before``."""
+    return after.user_id == before.user_id and not after.disabled and after.auth_epoch == before.auth_epoch
+
+
+def _revoked() -> errors.SessionError:
+    return errors.Unauthenticated(Reason.REVOKED)
 
 
 class SessionService:
@@ -120,7 +179,10 @@ class SessionService:
     # --- accounts ------------------------------------------------------------------------
 
     async def register(self, req: RegisterRequest, *, permissions: list[str] | None = None) -> UserOut:
-        """Create a user. Raises ``RegistrationDisabled`` or ``UsernameTaken`` (atomically)."""
+        """Create a user. Raises ``RegistrationDisabled`` or ``UsernameTaken`` (atomically).
+
+        ``permissions`` (the admin CLI) bypasses ``SESSION_ALLOW_REGISTRATION``.
+        """
         if permissions is None and not self.settings.allow_registration:
             raise errors.RegistrationDisabled()
         password_hash = await self.passwords.hash_async(req.password)
@@ -139,7 +201,7 @@ class SessionService:
             await self.store.create_user(record)
         except AlreadyExists:
             raise errors.UsernameTaken(f"the username {req.username!r} is taken") from None
-        _event("user_registered", user_id=record.user_id)
+        event("user_registered", user_id=record.user_id)
         return _user_out(record)
 
     # --- login -----------------------------------------------------------------------------
@@ -165,11 +227,11 @@ class SessionService:
         else:
             ok = await self.passwords.verify_async(user.record.password_hash, req.password)
         if not ok:
-            _event("login_failed", logging.WARNING, username_key=reservation.key[:12], attempt=reservation.count)
+            event("login_failed", logging.WARNING, username_key=reservation.key[:12], attempt=reservation.count)
             raise errors.InvalidCredentials("invalid username or password")
         assert user is not None
         if user.record.disabled:
-            _event("login_refused_disabled", logging.WARNING, user_id=user.record.user_id)
+            event("login_refused_disabled", logging.WARNING, user_id=user.record.user_id)
             raise errors.AccountDisabled()
 
         changes = None
@@ -178,9 +240,9 @@ class SessionService:
         try:
             result = await self._open_session(user, user_agent, user_changes=changes, clear=reservation)
         except CredentialsChanged:
-            _event("login_lost_race", logging.WARNING, user_id=user.record.user_id)
+            event("login_lost_race", logging.WARNING, user_id=user.record.user_id)
             raise errors.InvalidCredentials("invalid username or password") from None
-        _event("login_succeeded", user_id=user.record.user_id, sid=tokens.log_id(tokens.hash_token(result.token)))
+        event("login_succeeded", user_id=user.record.user_id, sid=tokens.log_id(tokens.hash_token(result.token)))
         return result
 
     async def _judge_attempt(self, reservation: Reservation, now: datetime) -> Reservation:
@@ -189,7 +251,7 @@ class SessionService:
         Raises ``TooManyAttempts`` (with the seconds until the window ends) when
         this guess is beyond ``login_max_failures`` in the window: it must not be judged.
         """
-        for _ in range(_RETRIES):
+        for _ in range(RETRIES):
             if reservation.window_start + self._window > now:
                 break
             try:  # the window is over: this guess starts the next one, unless another request did
@@ -198,8 +260,8 @@ class SessionService:
             except PreconditionFailed:
                 reservation = await self.store.reserve_attempt(reservation.key, now, now + self._window)
         if reservation.count > self.settings.login_max_failures or reservation.window_start + self._window <= now:
-            retry_after = _seconds(reservation.window_start + self._window - now)
-            _event("login_locked_out", logging.WARNING, username_key=reservation.key[:12], retry_after=retry_after)
+            retry_after = seconds_until(reservation.window_start + self._window - now)
+            event("login_locked_out", logging.WARNING, username_key=reservation.key[:12], retry_after=retry_after)
             raise errors.TooManyAttempts(retry_after, f"too many failed logins; try again in {retry_after} s")
         return reservation
 
@@ -218,10 +280,14 @@ class SessionService:
         meanwhile, it is read again: a change that leaves the credentials as they
         were (a profile edit, a rehash) is retried; a password change, a disable or
         a revoke-all (``auth_epoch``) raises ``CredentialsChanged`` and no session exists.
+        ``clear`` (the guess's counter) is deleted in the first commit only: if it
+        fails, somebody counted since, and the counter stays.
         """
         epoch = int((user_changes or {}).get("auth_epoch", user.record.auth_epoch))
-        current: Versioned[UserRecord] | None = user
-        for _ in range(_RETRIES):
+        clearing = clear
+
+        async def commit(current: Versioned[UserRecord] | None) -> LoginResult:
+            nonlocal clearing
             if current is None or not _same_credentials(user.record, current.record):
                 raise CredentialsChanged()
             now = self.clock()
@@ -236,17 +302,14 @@ class SessionService:
                 last_seen_at=now,
                 absolute_expires_at=absolute,
                 expires_at=min(now + self._idle, absolute),
-                user_agent=(user_agent or None) and user_agent[:512],
+                user_agent=user_agent[:512] if user_agent else None,
                 auth_epoch=epoch,
             )
+            this_clear, clearing = clearing, None
             try:
                 await self.store.create_session(
-                    token_hash, record, user=current, user_changes=user_changes, clear=clear
+                    token_hash, record, user=current, user_changes=user_changes, clear=this_clear
                 )
-            except PreconditionFailed:
-                # The user (or only the counter: then ``clear`` is dropped) changed since it was read.
-                current, clear = await self.store.read_user(user.record.username), None
-                continue
             except AlreadyExists:  # a retried commit that had in fact landed: the hash is ours
                 pass
             body = LoginOut(
@@ -257,8 +320,15 @@ class SessionService:
                 logged_in_at=now,
                 expires_at=record.expires_at,
             )
-            return LoginResult(body=body, token=token, max_age=_seconds(record.expires_at - now))
-        raise errors.ServiceUnavailable(1, "the account kept changing; try again")
+            return LoginResult(body=body, token=token, max_age=seconds_until(record.expires_at - now))
+
+        first: Versioned[UserRecord] | None = user
+        return await retrying(
+            first,
+            commit,
+            lambda: self.store.read_user(user.record.username),
+            lambda: errors.ServiceUnavailable(1, "the account kept changing; try again"),
+        )
 
     # --- authentication ------------------------------------------------------------------
 
@@ -272,24 +342,23 @@ class SessionService:
         """
         parsed = tokens.parse(token)
         if parsed is None:
-            raise errors.Unauthenticated("the token is malformed")
+            raise errors.Unauthenticated(Reason.MALFORMED)
         session, user = await self.store.read_auth(parsed.username, parsed.token_hash)
         now = self.clock()
         if session is None:
-            raise errors.Unauthenticated("the session does not exist or was revoked")
+            raise errors.Unauthenticated(Reason.UNKNOWN)
         record = session.record
-        if record.expires_at <= now:
-            raise errors.Unauthenticated("the session has expired")
-        if user is None or not _account_allows(user.record, record):
-            raise errors.Unauthenticated("the account no longer exists, is disabled, or revoked the session")
+        reason = _is_live(record, user.record if user else None, now)
+        if reason is not None or user is None:
+            raise errors.Unauthenticated(reason or Reason.REVOKED)
 
         extended_for = None
         if now - record.last_seen_at >= self._touch:
             expires_at = min(now + self._idle, record.absolute_expires_at)
             if not await self.store.touch_session(parsed.token_hash, now, expires_at):
-                raise errors.Unauthenticated("the session was revoked")
+                raise errors.Unauthenticated(Reason.UNKNOWN)
             record = record.model_copy(update={"last_seen_at": now, "expires_at": expires_at})
-            extended_for = _seconds(expires_at - now)
+            extended_for = seconds_until(expires_at - now)
 
         principal = Principal(
             user_id=user.record.user_id,
@@ -320,26 +389,30 @@ class SessionService:
         """Apply a profile change, bumping ``version`` atomically.
 
         Raises ``VersionConflict`` when ``if_match`` is not the stored version,
-        including when a concurrent update got there first.
+        including when a concurrent update got there first, and ``Unauthenticated``
+        when the caller's session was revoked meanwhile.
         """
         changes: dict[str, Any] = {name: getattr(req, name) for name in req.model_fields_set}
-        current: Versioned[UserRecord] | None = ctx.user
-        for _ in range(_RETRIES):
+
+        async def write(current: Versioned[UserRecord] | None) -> ProfileOut:
             if current is None or not _account_allows(current.record, ctx.session):
-                raise errors.Unauthenticated("the account no longer exists, is disabled, or revoked the session")
+                raise _revoked()
             if if_match is not None and current.record.version != if_match:
                 raise errors.VersionConflict(f"the profile is at version {current.record.version}, not {if_match}")
             if not changes:
                 return _profile_out(current.record, ctx.session)
             update = {**changes, "version": current.record.version + 1, "updated_at": self.clock()}
-            try:
-                current = await self.store.update_user(current, update)
-            except PreconditionFailed:
-                current = await self.store.read_user(ctx.principal.username)
-                continue
-            _event("profile_updated", user_id=ctx.principal.user_id, version=current.record.version)
-            return _profile_out(current.record, ctx.session)
-        raise errors.VersionConflict("the profile kept changing; try again")
+            updated = await self.store.update_user(current, update)
+            event("profile_updated", user_id=ctx.principal.user_id, version=updated.record.version)
+            return _profile_out(updated.record, ctx.session)
+
+        first: Versioned[UserRecord] | None = ctx.user
+        return await retrying(
+            first,
+            write,
+            lambda: self.store.read_user(ctx.principal.username),
+            lambda: errors.VersionConflict("the profile kept changing; try again"),
+        )
 
     async def change_password(
         self, ctx: AuthContext, req: PasswordChangeRequest, *, user_agent: str | None = None
@@ -360,7 +433,7 @@ class SessionService:
         user = ctx.user
         ok = await self.passwords.verify_async(user.record.password_hash, req.current_password)
         if not ok:
-            _event("password_change_rejected", logging.WARNING, user_id=ctx.principal.user_id)
+            event("password_change_rejected", logging.WARNING, user_id=ctx.principal.user_id)
             raise errors.WrongCurrentPassword("the current password is wrong")
         new_hash = await self.passwords.hash_async(req.new_password)
         changes = {"password_hash": new_hash, "updated_at": self.clock(), "auth_epoch": user.record.auth_epoch + 1}
@@ -369,25 +442,22 @@ class SessionService:
             # committed right now) and the caller's new session: one atomic commit.
             result = await self._open_session(user, user_agent, user_changes=changes, clear=reservation)
         except CredentialsChanged:
-            raise errors.Unauthenticated("the session was revoked") from None
+            raise _revoked() from None
         revoked = await self.store.delete_user_sessions(ctx.principal.user_id, keep=tokens.hash_token(result.token))
-        _event("password_changed", logging.WARNING, user_id=ctx.principal.user_id, sessions_revoked=revoked)
+        event("password_changed", logging.WARNING, user_id=ctx.principal.user_id, sessions_revoked=revoked)
         return result
 
     # --- sessions --------------------------------------------------------------------------
 
     async def list_sessions(self, ctx: AuthContext) -> SessionsOut:
         """The caller's live sessions, newest first."""
-        sessions = await self._live_sessions(ctx.user.record)
-        return SessionsOut(sessions=[_session_out(s, current=h == ctx.token_hash) for h, s in sessions])
+        sessions = await self.live_sessions(ctx.user.record)
+        return SessionsOut(sessions=[session_out(s, current=h == ctx.token_hash) for h, s in sessions])
 
-    async def _live_sessions(self, user: UserRecord) -> list[tuple[str, SessionRecord]]:
+    async def live_sessions(self, user: UserRecord) -> list[tuple[str, SessionRecord]]:
+        """The user's sessions that ``authenticate`` would accept now, newest first, with their keys."""
         now = self.clock()
-        return [
-            (h, s)
-            for h, s in await self.store.list_sessions(user.user_id)
-            if s.expires_at > now and _account_allows(user, s)
-        ]
+        return [(h, s) for h, s in await self.store.list_sessions(user.user_id) if _is_live(s, user, now) is None]
 
     async def revoke_session(self, ctx: AuthContext, session_id: str) -> bool:
         """Revoke one of the caller's sessions by public id; True if it was the current one.
@@ -400,7 +470,7 @@ class SessionService:
         if found is None or found[1].user_id != ctx.principal.user_id:
             raise errors.NotFound("no such session")
         await self.store.delete_session(found[0])
-        _event("session_revoked", user_id=ctx.principal.user_id, sid=tokens.log_id(found[0]))
+        event("session_revoked", user_id=ctx.principal.user_id, sid=tokens.log_id(found[0]))
         return found[0] == ctx.token_hash
 
     async def revoke_all(self, ctx: AuthContext, *, include_current: bool) -> int:
@@ -414,25 +484,28 @@ class SessionService:
         """
         keep = None if include_current else ctx.token_hash
         revoked = await self.store.delete_user_sessions(ctx.principal.user_id, keep=keep)
-        current: Versioned[UserRecord] | None = ctx.user
-        for _ in range(_RETRIES):
-            if current is None or not _account_allows(current.record, ctx.session):
-                raise errors.Unauthenticated("the account no longer exists, is disabled, or revoked the session")
+
+        Seen = tuple[object | None, Versioned[UserRecord] | None]  # (the caller's session, its user)
+
+        async def bump(seen: Seen) -> None:
+            session, current = seen
+            if session is None or current is None or not _account_allows(current.record, ctx.session):
+                raise _revoked()
             epoch = current.record.auth_epoch + 1
-            try:
-                await self.store.update_user(
-                    current,
-                    {"auth_epoch": epoch, "updated_at": self.clock()},
-                    session_changes=(keep, {"auth_epoch": epoch}) if keep else None,
-                )
-                break
-            except PreconditionFailed:
-                session, current = await self.store.read_auth(ctx.principal.username, ctx.token_hash)
-                if session is None:
-                    raise errors.Unauthenticated("the session was revoked") from None
-        else:
-            raise errors.ServiceUnavailable(1, "the account kept changing; try again")
-        _event(
+            await self.store.update_user(
+                current,
+                {"auth_epoch": epoch, "updated_at": self.clock()},
+                session_changes=(keep, {"auth_epoch": epoch}) if keep else None,
+            )
+
+        first: Seen = (ctx.session, ctx.user)
+        await retrying(
+            first,
+            bump,
+            lambda: self.store.read_auth(ctx.principal.username, ctx.token_hash),
+            lambda: errors.ServiceUnavailable(1, "the account kept changing; try again"),
+        )
+        event(
             "sessions_revoked_all",
             logging.WARNING,
             user_id=ctx.principal.user_id,
@@ -440,75 +513,6 @@ class SessionService:
             include_current=include_current,
         )
         return revoked
-
-    # --- administration (the CLI) -----------------------------------------------------------
-
-    async def admin_user(self, username: str) -> Versioned[UserRecord]:
-        """The user named ``username``; raises ``NotFound``."""
-        user = await self.store.read_user(username.lower())
-        if user is None:
-            raise errors.NotFound(f"no user {username.lower()!r}")
-        return user
-
-    async def admin_update(self, username: str, changes: dict[str, Any], *, end_sessions: bool = False) -> UserRecord:
-        """Apply ``changes`` to a user (with a precondition, retried on races).
-
-        ``end_sessions`` also bumps ``auth_epoch`` in the same write: every session,
-        including one being committed right now, is void from then on.
-        """
-        for _ in range(_RETRIES):
-            user = await self.admin_user(username)
-            update = {**changes, "updated_at": self.clock()}
-            if end_sessions:
-                update["auth_epoch"] = user.record.auth_epoch + 1
-            try:
-                updated = await self.store.update_user(user, update)
-                return updated.record
-            except PreconditionFailed:
-                continue
-        raise errors.VersionConflict("the user kept changing; try again")
-
-    async def admin_set_disabled(self, username: str, disabled: bool) -> int:
-        """Disable (ending every session) or enable a user; returns sessions revoked."""
-        record = await self.admin_update(username, {"disabled": disabled}, end_sessions=disabled)
-        revoked = await self.store.delete_user_sessions(record.user_id) if disabled else 0
-        _event(
-            "user_disabled" if disabled else "user_enabled",
-            logging.WARNING,
-            user_id=record.user_id,
-            sessions_revoked=revoked,
-        )
-        return revoked
-
-    async def admin_sessions(self, username: str) -> list[SessionOut]:
-        user = await self.admin_user(username)
-        return [_session_out(s, current=False) for _, s in await self._live_sessions(user.record)]
-
-    async def admin_revoke_all(self, username: str) -> int:
-        """End every session of a user, including any being opened right now; returns how many were deleted.
-
-        The documents go first; the epoch bump after them is what voids a session committed meanwhile.
-        """
-        user = await self.admin_user(username)
-        revoked = await self.store.delete_user_sessions(user.record.user_id)
-        record = await self.admin_update(username, {}, end_sessions=True)
-        _event("sessions_revoked_all", logging.WARNING, user_id=record.user_id, count=revoked, by="admin")
-        return revoked
-
-
-def _account_allows(user: UserRecord, session: SessionRecord) -> bool:
-    """The one rule for "this account still accepts this session" (expiry aside).
-
-    The user must be the session's (not a namesake registered after a deletion),
-    enabled, and at the ``auth_epoch`` the session was committed under: a password
-    change, a disable and a revoke-all bump the epoch and so end every older session.
-    """
-    return user.user_id == session.user_id and not user.disabled and user.auth_epoch == session.auth_epoch
-
-
-def _same_credentials(before: UserRecord, after: UserRecord) -> bool:
-    """True when a re-read user still accepts what was verified against ``before``."""
-    return after.user_id == before.user_id and not after.disabled and after.auth_epoch == before.auth_epoch
 
 
 def _user_out(user: UserRecord) -> UserOut:
@@ -534,7 +538,8 @@ def _profile_out(user: UserRecord, session: SessionRecord) -> ProfileOut:
     )
 
 
-def _session_out(s: SessionRecord, *, current: bool) -> SessionOut:
+def session_out(s: SessionRecord, *, current: bool) -> SessionOut:
+    """The public view of a stored session."""
     return SessionOut(
         id=s.public_id,
         created_at=s.created_at,
@@ -551,7 +556,5 @@ __all__ = [
     "LoginResult",
     "Principal",
     "SessionService",
-    "StoreCorrupt",
-    "StoreUnavailable",
     "utc_now",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from session.admin import AdminService
 from tests.conftest import AppFactory, bearer, login, main_module, register
 
 PASSWORD = "correct horse battery"
@@ -26,8 +27,8 @@ ATTACKERS = 4
 pytestmark = pytest.mark.slow
 
 
-def _service() -> Any:
-    return main_module().api_instance.service
+def _admin() -> Any:
+    return AdminService(main_module().api_instance.service)
 
 
 def _login_status(client: TestClient, username: str, password: str) -> tuple[int, str | None]:
@@ -129,10 +130,10 @@ def test_login_in_flight_does_not_survive_disable_then_enable(make_client: AppFa
         register(client, username)
 
         def disable(username: str = username) -> None:
-            client.portal.call(_service().admin_set_disabled, username, True)  # type: ignore[union-attr]
+            client.portal.call(_admin().set_disabled, username, True)  # type: ignore[union-attr]
 
         stolen = _race_logins_against(client, username, disable)
-        client.portal.call(_service().admin_set_disabled, username, False)  # type: ignore[union-attr]
+        client.portal.call(_admin().set_disabled, username, False)  # type: ignore[union-attr]
         caught.append(len(_still_working(client, stolen)))
     assert sum(caught) == 0, f"sessions opened before the disable work again after enable: {_rate(caught)}"
 
