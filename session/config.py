@@ -23,7 +23,6 @@ import os
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -73,22 +72,13 @@ def _check_pattern(pattern: str, value: str, rule: str) -> str:
     return value
 
 
+_ORIGIN_RE = re.compile(r"(https?)://([a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?", re.IGNORECASE)
+
+
 def _origin(value: str) -> str:
-    """``scheme://host[:port]`` in lower case; raises ``ValueError`` for anything else."""
-    try:
-        parts = urlsplit(value)
-        port = parts.port  # raises ValueError for a port that is not a number in range
-    except ValueError:
-        port, parts = None, None
-    if (
-        parts is None
-        or parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or parts.username is not None
-        or parts.password is not None
-        or f"{parts.scheme}://{parts.netloc}" != value
-        or (port is None and parts.netloc.endswith(":"))
-    ):
+    """``scheme://host[:port]`` in lower case; raises ``ValueError`` for anything else (a path, a user, …)."""
+    match = _ORIGIN_RE.fullmatch(value)
+    if match is None or (match.group(3) is not None and not 0 < int(match.group(3)) < 65536):
         raise ValueError(f"{value!r} is not an origin like https://app.example.com")
     return value.lower()
 

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -449,21 +450,54 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
 
 
-def static_file(segments: tuple[str, ...]) -> Response | None:
-    """A file of ``static/`` (flat: no sub-folders, no dot-files), or ``None``."""
+PAGE_API_META = '<meta name="session-api-origin" content="{}">'
+PAGE_CSP_META = '<meta http-equiv="Content-Security-Policy" content="{}">'
+
+
+def page_csp(api_origin: str | None, *, meta: bool = False) -> str:
+    """The page's Content-Security-Policy: connections to its own origin and ``api_origin`` only.
+
+    ``meta``: the form inside the page, which must leave out ``frame-ancestors``
+    (browsers ignore it there; the header carries it).
+    """
+    connect = "'self'" + (f" {api_origin}" if api_origin else "")
+    policy = f"default-src 'self'; connect-src {connect}; base-uri 'none'; form-action 'none'"
+    return policy if meta else f"{policy}; frame-ancestors 'none'"
+
+
+def render_page(html: str, api_origin: str | None) -> str:
+    """``index.html`` naming ``api_origin`` (a validated origin) as the API, in its meta tag and its CSP."""
+    if not api_origin:
+        return html
+    origin = escape(api_origin)
+    return html.replace(PAGE_API_META.format(""), PAGE_API_META.format(origin)).replace(
+        PAGE_CSP_META.format(page_csp(None, meta=True)), PAGE_CSP_META.format(page_csp(origin, meta=True))
+    )
+
+
+def static_file(segments: tuple[str, ...], api_origin: str | None = None) -> Response | None:
+    """A file of ``static/`` (flat: no sub-folders, no dot-files), or ``None``.
+
+    The page may connect only to its own origin and ``api_origin``
+    (``SESSION_PAGE_API_ORIGIN``): the CSP says so, and ``index.html`` is
+    served naming it. No URL parameter can point the page elsewhere.
+    """
     if len(segments) != 1 or segments[0].startswith(".") or "\\" in segments[0]:
         return None
     path = STATIC_DIR / segments[0]
     media_type = _STATIC_TYPES.get(path.suffix)
     if media_type is None or not path.is_file():
         return None
+    body = path.read_bytes()
+    if path.name == "index.html":
+        body = render_page(body.decode("utf-8"), api_origin).encode("utf-8")
     return Response(
-        path.read_bytes(),
+        body,
         media_type=media_type,
         headers={
             "Cache-Control": "no-cache",
             "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "default-src 'self'; connect-src *; frame-ancestors 'none'",
+            "Content-Security-Policy": page_csp(api_origin),
         },
     )
 
@@ -521,7 +555,7 @@ class Api:
         if endpoint is None:
             endpoint, segments = (segments[0], segments[1:]) if segments else ("", ())
             if endpoint in ("", "static") and request.method in ("GET", "HEAD"):
-                page = static_file(segments if endpoint else ("index.html",))
+                page = static_file(segments if endpoint else ("index.html",), self.settings.page_api_origin)
                 if page is not None:
                     return page
         set_up_logging = logs.hold(self.settings)

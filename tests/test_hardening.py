@@ -258,3 +258,38 @@ def test_a_user_agent_is_capped_after_cleaning(make_client: AppFactory) -> None:
     )
     sessions = client.get("/sessions", headers=bearer(reply.json()["token"])).json()["sessions"]
     assert sessions[0]["user_agent"] == "u" * 512
+
+
+# --- the page talks to its own origin, or the one the deployment names ---------------------------------------
+
+
+def test_the_page_may_connect_only_to_itself_by_default(client: TestClient) -> None:
+    from session.http import PAGE_API_META
+
+    page = client.get("/")
+    assert page.status_code == 200
+    csp = page.headers["content-security-policy"]
+    assert csp == "default-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    assert PAGE_API_META.format("") in page.text
+    assert client.get("/static/app.js").headers["content-security-policy"] == csp
+
+
+def test_the_page_names_the_configured_api_origin(make_client: AppFactory) -> None:
+    from session.http import PAGE_API_META, PAGE_CSP_META, page_csp
+
+    client = make_client(SESSION_PAGE_API_ORIGIN="https://API.example.com:8443")
+    page = client.get("/", params={"api": "https://evil.example"})
+    origin = "https://api.example.com:8443"
+    assert page.headers["content-security-policy"].startswith(f"default-src 'self'; connect-src 'self' {origin};")
+    assert PAGE_API_META.format(origin) in page.text
+    assert PAGE_CSP_META.format(page_csp(origin, meta=True)) in page.text
+    assert "evil" not in page.text
+
+
+def test_the_page_source_holds_the_tags_the_server_fills_in() -> None:
+    from session.http import PAGE_API_META, PAGE_CSP_META, page_csp
+
+    html = (ROOT / "static" / "index.html").read_text()
+    assert html.count(PAGE_API_META.format("")) == 1
+    assert html.count(PAGE_CSP_META.format(page_csp(None, meta=True))) == 1
+    assert "location.search" not in (ROOT / "static" / "app.js").read_text()
