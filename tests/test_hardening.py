@@ -21,7 +21,7 @@ from starlette.testclient import TestClient
 
 from session import errors, guard, logs, tokens, verify
 from session.config import load_settings
-from session.store import FirestoreStore, StoreRejected, StoreUnavailable
+from session.store import FirestoreStore, StoreError, StoreUnavailable
 from tests.conftest import ROOT, AppFactory, bearer, login, main_module, register
 
 PASSWORD = "correct horse battery"
@@ -104,10 +104,11 @@ def test_the_store_calls_a_refusal_rejected_not_unavailable(project: str) -> Non
         finally:
             await store.close()
 
-    with pytest.raises(StoreRejected) as caught:
+    with pytest.raises(StoreError) as caught:
         asyncio.run(read())
-    assert not isinstance(caught.value, StoreUnavailable)
-    assert caught.value.error == "InvalidArgument"
+    assert not isinstance(caught.value, StoreUnavailable)  # never an outage: no 503, no Retry-After
+    assert type(caught.value).__name__ == "StoreRejected"
+    assert getattr(caught.value, "error", None) == "InvalidArgument"
     assert "reserved" in str(caught.value)
 
 
