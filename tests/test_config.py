@@ -26,7 +26,7 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     # environment, the variable its line starts with, a fragment of the line
     ({"SESSION_TTL_SECONDS": "inf"}, "SESSION_TTL_SECONDS", "a finite number of seconds"),
     ({"SESSION_TTL_SECONDS": "1e400"}, "SESSION_TTL_SECONDS", "at most 34560000 (400 days)"),
-    ({"SESSION_TTL_SECONDS": "nan"}, "SESSION_TTL_SECONDS", "greater than 0"),
+    ({"SESSION_TTL_SECONDS": "nan"}, "SESSION_TTL_SECONDS", "must be a finite number of seconds greater than 0"),
     ({"SESSION_TTL_SECONDS": "-inf"}, "SESSION_TTL_SECONDS", "got '-inf'"),
     ({"SESSION_TTL_SECONDS": "1e12"}, "SESSION_TTL_SECONDS", "at most 34560000"),
     ({"SESSION_TTL_SECONDS": str(MAX_TTL_SECONDS + 1)}, "SESSION_TTL_SECONDS", "at most 34560000"),
