@@ -17,7 +17,6 @@ strings in ``Settings``), without importing it: keep each alias a literal.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
@@ -307,6 +306,8 @@ def _unknown_variables(source: Mapping[str, str]) -> list[str]:
     for name in sorted(source):
         if not name.startswith("SESSION_") or name in VARIABLES:
             continue
+        import difflib  # only when there is an unknown variable: not on every cold start
+
         suffix = name.removeprefix("SESSION_")
         closest = difflib.get_close_matches(suffix, known, n=1, cutoff=0.0)
         near = closest and (

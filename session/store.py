@@ -2,9 +2,8 @@
 
 One ``AsyncClient`` per event loop, created lazily on first use and reused (a
 gRPC channel belongs to the loop that made it). Every call runs under the
-configured deadline with google-api-core's retry for transient errors; a
-failure to reach Firestore in time becomes ``StoreUnavailable``, a request
-Firestore refuses ``StoreRejected`` (our bug, never an outage). Records are validated
+configured deadline with google-api-core's retry for transient errors; any
+failure to reach Firestore becomes ``StoreUnavailable``. Records are validated
 on the way in and out, and every write that must not resurrect or clobber a
 document carries a precondition.
 """
