@@ -6,8 +6,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 INDEXES_FILE="${ROOT}/firestore.indexes.json"
 ALL_FUNCTIONS="register login profile logout sessions"
+CONFIG_FILE="${ROOT}/session/config.py"
 SERVICE_ACCOUNT_NAME="session-service"
-SERVICE_ACCOUNT_ROLES=(roles/datastore.user roles/logging.logWriter)
+# The one role the functions' identity needs: reading and writing documents (granted on the service's database
+# only, by an IAM condition). Logs need no role: the platform collects what the functions print to stdout.
+DATABASE_ROLE="roles/datastore.user"
+# What earlier versions of this script granted our account, and a re-run takes back.
+LEGACY_GRANTS=(roles/datastore.user roles/logging.logWriter)
 APIS=(
     cloudfunctions.googleapis.com
     run.googleapis.com
@@ -43,7 +48,9 @@ Deploy the session service to Google Cloud Functions (2nd gen) on Firestore:
      TTL field, and the single-field index exemptions;
   4. create every composite index of firestore.indexes.json (they build in the background);
   5. create the runtime service account (unless one is given) and grant it
-     roles/datastore.user and roles/logging.logWriter, nothing else;
+     roles/datastore.user on the service's Firestore database only (an IAM condition),
+     nothing else (logs printed to stdout need no role); grants of earlier versions of
+     this script (the role on the whole project, roles/logging.logWriter) are taken back;
   6. deploy each function with --trigger-http, and print the URLs.
 Each step looks before it creates: a second run changes nothing but the functions' code.
 
@@ -74,12 +81,15 @@ Every option can also be set by the environment variable in brackets; a flag win
                            first deploy into an empty project runs. It needs --project or PROJECT.
   -h, --help               print this help and exit
 
-Service settings: every SESSION_* variable of the environment (see the README's configuration
-table) is passed to the functions, and SESSION_USERS_COLLECTION, SESSION_SESSIONS_COLLECTION and
-SESSION_ATTEMPTS_COLLECTION rename the collection groups of firestore.indexes.json. The functions
-also get GOOGLE_CLOUD_PROJECT and FIRESTORE_DATABASE.
+Service settings: the SESSION_* variables the service defines (the validation aliases of Settings in
+session/config.py; see the README's configuration table) are passed to the functions when set, and
+nothing else of the environment: other SESSION_* variables (a desktop's SESSION_MANAGER) are named in a
+warning and left behind. SESSION_COOKIE_SECURE=false and plain-http origins other than loopback ones
+in SESSION_ALLOWED_ORIGINS or SESSION_PAGE_API_ORIGIN are refused. SESSION_USERS_COLLECTION,
+SESSION_SESSIONS_COLLECTION and SESSION_ATTEMPTS_COLLECTION rename the collection groups of
+firestore.indexes.json. The functions also get GOOGLE_CLOUD_PROJECT and FIRESTORE_DATABASE.
 
-Requires gcloud and python3 (to read firestore.indexes.json).
+Requires gcloud and python3 (to read firestore.indexes.json and session/config.py; no packages).
 Example: PROJECT=my-project ./deploy.sh --single --dry-run
 EOF
 }
@@ -123,6 +133,7 @@ done
 [[ "${DRY_RUN}" == 0 || "${DRY_RUN}" == 1 ]] || die "DRY_RUN must be 0 or 1"
 command -v python3 >/dev/null 2>&1 || die "python3 is required (to read firestore.indexes.json)"
 [[ -f "${INDEXES_FILE}" ]] || die "missing ${INDEXES_FILE}"
+[[ -f "${CONFIG_FILE}" ]] || die "missing ${CONFIG_FILE}"
 if [[ "${DRY_RUN}" == 0 ]]; then
     command -v gcloud >/dev/null 2>&1 || die "gcloud is required: https://cloud.google.com/sdk/docs/install"
     if [[ -z "${PROJECT}" ]]; then
@@ -150,11 +161,63 @@ else
     CREATE_SERVICE_ACCOUNT=0
 fi
 
-# The functions' environment: the project and database, then every SESSION_* setting given to us.
+# settings: the service's own settings found in our environment, one NAME=VALUE line each. The names are
+# the SESSION_* validation aliases of Settings in session/config.py, read from its text (no import: the
+# deployer needs no virtualenv), so the list has one home. Refuses insecure values; names what it leaves.
+settings() {
+    python3 - "${CONFIG_FILE}" <<'PY'
+import ast, os, sys
+
+tree = ast.parse(open(sys.argv[1], encoding="utf-8").read())
+names = set()
+for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Settings"):
+    for call in (n for n in ast.walk(cls) if isinstance(n, ast.Call)):
+        for keyword in (k for k in call.keywords if k.arg == "validation_alias"):
+            value = keyword.value
+            for const in [value] if isinstance(value, ast.Constant) else getattr(value, "args", []):
+                if isinstance(const, ast.Constant) and isinstance(const.value, str):
+                    names.add(const.value)
+names = sorted(name for name in names if name.startswith("SESSION_"))
+if not names:
+    sys.exit("deploy.sh: found no SESSION_* settings in session/config.py")
+
+problems = []
+
+
+def origins(name):
+    for origin in (part.strip() for part in os.environ.get(name, "").split(",")):
+        if origin.lower().startswith("http://"):
+            host = origin[7:].split("/", 1)[0].rsplit(":", 1)[0].lower()
+            if host in ("localhost", "127.0.0.1", "[::1]"):
+                print(f"deploy.sh: warning: {name} allows {origin}, a page on the deployer's own machine", file=sys.stderr)
+            else:
+                problems.append(f"{name}: {origin} is plain http: anyone on its network can act with a user's session")
+
+
+if os.environ.get("SESSION_COOKIE_SECURE", "").strip().lower() in ("0", "off", "f", "false", "n", "no"):
+    problems.append("SESSION_COOKIE_SECURE: false would let the session cookie travel over plain http; unset it")
+origins("SESSION_ALLOWED_ORIGINS")
+origins("SESSION_PAGE_API_ORIGIN")
+for name in names:
+    if "\n" in os.environ.get(name, "") or "\r" in os.environ.get(name, ""):
+        problems.append(f"{name}: the value must be one line")
+if problems:
+    sys.exit("deploy.sh: refusing insecure or malformed settings:\n  " + "\n  ".join(problems))
+left = sorted(name for name in os.environ if name.startswith("SESSION_") and name not in names)
+if left:
+    print(f"deploy.sh: warning: not settings of the service, so not passed on: {' '.join(left)}", file=sys.stderr)
+for name in names:
+    if name in os.environ:
+        print(f"{name}={os.environ[name]}")
+PY
+}
+
+# The functions' environment: the project and database, then the service's settings given to us.
 ENV_VARS=("GOOGLE_CLOUD_PROJECT=${PROJECT}" "FIRESTORE_DATABASE=${FIRESTORE_DATABASE}")
-while IFS= read -r name; do
-    ENV_VARS+=("${name}=${!name}")
-done < <(compgen -e | grep '^SESSION_' | sort || true)
+setting_lines="$(settings)" || exit 2
+while IFS= read -r pair; do
+    [[ -n "${pair}" ]] && ENV_VARS+=("${pair}")
+done <<<"${setting_lines}"
 # gcloud splits --set-env-vars on commas; a value with one (a list of origins) needs another delimiter.
 env_delimiter=","
 for pair in "${ENV_VARS[@]}"; do
@@ -373,22 +436,31 @@ if [[ "${CREATE_SERVICE_ACCOUNT}" == 1 ]]; then
         run gcloud iam service-accounts create "${SERVICE_ACCOUNT_NAME}" "${GCLOUD_PROJECT_FLAGS[@]}" \
             --display-name="Session service functions"
     fi
+    member="serviceAccount:${SERVICE_ACCOUNT}"
+    # The condition Firestore documents for access to one database (firebase.google.com/docs/firestore/security/iam).
+    database_expression="resource.name==\"projects/${PROJECT}/databases/${FIRESTORE_DATABASE}\""
     granted="$(look gcloud projects get-iam-policy "${PROJECT}" --flatten='bindings[].members' \
-        --format='csv[no-heading](bindings.role,bindings.members)')" || granted=""
-    for role in "${SERVICE_ACCOUNT_ROLES[@]}"; do
-        if grep -qxF "${role},serviceAccount:${SERVICE_ACCOUNT}" <<<"${granted}"; then
-            continue
-        fi
-        note "granting ${role} to ${SERVICE_ACCOUNT}"
+        --format='value(bindings.role,bindings.members,bindings.condition.expression)')" || granted=""
+    if ! grep -qxF "${DATABASE_ROLE}"$'\t'"${member}"$'\t'"${database_expression}" <<<"${granted}"; then
+        note "granting ${DATABASE_ROLE} on the database ${FIRESTORE_DATABASE} to ${SERVICE_ACCOUNT}"
         # A new account takes a few seconds to become visible to IAM.
         for attempt in 1 2 3 4 5 6; do
-            if run gcloud projects add-iam-policy-binding "${PROJECT}" \
-                --member="serviceAccount:${SERVICE_ACCOUNT}" --role="${role}" --condition=None >/dev/null; then
+            if run gcloud projects add-iam-policy-binding "${PROJECT}" --member="${member}" --role="${DATABASE_ROLE}" \
+                --condition="expression=${database_expression},title=session-service-database,description=Only the database of the session service" \
+                >/dev/null; then
                 break
             fi
-            [[ "${attempt}" -lt 6 ]] || die "could not grant ${role} to ${SERVICE_ACCOUNT}"
+            [[ "${attempt}" -lt 6 ]] || die "could not grant ${DATABASE_ROLE} to ${SERVICE_ACCOUNT}"
             sleep 10
         done
+    fi
+    for role in "${LEGACY_GRANTS[@]}"; do
+        # An unconditional grant (no expression) of an earlier deploy: wider than the service needs.
+        if grep -qxF "${role}"$'\t'"${member}"$'\t' <<<"${granted}" || grep -qxF "${role}"$'\t'"${member}" <<<"${granted}"; then
+            note "taking back ${role} on the whole project from ${SERVICE_ACCOUNT}"
+            run gcloud projects remove-iam-policy-binding "${PROJECT}" --member="${member}" --role="${role}" \
+                --condition=None >/dev/null
+        fi
     done
 fi
 

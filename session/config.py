@@ -2,12 +2,26 @@
 
 Nothing else in the package reads ``os.environ``; every component receives the
 ``Settings`` it needs through its constructor.
+
+Every number has bounds that can work (finite, and no larger than what the
+rest of the system accepts: a browser keeps a cookie 400 days at most), and
+the cross-field rules hold (the touch interval is shorter than the idle
+timeout, which is no longer than the lifetime). An invalid setting stops the
+start-up with one line naming the variable and what it allows; so does an
+unknown ``SESSION_*`` variable that looks like a misspelt one. Other unknown
+``SESSION_*`` variables (a desktop's ``SESSION_MANAGER``) get a one-line warning.
+
+deploy.sh reads the variable names from this file's text (``validation_alias``
+strings in ``Settings``), without importing it: keep each alias a literal.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from collections.abc import Mapping
+from typing import Any
 
 from pydantic import (
     AliasChoices,
@@ -18,18 +32,54 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
+
+from session.models import PERMISSION_PATTERN
 
 # OWASP's minimum for argon2id (Password Storage Cheat Sheet): m=19 MiB, t=2, p=1.
 ARGON2_MIN_MEMORY_KIB = 19 * 1024
 ARGON2_MIN_TIME_COST = 2
+# Upper bounds that keep a login from exhausting the instance: each hashing thread (one per CPU) holds
+# memory_kib while it works, and time_cost multiplies the CPU time of every login.
+ARGON2_MAX_MEMORY_KIB = 256 * 1024
+ARGON2_MAX_TIME_COST = 10
+DAY = 86400
+# RFC 6265bis caps a cookie's Max-Age at 400 days; a longer session would outlive its cookie.
+MAX_TTL_SECONDS = 400 * DAY
+MAX_LOGIN_WINDOW_SECONDS = 30 * DAY
+DEFAULT_IDLE_SECONDS = 7200
+DEFAULT_TOUCH_SECONDS = 60
+
+# Collection ids: no '/', and not Firestore's reserved __…__ form.
+COLLECTION_PATTERN = r"^(?!__.*__$)[A-Za-z0-9_-]{1,100}$"
+# A Firestore database id (4 to 63 characters, a lower-case letter first), or "(default)".
+DATABASE_PATTERN = r"^(?:\(default\)|[a-z][a-z0-9-]{2,61}[a-z0-9])$"
 
 CommaList = tuple[str, ...]
+log = logging.getLogger("session.config")
 
 
 def _split_commas(value: object) -> object:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return value
+
+
+def _check_pattern(pattern: str, value: str, rule: str) -> str:
+    if re.fullmatch(pattern, value) is None:
+        raise ValueError(rule)
+    return value
+
+
+_ORIGIN_RE = re.compile(r"(https?)://([a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::([0-9]{1,5}))?", re.IGNORECASE)
+
+
+def _origin(value: str) -> str:
+    """``scheme://host[:port]`` in lower case; raises ``ValueError`` for anything else (a path, a user, …)."""
+    match = _ORIGIN_RE.fullmatch(value)
+    if match is None or (match.group(3) is not None and not 0 < int(match.group(3)) < 65536):
+        raise ValueError(f"{value!r} is not an origin like https://app.example.com")
+    return value.lower()
 
 
 class ConfigError(Exception):
@@ -55,19 +105,29 @@ class Settings(BaseModel):
     database: str = Field(default="(default)", min_length=1, validation_alias="FIRESTORE_DATABASE")
     port: int = Field(default=8080, ge=1, le=65535, validation_alias="PORT")
 
-    users_collection: str = Field(
-        default="users", pattern=r"^[A-Za-z0-9_-]{1,100}$", validation_alias="SESSION_USERS_COLLECTION"
-    )
-    sessions_collection: str = Field(
-        default="sessions", pattern=r"^[A-Za-z0-9_-]{1,100}$", validation_alias="SESSION_SESSIONS_COLLECTION"
-    )
-    attempts_collection: str = Field(
-        default="login_attempts", pattern=r"^[A-Za-z0-9_-]{1,100}$", validation_alias="SESSION_ATTEMPTS_COLLECTION"
-    )
+    users_collection: str = Field(default="users", validation_alias="SESSION_USERS_COLLECTION")
+    sessions_collection: str = Field(default="sessions", validation_alias="SESSION_SESSIONS_COLLECTION")
+    attempts_collection: str = Field(default="login_attempts", validation_alias="SESSION_ATTEMPTS_COLLECTION")
 
-    ttl_seconds: float = Field(default=86400, gt=0, validation_alias="SESSION_TTL_SECONDS")
-    idle_seconds: float = Field(default=7200, gt=0, validation_alias="SESSION_IDLE_SECONDS")
-    touch_seconds: float = Field(default=60, ge=0, validation_alias="SESSION_TOUCH_SECONDS")
+    ttl_seconds: float = Field(
+        default=DAY, gt=0, le=MAX_TTL_SECONDS, allow_inf_nan=False, validation_alias="SESSION_TTL_SECONDS"
+    )
+    # Unset: DEFAULT_IDLE_SECONDS, or the lifetime if that is shorter (see _durations).
+    idle_seconds: float = Field(
+        default=DEFAULT_IDLE_SECONDS,
+        gt=0,
+        le=MAX_TTL_SECONDS,
+        allow_inf_nan=False,
+        validation_alias="SESSION_IDLE_SECONDS",
+    )
+    # Unset: DEFAULT_TOUCH_SECONDS, or half the idle timeout if that is shorter (see _durations).
+    touch_seconds: float = Field(
+        default=DEFAULT_TOUCH_SECONDS,
+        ge=0,
+        le=MAX_TTL_SECONDS,
+        allow_inf_nan=False,
+        validation_alias="SESSION_TOUCH_SECONDS",
+    )
 
     allow_registration: bool = Field(default=True, validation_alias="SESSION_ALLOW_REGISTRATION")
     default_permissions: CommaList = Field(default=("read",), validation_alias="SESSION_DEFAULT_PERMISSIONS")
@@ -75,19 +135,33 @@ class Settings(BaseModel):
     cookie_name: str = Field(default="__session", validation_alias="SESSION_COOKIE_NAME")
     cookie_secure: bool = Field(default=True, validation_alias="SESSION_COOKIE_SECURE")
     allowed_origins: CommaList = Field(default=(), validation_alias="SESSION_ALLOWED_ORIGINS")
+    # The origin the page at / calls; None: the page's own origin.
+    page_api_origin: str | None = Field(default=None, validation_alias="SESSION_PAGE_API_ORIGIN")
 
-    login_max_failures: int = Field(default=5, ge=1, validation_alias="SESSION_LOGIN_MAX_FAILURES")
-    login_window_seconds: float = Field(default=900, gt=0, validation_alias="SESSION_LOGIN_WINDOW_SECONDS")
+    login_max_failures: int = Field(default=5, ge=1, le=1000, validation_alias="SESSION_LOGIN_MAX_FAILURES")
+    login_window_seconds: float = Field(
+        default=900,
+        ge=1,
+        le=MAX_LOGIN_WINDOW_SECONDS,
+        allow_inf_nan=False,
+        validation_alias="SESSION_LOGIN_WINDOW_SECONDS",
+    )
 
     firestore_timeout_seconds: float = Field(
-        default=5.0, gt=0, le=60, validation_alias="SESSION_FIRESTORE_TIMEOUT_SECONDS"
+        default=5.0, ge=0.5, le=60, allow_inf_nan=False, validation_alias="SESSION_FIRESTORE_TIMEOUT_SECONDS"
     )
 
     argon2_time_cost: int = Field(
-        default=ARGON2_MIN_TIME_COST, ge=ARGON2_MIN_TIME_COST, validation_alias="SESSION_ARGON2_TIME_COST"
+        default=ARGON2_MIN_TIME_COST,
+        ge=ARGON2_MIN_TIME_COST,
+        le=ARGON2_MAX_TIME_COST,
+        validation_alias="SESSION_ARGON2_TIME_COST",
     )
     argon2_memory_kib: int = Field(
-        default=ARGON2_MIN_MEMORY_KIB, ge=ARGON2_MIN_MEMORY_KIB, validation_alias="SESSION_ARGON2_MEMORY_KIB"
+        default=ARGON2_MIN_MEMORY_KIB,
+        ge=ARGON2_MIN_MEMORY_KIB,
+        le=ARGON2_MAX_MEMORY_KIB,
+        validation_alias="SESSION_ARGON2_MEMORY_KIB",
     )
     argon2_parallelism: int = Field(default=1, ge=1, le=16, validation_alias="SESSION_ARGON2_PARALLELISM")
 
@@ -102,18 +176,62 @@ class Settings(BaseModel):
     @classmethod
     def _permission_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:
-            if not name.replace(":", "").replace("_", "").replace("-", "").replace(".", "").isalnum():
-                raise ValueError(f"invalid permission name {name!r}")
+            _check_pattern(
+                PERMISSION_PATTERN, name, f"{name!r} is not a permission name (1 to 64 of A-Z a-z 0-9 : . _ -)"
+            )
         return value
 
     @field_validator("allowed_origins")
     @classmethod
     def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for origin in value:
-            scheme, sep, rest = origin.partition("://")
-            if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
-                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
-        return tuple(origin.lower() for origin in value)
+        return tuple(_origin(origin) for origin in value)
+
+    @field_validator("page_api_origin")
+    @classmethod
+    def _page_api_origin(cls, value: str | None) -> str | None:
+        return _origin(value) if value else None
+
+    @field_validator("users_collection", "sessions_collection", "attempts_collection")
+    @classmethod
+    def _collection(cls, value: str) -> str:
+        return _check_pattern(
+            COLLECTION_PATTERN, value, "must be 1 to 100 of A-Z a-z 0-9 _ -, and not of the form __name__ (reserved)"
+        )
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        return _check_pattern(
+            DATABASE_PATTERN,
+            value,
+            "must be (default), or 4 to 63 of a-z 0-9 -, starting with a letter and not ending with '-'",
+        )
+
+    @model_validator(mode="after")
+    def _durations(self) -> Settings:
+        given = self.model_fields_set
+        # The defaults follow a shorter lifetime, so that shortening SESSION_TTL_SECONDS alone is enough.
+        if "idle_seconds" not in given:
+            object.__setattr__(self, "idle_seconds", min(DEFAULT_IDLE_SECONDS, self.ttl_seconds))
+        if "touch_seconds" not in given:
+            object.__setattr__(self, "touch_seconds", min(DEFAULT_TOUCH_SECONDS, self.idle_seconds / 2))
+        if self.idle_seconds > self.ttl_seconds:
+            raise ValueError(
+                f"SESSION_IDLE_SECONDS: must be at most SESSION_TTL_SECONDS ({self.ttl_seconds:g}), as a session "
+                f"ends then anyway; got {self.idle_seconds:g}"
+            )
+        if self.touch_seconds >= self.idle_seconds:
+            raise ValueError(
+                f"SESSION_TOUCH_SECONDS: must be less than SESSION_IDLE_SECONDS ({self.idle_seconds:g}), or no "
+                f"request could extend a session before it goes idle; got {self.touch_seconds:g}"
+            )
+        collections = (self.users_collection, self.sessions_collection, self.attempts_collection)
+        if len(set(collections)) != len(collections):
+            raise ValueError(
+                "SESSION_USERS_COLLECTION, SESSION_SESSIONS_COLLECTION, SESSION_ATTEMPTS_COLLECTION: must be "
+                f"three different collections; got {', '.join(collections)}"
+            )
+        return self
 
     @field_validator("log_level")
     @classmethod
@@ -123,11 +241,10 @@ class Settings(BaseModel):
             raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
         return value
 
-    @model_validator(mode="after")
-    def _cookie_name(self) -> Settings:
-        if not self.cookie_name or not all(c.isalnum() or c in "_-" for c in self.cookie_name):
-            raise ValueError("SESSION_COOKIE_NAME must be letters, digits, '_' or '-'")
-        return self
+    @field_validator("cookie_name")
+    @classmethod
+    def _cookie_name(cls, value: str) -> str:
+        return _check_pattern(r"[A-Za-z0-9_-]{1,64}", value, "must be 1 to 64 of A-Z a-z 0-9 _ -")
 
 
 def _variables() -> frozenset[str]:
@@ -142,19 +259,82 @@ def _variables() -> frozenset[str]:
 
 
 VARIABLES = _variables()
+_FIELDS_BY_VARIABLE = {
+    alias: field
+    for field in Settings.model_fields.values()
+    for alias in ([field.validation_alias] if isinstance(field.validation_alias, str) else [])
+}
+
+
+def _number(value: float) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{text} ({value // DAY:g} days)" if value >= DAY and value % DAY == 0 else text
+
+
+def _allowed(field: FieldInfo, name: str) -> str | None:
+    """What a numeric setting allows, from its constraints: "a finite number greater than 0 and at most 10"."""
+    bounds = []
+    for constraint in field.metadata:
+        for attr, words in (("gt", "greater than"), ("ge", "at least"), ("lt", "less than"), ("le", "at most")):
+            bound = getattr(constraint, attr, None)
+            if bound is not None:
+                bounds.append(f"{words} {_number(bound)}")
+    if not bounds:
+        return None
+    kind = "a whole number" if field.annotation is int else "a finite number"
+    unit = " of seconds" if name.endswith("_SECONDS") else ""
+    return f"must be {kind}{unit} {' and '.join(bounds)}"
+
+
+def _error_line(error: Any) -> str:
+    loc = error["loc"]
+    if not loc:  # a rule across variables: its message names them
+        return f"  {str(error['msg']).removeprefix('Value error, ')}"
+    name = str(loc[0])
+    field = _FIELDS_BY_VARIABLE.get(name)
+    allowed = _allowed(field, name) if field is not None else None
+    message = allowed or str(error["msg"]).removeprefix("Value error, ")
+    given = repr(str(error["input"])[:80])
+    return f"  {name}: {message}" + ("" if given in message else f"; got {given}")
+
+
+def _unknown_variables(source: Mapping[str, str]) -> list[str]:
+    """Lines for misspelt ``SESSION_*`` variables; other unknown ones are only warned about."""
+    known = {name.removeprefix("SESSION_") for name in VARIABLES if name.startswith("SESSION_")}
+    first_words = {name.split("_", 1)[0] for name in known}
+    lines = []
+    for name in sorted(source):
+        if not name.startswith("SESSION_") or name in VARIABLES:
+            continue
+        import difflib  # only when there is an unknown variable: not on every cold start
+
+        suffix = name.removeprefix("SESSION_")
+        closest = difflib.get_close_matches(suffix, known, n=1, cutoff=0.0)
+        near = closest and (
+            difflib.SequenceMatcher(None, suffix, closest[0]).ratio() >= 0.8 or suffix.split("_", 1)[0] in first_words
+        )
+        if near:
+            lines.append(f"  {name}: not a setting of the session service; did you mean SESSION_{closest[0]}?")
+        else:
+            log.warning("ignoring %s: not a setting of the session service", name)
+    return lines
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings from the environment (or ``environ``).
 
-    Raises ``ConfigError`` with one readable line per invalid variable.
+    Raises ``ConfigError`` with one readable line per invalid variable (the
+    variable, what it allows, what it was), and for each unknown ``SESSION_*``
+    variable that looks like a misspelt setting (naming the closest one).
+    Other unknown ``SESSION_*`` variables are logged as a warning and ignored.
     """
     source = os.environ if environ is None else environ
+    lines = _unknown_variables(source)
+    settings: Settings | None = None
     try:
-        return Settings.model_validate({name: value for name, value in source.items() if name in VARIABLES})
+        settings = Settings.model_validate({name: value for name, value in source.items() if name in VARIABLES})
     except ValidationError as exc:
-        lines = []
-        for error in exc.errors():
-            loc = ".".join(str(part) for part in error["loc"]) or "settings"
-            lines.append(f"  {loc}: {error['msg']}")
-        raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+        lines += [_error_line(error) for error in exc.errors(include_url=False)]
+    if lines or settings is None:
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    return settings

@@ -33,7 +33,7 @@ from session import errors, logs
 from session.config import ConfigError, Settings, load_settings
 from session.http import PROBLEM_JSON, problem_body, required_credential, store_failure
 from session.service import AuthContext, Principal, SessionService
-from session.store import FirestoreStore, OpCounts, StoreCorrupt, StoreUnavailable, current_ops
+from session.store import FirestoreStore, OpCounts, StoreCorrupt, StoreRejected, StoreUnavailable, current_ops
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -119,7 +119,7 @@ async def _counted(pending: Awaitable[T], ops: OpCounts | None) -> T:
 async def _authenticate(runtime: _Runtime, token: str) -> AuthContext:
     try:
         return await runtime.service.authenticate(token)
-    except (StoreUnavailable, StoreCorrupt) as exc:
+    except (StoreUnavailable, StoreCorrupt, StoreRejected) as exc:
         raise store_failure(runtime.settings, exc) from exc
 
 

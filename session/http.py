@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -34,7 +35,7 @@ from session.models import (
     RegisterRequest,
 )
 from session.service import AuthContext, LoginResult, SessionService
-from session.store import FirestoreStore, OpCounts, StoreCorrupt, StoreUnavailable, current_ops
+from session.store import FirestoreStore, OpCounts, StoreCorrupt, StoreRejected, StoreUnavailable, current_ops
 
 MAX_BODY_BYTES = 16 * 1024
 PROBLEM_TYPE = "urn:session-service:problem:"
@@ -45,6 +46,8 @@ CORS_EXPOSE_HEADERS = "ETag, Retry-After, WWW-Authenticate"
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 M = TypeVar("M", bound=BaseModel)
+# C0, DEL and C1: what a terminal or a log viewer could act on. Headers arrive as Latin-1, so nothing above U+00FF.
+_CONTROL_CHARACTERS = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], " ")
 log = logging.getLogger("session.request")
 
 
@@ -69,13 +72,11 @@ class Call:
         charset = params.strip().lower()
         if charset and charset.replace(" ", "") not in ("charset=utf-8", 'charset="utf-8"'):
             raise errors.UnsupportedMediaType("the body must be UTF-8")
-        raw = await read_body(self.request)
+        data = parse_json(await read_body(self.request))
         try:
-            return model.model_validate_json(raw)
+            return model.model_validate(data)
         except ValidationError as exc:
             problems = exc.errors(include_url=False, include_input=False, include_context=False)
-            if any(p["type"] == "json_invalid" for p in problems):
-                raise errors.InvalidJson("the body is not valid JSON") from None
             raise errors.InvalidRequest([{"loc": list(p["loc"]), "msg": p["msg"]} for p in problems]) from None
 
     def credential(self) -> tuple[str, bool] | None:
@@ -113,7 +114,16 @@ class Call:
         return self.auth
 
     def user_agent(self) -> str | None:
-        return self.request.headers.get("user-agent")
+        """The User-Agent to store with a new session: control characters removed, at most 512 characters.
+
+        It is shown later (``GET /sessions``, the admin CLI), so a client must
+        not be able to store terminal escapes or line breaks in it.
+        """
+        value = self.request.headers.get("user-agent")
+        if value is None:
+            return None
+        cleaned = value.translate(_CONTROL_CHARACTERS).strip()[:512]
+        return cleaned or None
 
 
 # --- credentials and CSRF, framework-neutral (shared with session.guard) ---
@@ -186,14 +196,64 @@ def required_credential(
     return presented
 
 
-def store_failure(settings: Settings, exc: StoreUnavailable | StoreCorrupt) -> errors.SessionError:
-    """The client-facing error for a store failure: 503 when unreachable, an opaque 500 when corrupt."""
+def store_failure(settings: Settings, exc: StoreUnavailable | StoreCorrupt | StoreRejected) -> errors.SessionError:
+    """The client-facing error for a store failure, logged here when it is ours to fix.
+
+    Unreachable, late or overloaded: 503 with Retry-After, for the client to retry.
+    A document that fails validation, or a request Firestore refuses: an opaque
+    500 and an ERROR line. The corrupt document is named by collection and id
+    only, never by its values (they may hold a password hash).
+    """
     if isinstance(exc, StoreUnavailable):
         return errors.ServiceUnavailable(
             max(1, round(settings.firestore_timeout_seconds)), "the session store is unavailable; try again"
         )
-    log.error("stored document is corrupt", exc_info=exc)
+    if isinstance(exc, StoreCorrupt):
+        fields = {"collection": exc.collection, "document_id": exc.document_id, "model": exc.model}
+        log.error(
+            "stored document does not match its model",
+            extra={"json_fields": {"event": "store_corrupt", **fields, "problems": exc.problems}},
+        )
+    else:
+        log.error("Firestore refused a request", exc_info=exc, extra={"json_fields": {"event": "store_rejected"}})
     return errors.InternalError("internal error")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _DuplicateKey()
+    for key, value in pairs:
+        # A lone surrogate escape ("\ud800") is not text: encoding it raises UnicodeEncodeError, a ValueError.
+        if not key.isascii():
+            key.encode("utf-8")
+        if isinstance(value, str) and not value.isascii():
+            value.encode("utf-8")
+    return result
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(raw: bytes) -> object:
+    """The JSON value of a request body. Raises ``InvalidJson``.
+
+    Strict where parsers differ, so that no proxy or WAF in front of us reads
+    the body otherwise: UTF-8 only (no BOM), no ``NaN`` or ``Infinity``, and no
+    object with a key twice (a last-wins reader and a first-wins one would
+    see different usernames).
+    """
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_object, parse_constant=_no_constant)
+    except _DuplicateKey:
+        raise errors.InvalidJson("the body has an object with the same key twice") from None
+    except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
+        raise errors.InvalidJson("the body is not valid JSON") from None
 
 
 async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -390,21 +450,54 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 _STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
 
 
-def static_file(segments: tuple[str, ...]) -> Response | None:
-    """A file of ``static/`` (flat: no sub-folders, no dot-files), or ``None``."""
+PAGE_API_META = '<meta name="session-api-origin" content="{}">'
+PAGE_CSP_META = '<meta http-equiv="Content-Security-Policy" content="{}">'
+
+
+def page_csp(api_origin: str | None, *, meta: bool = False) -> str:
+    """The page's Content-Security-Policy: connections to its own origin and ``api_origin`` only.
+
+    ``meta``: the form inside the page, which must leave out ``frame-ancestors``
+    (browsers ignore it there; the header carries it).
+    """
+    connect = "'self'" + (f" {api_origin}" if api_origin else "")
+    policy = f"default-src 'self'; connect-src {connect}; base-uri 'none'; form-action 'none'"
+    return policy if meta else f"{policy}; frame-ancestors 'none'"
+
+
+def render_page(html: str, api_origin: str | None) -> str:
+    """``index.html`` naming ``api_origin`` (a validated origin) as the API, in its meta tag and its CSP."""
+    if not api_origin:
+        return html
+    origin = escape(api_origin)
+    return html.replace(PAGE_API_META.format(""), PAGE_API_META.format(origin)).replace(
+        PAGE_CSP_META.format(page_csp(None, meta=True)), PAGE_CSP_META.format(page_csp(origin, meta=True))
+    )
+
+
+def static_file(segments: tuple[str, ...], api_origin: str | None = None) -> Response | None:
+    """A file of ``static/`` (flat: no sub-folders, no dot-files), or ``None``.
+
+    The page may connect only to its own origin and ``api_origin``
+    (``SESSION_PAGE_API_ORIGIN``): the CSP says so, and ``index.html`` is
+    served naming it. No URL parameter can point the page elsewhere.
+    """
     if len(segments) != 1 or segments[0].startswith(".") or "\\" in segments[0]:
         return None
     path = STATIC_DIR / segments[0]
     media_type = _STATIC_TYPES.get(path.suffix)
     if media_type is None or not path.is_file():
         return None
+    body = path.read_bytes()
+    if path.name == "index.html":
+        body = render_page(body.decode("utf-8"), api_origin).encode("utf-8")
     return Response(
-        path.read_bytes(),
+        body,
         media_type=media_type,
         headers={
             "Cache-Control": "no-cache",
             "X-Content-Type-Options": "nosniff",
-            "Content-Security-Policy": "default-src 'self'; connect-src *; frame-ancestors 'none'",
+            "Content-Security-Policy": page_csp(api_origin),
         },
     )
 
@@ -462,7 +555,7 @@ class Api:
         if endpoint is None:
             endpoint, segments = (segments[0], segments[1:]) if segments else ("", ())
             if endpoint in ("", "static") and request.method in ("GET", "HEAD"):
-                page = static_file(segments if endpoint else ("index.html",))
+                page = static_file(segments if endpoint else ("index.html",), self.settings.page_api_origin)
                 if page is not None:
                     return page
         set_up_logging = logs.hold(self.settings)
@@ -485,7 +578,7 @@ class Api:
                     if handler is None:
                         raise errors.MethodNotAllowed([*methods, "OPTIONS"])
                     response = await handler(call)
-            except (StoreUnavailable, StoreCorrupt) as exc:
+            except (StoreUnavailable, StoreCorrupt, StoreRejected) as exc:
                 raise store_failure(self.settings, exc) from exc
         except errors.SessionError as exc:
             code = exc.code

@@ -36,11 +36,11 @@ _held: logging.handlers.MemoryHandler | None = None
 def parse_trace(traceparent: str | None, cloud_trace: str | None) -> tuple[str, str | None, bool] | None:
     """(trace id, span id, sampled) from W3C ``traceparent`` or ``X-Cloud-Trace-Context``."""
     if traceparent:
-        m = _TRACEPARENT_RE.match(traceparent.strip().lower())
+        m = _TRACEPARENT_RE.fullmatch(traceparent.strip().lower())
         if m and m.group(1) != "0" * 32:
             return m.group(1), m.group(2), bool(int(m.group(3), 16) & 1)
     if cloud_trace:
-        m = _CLOUD_TRACE_RE.match(cloud_trace.strip())
+        m = _CLOUD_TRACE_RE.fullmatch(cloud_trace.strip())
         if m:
             span = format(int(m.group(2)), "016x") if m.group(2) else None
             return m.group(1).lower(), span, m.group(3) == "1"

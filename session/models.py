@@ -20,11 +20,17 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
 )
+from pydantic_core import PydanticCustomError
 
 from session.errors import UnauthenticatedReason
 
-USERNAME_PATTERN = r"^[A-Za-z0-9._-]{3,64}$"
+# The one username rule (the request models, the token parser and the CLI all use it): 3 to 64 characters of
+# A-Z a-z 0-9 . _ -, and not a name Firestore reserves as a document id (__anything__), which it would refuse
+# with InvalidArgument. Written for the schema (ECMA-262, where $ is the very end); Python uses it with fullmatch.
+USERNAME_PATTERN = r"^(?!__.*__$)[A-Za-z0-9._-]{3,64}$"
 _USERNAME_RE = re.compile(USERNAME_PATTERN)
+USERNAME_RULE = "3 to 64 characters of a-z, 0-9, '.', '_' or '-', and not of the form __name__ (reserved)"
+PERMISSION_PATTERN = r"^[A-Za-z0-9:._-]{1,64}$"
 
 
 def _utc_text(value: datetime) -> str:
@@ -34,17 +40,21 @@ def _utc_text(value: datetime) -> str:
 # Timestamps in responses: RFC 3339, UTC, microsecond precision (what Firestore keeps).
 Timestamp = Annotated[AwareDatetime, PlainSerializer(_utc_text, return_type=str, when_used="json")]
 
-# Validated against ASCII first, then lower-cased: lower-casing first would let
-# Unicode look-alikes (the Kelvin sign lower-cases to "k") slip through.
-Username = Annotated[
-    str,
-    StringConstraints(pattern=USERNAME_PATTERN),
-    AfterValidator(str.lower),
-]
+
+def _username(value: str) -> str:
+    # Validated against ASCII first, then lower-cased: lower-casing first would let
+    # Unicode look-alikes (the Kelvin sign lower-cases to "k") slip through.
+    if not is_valid_username(value):
+        raise PydanticCustomError("username", USERNAME_RULE)
+    return value.lower()
+
+
+# pydantic's own `pattern` cannot express the reserved names (its regex engine has no look-ahead).
+Username = Annotated[str, AfterValidator(_username), WithJsonSchema({"type": "string", "pattern": USERNAME_PATTERN})]
 NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
 AnyPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 DisplayName = Annotated[str, StringConstraints(max_length=100)]
-Permission = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9:._-]{1,64}$")]
+Permission = Annotated[str, StringConstraints(pattern=PERMISSION_PATTERN)]
 
 
 def _email(value: str) -> str:
@@ -230,5 +240,10 @@ class AttemptsRecord(_Record):
 
 
 def is_valid_username(value: str) -> bool:
-    """True for a username the register endpoint would accept."""
-    return bool(_USERNAME_RE.match(value))
+    """True for a username the register endpoint would accept (any case)."""
+    return _USERNAME_RE.fullmatch(value) is not None
+
+
+def is_stored_username(value: str) -> bool:
+    """True for a username as it is stored and named in tokens: valid and lower-cased."""
+    return is_valid_username(value) and value == value.lower()

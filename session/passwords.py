@@ -7,6 +7,7 @@ thread pool of its own, so the event loop keeps serving other requests.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import threading
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import TypeVar
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.low_level import ARGON2_VERSION
 
 from session.config import Settings
 
@@ -31,8 +33,8 @@ class Passwords:
             parallelism=settings.argon2_parallelism,
             type=Type.ID,
         )
-        self._dummy: str | None = None
-        self._dummy_lock = threading.Lock()
+        # Ready before the first request, at no cost: see _unmatchable_hash.
+        self._dummy = _unmatchable_hash(self._hasher)
         # As many hashing threads as CPUs: more would not finish sooner, and each
         # thread keeps its last work buffer (memory_cost KiB) in its malloc arena,
         # so the bound is also what caps the instance's memory for hashing.
@@ -82,9 +84,24 @@ class Passwords:
 
         Always returns False.
         """
-        if self._dummy is None:
-            with self._dummy_lock:
-                if self._dummy is None:
-                    self._dummy = self._hasher.hash("dummy password for timing equalisation")
         self.verify(self._dummy, password)
         return False
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unmatchable_hash(hasher: PasswordHasher) -> str:
+    """A PHC string with the configured parameters, salt and digest lengths, but a random digest.
+
+    Verifying a password against it runs argon2id exactly as against a real
+    hash (same memory, iterations, lanes, salt and output lengths), and no
+    password matches it (that would take a 256-bit preimage). It is made from
+    random bytes, not by hashing, so it is ready at start-up at no cost: the
+    first unknown-user login pays the same as any other.
+    """
+    return (
+        f"$argon2id$v={ARGON2_VERSION}$m={hasher.memory_cost},t={hasher.time_cost},p={hasher.parallelism}"
+        f"${_b64(os.urandom(hasher.salt_len))}${_b64(os.urandom(hasher.hash_len))}"
+    )

@@ -302,7 +302,7 @@ class SessionService:
                 last_seen_at=now,
                 absolute_expires_at=absolute,
                 expires_at=min(now + self._idle, absolute),
-                user_agent=user_agent[:512] if user_agent else None,
+                user_agent=user_agent or None,  # cleaned and capped at the HTTP edge (Call.user_agent)
                 auth_epoch=epoch,
             )
             this_clear, clearing = clearing, None

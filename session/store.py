@@ -38,11 +38,37 @@ class StoreError(Exception):
 
 
 class StoreUnavailable(StoreError):
-    """Firestore could not be reached, or did not answer within the deadline."""
+    """Firestore could not be reached, did not answer within the deadline, was overloaded or aborted the call.
+
+    Transient: the client may retry (503 with Retry-After).
+    """
+
+
+class StoreRejected(StoreError):
+    """Firestore refused the request itself (``InvalidArgument``, ``PermissionDenied``, ...).
+
+    Retrying cannot help: the request or the deployment is wrong, so this is a
+    500 and an ERROR log, never a 503. ``error`` is the library's class name.
+    """
+
+    def __init__(self, error: str, message: str) -> None:
+        self.error = error
+        super().__init__(f"{error}: {message}")
 
 
 class StoreCorrupt(StoreError):
-    """A stored document does not match its record model."""
+    """A stored document does not match its record model.
+
+    Says where (``collection``, ``document_id``) and what (``model``, and
+    ``problems``: each failing field with pydantic's error type), never a
+    value: pydantic's own message quotes the input, which may be a password hash.
+    """
+
+    def __init__(self, path: str, model: str, problems: list[str]) -> None:
+        self.collection, _, self.document_id = path.rpartition("/")
+        self.model = model
+        self.problems = problems
+        super().__init__(f"document {path} does not match {model}: {', '.join(problems)}")
 
 
 class AlreadyExists(StoreError):
@@ -132,7 +158,12 @@ def _parse(model: type[R], data: dict[str, Any] | None, path: str) -> R:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise StoreCorrupt(f"document {path} does not match {model.__name__}") from exc
+        problems = [
+            f"{'.'.join(map(str, e['loc'])) or '(document)'}: {e['type']}"
+            for e in exc.errors(include_url=False, include_context=False, include_input=False)
+        ]
+        # Not chained: the ValidationError's text (and so any traceback that shows it) quotes the stored values.
+        raise StoreCorrupt(path, model.__name__, problems) from None
 
 
 class FirestoreStore:
@@ -207,8 +238,19 @@ class FirestoreStore:
             raise AlreadyExists(str(exc.message)) from exc
         except (gexc.FailedPrecondition, gexc.NotFound) as exc:
             raise PreconditionFailed(str(exc.message)) from exc
-        except (TimeoutError, gexc.GoogleAPIError) as exc:
+        except (
+            TimeoutError,  # our deadline
+            gexc.RetryError,  # the retry's deadline, over retryable errors only
+            gexc.ServiceUnavailable,  # unreachable (gRPC UNAVAILABLE: connection refused or reset)
+            gexc.GatewayTimeout,  # DeadlineExceeded
+            gexc.BadGateway,
+            gexc.TooManyRequests,  # ResourceExhausted: quota or overload
+            gexc.Aborted,  # contention; retrying succeeds
+            gexc.InternalServerError,  # Firestore asks clients to retry INTERNAL with backoff
+        ) as exc:
             raise StoreUnavailable(type(exc).__name__) from exc
+        except gexc.GoogleAPIError as exc:  # InvalidArgument, PermissionDenied, ...: retrying cannot help
+            raise StoreRejected(type(exc).__name__, str(getattr(exc, "message", exc))) from exc
 
     async def _call(self, pending: Awaitable[T]) -> T:
         """Await one Firestore call under the deadline, translating its failures."""

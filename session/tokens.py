@@ -5,6 +5,9 @@ lower-cased username (so the user document can be fetched in the same round
 trip as the session), and the secret is 32 random bytes from ``secrets``,
 base64url-encoded. The user key is not secret; the 256-bit secret is what
 authenticates. Only ``sha256(token)`` is ever stored.
+
+Every shape check matches the whole string (``fullmatch``): ``$`` would let a
+trailing newline through.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from session.models import is_stored_username
+
 SECRET_BYTES = 32
-_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
-_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{4,88}$")
-_USERNAME_RE = re.compile(r"^[a-z0-9._-]{3,64}$")
+_SECRET_RE = re.compile(r"[A-Za-z0-9_-]{43}")
+_KEY_RE = re.compile(r"[A-Za-z0-9_-]{4,88}")
 MAX_TOKEN_LENGTH = 200
 
 
@@ -49,17 +53,19 @@ def parse(token: str) -> ParsedToken | None:
     """Check a presented token's shape; ``None`` if it cannot be one of ours.
 
     This never touches the store: a malformed token costs no Firestore read.
+    A user part naming no valid username (a reserved id such as ``__name__``,
+    upper case, a trailing newline) makes the token malformed.
     """
     if len(token) > MAX_TOKEN_LENGTH or not token.isascii():
         return None
     key, sep, secret = token.partition(".")
-    if not sep or not _KEY_RE.match(key) or not _SECRET_RE.match(secret):
+    if not sep or not _KEY_RE.fullmatch(key) or not _SECRET_RE.fullmatch(secret):
         return None
     try:
         username = base64.urlsafe_b64decode(key + "=" * (-len(key) % 4)).decode("ascii")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    if not _USERNAME_RE.match(username) or _b64(username.encode("ascii")) != key:
+    if not is_stored_username(username) or _b64(username.encode("ascii")) != key:
         return None
     return ParsedToken(username=username, token_hash=hash_token(token))
 
@@ -80,9 +86,9 @@ def counter_key(username: str) -> str:
     return hashlib.sha256(b"login-attempts\x00" + username.encode("utf-8")).hexdigest()
 
 
-_PUBLIC_ID_RE = re.compile(r"^[A-Za-z0-9_-]{24}$")
+_PUBLIC_ID_RE = re.compile(r"[A-Za-z0-9_-]{24}")
 
 
 def is_public_id(value: str) -> bool:
     """True when ``value`` has the shape of a ``public_id``."""
-    return bool(_PUBLIC_ID_RE.match(value))
+    return _PUBLIC_ID_RE.fullmatch(value) is not None

@@ -3,9 +3,27 @@
 // login response is never stored by the page.
 "use strict";
 
-// The API defaults to the page's own origin; ?api=http://127.0.0.1:8080 points a page
-// served elsewhere at it (that origin must be in SESSION_ALLOWED_ORIGINS).
-const API = (new URLSearchParams(window.location.search).get("api") || window.location.origin).replace(/\/+$/, "");
+// The API is the page's own origin, or the origin the deployment names in
+// <meta name="session-api-origin"> (filled in from SESSION_PAGE_API_ORIGIN; that API must list
+// this page's origin in SESSION_ALLOWED_ORIGINS). Never one a link chooses: the typed password
+// goes nowhere else, and the page's Content-Security-Policy allows connections to these two only.
+function apiOrigin() {
+  const meta = document.querySelector('meta[name="session-api-origin"]');
+  const configured = meta ? meta.content.trim() : "";
+  if (configured) {
+    try {
+      const url = new URL(configured);
+      if (url.protocol === "https:" || url.protocol === "http:") {
+        return url.origin;
+      }
+    } catch (err) {
+      // not a URL: fall back to the page's own origin
+    }
+  }
+  return window.location.origin;
+}
+
+const API = apiOrigin();
 
 class Problem extends Error {
   constructor(title, detail, status, code) {

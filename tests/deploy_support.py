@@ -61,15 +61,16 @@ def deploy_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_deploy(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    """``deploy.sh ARGS`` (add ``--dry-run`` yourself) in ``deploy_env(**extra)``: its exit status and output."""
+    return subprocess.run(
+        ["bash", str(DEPLOY), *args], env=deploy_env(**extra), capture_output=True, text=True, timeout=60
+    )
+
+
 @functools.cache
 def _dry_run(args: tuple[str, ...], extra: tuple[tuple[str, str], ...]) -> tuple[tuple[str, ...], ...]:
-    result = subprocess.run(
-        ["bash", str(DEPLOY), "--dry-run", *args],
-        env=deploy_env(**dict(extra)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_deploy("--dry-run", *args, **dict(extra))
     assert result.returncode == 0, result.stderr
     return tuple(tuple(shlex.split(line)) for line in result.stdout.splitlines() if line.strip())
 

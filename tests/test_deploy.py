@@ -24,20 +24,28 @@ from deploy_support import (
     flag,
     load_spec,
     require_tool,
+    run_deploy,
 )
+
+from session.config import VARIABLES
 
 ENTRY_POINTS = ["register", "login", "profile", "logout", "sessions"]
 ORIGINS = "https://app.example.com,https://admin.example.com"
 NO_ACCOUNT = "You do not currently have an active account selected"
 
 
+SERVICE_SETTINGS = sorted(name for name in VARIABLES if name.startswith("SESSION_"))
+EMAIL = f"session-service@{DRY_RUN_PROJECT}.iam.gserviceaccount.com"
+
+
 def all_dry_runs() -> dict[str, list[list[str]]]:
-    """Every mode the parser check covers: default, --single, a given account, settings with commas."""
+    """Every mode the parser check covers: default, --single, a given account, settings with commas, a database."""
     return {
         "default": dry_run(),
         "single": dry_run("--single"),
         "own account": dry_run("--service-account", "fn@other.iam.gserviceaccount.com", "--region", "europe-west1"),
         "settings": dry_run("--single", SESSION_ALLOWED_ORIGINS=ORIGINS, SESSION_SESSIONS_COLLECTION="s2"),
+        "database": dry_run("--database", "sessions-db"),
     }
 
 
@@ -141,17 +149,22 @@ def test_functions_deployed(args: tuple[str, ...], expected: list[str]) -> None:
     assert [c[3] for c in commands(cmds, "functions", "describe")] == expected
 
 
-def test_dedicated_service_account_with_two_roles() -> None:
-    cmds = dry_run()
-    email = f"session-service@{DRY_RUN_PROJECT}.iam.gserviceaccount.com"
+@pytest.mark.parametrize(("mode", "database"), [("default", "(default)"), ("database", "sessions-db")])
+def test_dedicated_service_account_with_one_role_on_one_database(mode: str, database: str) -> None:
+    cmds = all_dry_runs()[mode]
     assert [c[4] for c in commands(cmds, "iam", "service-accounts", "create")] == ["session-service"]
-    bindings = commands(cmds, "projects", "add-iam-policy-binding")
-    assert {flag(c, "member") for c in bindings} == {f"serviceAccount:{email}"}
-    assert sorted(flag(c, "role") or "" for c in bindings) == ["roles/datastore.user", "roles/logging.logWriter"]
+    (binding,) = commands(cmds, "projects", "add-iam-policy-binding")
+    assert flag(binding, "member") == f"serviceAccount:{EMAIL}"
+    assert flag(binding, "role") == "roles/datastore.user"  # no roles/logging.logWriter: stdout logs need none
+    # The IAM condition Firestore documents for one database (firebase.google.com/docs/firestore/security/iam).
+    condition = dict(part.split("=", 1) for part in (flag(binding, "condition") or "").split(","))
+    assert condition["expression"] == f'resource.name=="projects/{DRY_RUN_PROJECT}/databases/{database}"'
+    assert condition["title"] and condition["description"]
     # The account exists before anything is granted to it or runs as it.
-    first_binding = cmds.index(bindings[0])
+    first_binding = cmds.index(binding)
     assert cmds.index(commands(cmds, "iam", "service-accounts", "create")[0]) < first_binding
     assert first_binding < cmds.index(commands(cmds, "functions", "deploy")[0])
+    assert not commands(cmds, "projects", "remove-iam-policy-binding")  # an empty project has nothing to take back
 
 
 def test_given_service_account_is_used_as_is() -> None:
@@ -178,6 +191,121 @@ def test_settings_reach_the_functions_and_rename_collections() -> None:
     }
     groups = {flag(c, "collection-group") for c in commands(cmds, "firestore") if flag(c, "collection-group")}
     assert "s2" in groups and "sessions" not in groups
+
+
+def test_only_the_services_settings_are_passed_on() -> None:
+    # Every setting session/config.py defines, beside a desktop's and another application's variables.
+    extra = {name: "7" for name in SERVICE_SETTINGS}
+    result = run_deploy(
+        "--dry-run",
+        "--single",
+        SESSION_MANAGER="local/host:@/tmp/.ICE-unix/42",
+        SESSION_OTHER_APP_KEY="s3cr3t",
+        **extra,
+    )
+    assert result.returncode == 0, result.stderr
+    (deploy,) = [shlex.split(line) for line in result.stdout.splitlines() if " functions deploy " in line]
+    env_flag = flag(deploy, "set-env-vars") or ""
+    pairs = dict(pair.split("=", 1) for pair in env_flag.split(","))
+    assert sorted(pairs) == sorted(["GOOGLE_CLOUD_PROJECT", "FIRESTORE_DATABASE", *SERVICE_SETTINGS])
+    assert "s3cr3t" not in result.stdout and "ICE-unix" not in result.stdout
+    assert "not passed on: SESSION_MANAGER SESSION_OTHER_APP_KEY" in result.stderr
+    # The list has one home: no setting name is written in deploy.sh itself, beyond its examples and checks.
+    written = set(re.findall(r"SESSION_[A-Z0-9_]+", DEPLOY.read_text()))
+    assert written <= {
+        "SESSION_MANAGER",
+        "SESSION_COOKIE_SECURE",
+        "SESSION_ALLOWED_ORIGINS",
+        "SESSION_PAGE_API_ORIGIN",
+        "SESSION_USERS_COLLECTION",
+        "SESSION_SESSIONS_COLLECTION",
+        "SESSION_ATTEMPTS_COLLECTION",
+    }, written
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SESSION_COOKIE_SECURE": "false"}, "SESSION_COOKIE_SECURE: false would let the session cookie travel"),
+        ({"SESSION_COOKIE_SECURE": "0"}, "SESSION_COOKIE_SECURE"),
+        ({"SESSION_COOKIE_SECURE": " No "}, "SESSION_COOKIE_SECURE"),
+        (
+            {"SESSION_ALLOWED_ORIGINS": "https://app.example.com,http://app.example.com"},
+            "http://app.example.com is plain",
+        ),
+        ({"SESSION_PAGE_API_ORIGIN": "http://api.example.com:8080"}, "SESSION_PAGE_API_ORIGIN: http://api.example.com"),
+        ({"SESSION_DEFAULT_PERMISSIONS": "read\nadmin"}, "SESSION_DEFAULT_PERMISSIONS: the value must be one line"),
+    ],
+)
+def test_insecure_settings_are_refused(env: dict[str, str], message: str) -> None:
+    result = run_deploy("--dry-run", **env)
+    assert result.returncode == 2, result.stdout
+    assert "refusing insecure or malformed settings" in result.stderr
+    assert message in result.stderr
+    assert result.stdout == ""  # not one command
+
+
+def test_a_loopback_origin_is_allowed_with_a_warning() -> None:
+    result = run_deploy(
+        "--dry-run", "--single", SESSION_ALLOWED_ORIGINS="https://app.example.com,http://localhost:3000"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "warning: SESSION_ALLOWED_ORIGINS allows http://localhost:3000" in result.stderr
+
+
+FAKE_GCLOUD = """#!/bin/sh
+# Records each call (one per line, arguments ended by US) and answers like a project an earlier deploy.sh set up.
+for arg in "$@"; do printf '%s\\037' "$arg"; done >> "$CALLS"
+echo >> "$CALLS"
+case "$*" in
+    "firestore databases describe"*) echo FIRESTORE_NATIVE ;;
+    *" list "*"--format=json"*) echo "[]" ;;
+    "iam service-accounts describe"*) echo "$EMAIL" ;;
+    "projects get-iam-policy"*) cat "$POLICY" ;;
+    "functions describe"*) echo "https://example.invalid/fn" ;;
+esac
+exit 0
+"""
+
+
+@pytest.mark.parametrize("already_narrowed", [False, True])
+def test_a_rerun_takes_back_what_earlier_versions_granted(tmp_path: Path, already_narrowed: bool) -> None:
+    """Not a dry run: a fake gcloud answers as a project deployed by the old script (both roles, project-wide)."""
+    member = f"serviceAccount:{EMAIL}"
+    expression = f'resource.name=="projects/{DRY_RUN_PROJECT}/databases/(default)"'
+    policy = [
+        "roles/owner\tuser:me@example.com\t",
+        f"roles/datastore.user\t{member}\t",
+        f"roles/logging.logWriter\t{member}",
+    ]
+    if already_narrowed:
+        policy = ["roles/owner\tuser:me@example.com\t", f"roles/datastore.user\t{member}\t{expression}"]
+    (tmp_path / "policy").write_text("\n".join(policy) + "\n")
+    fake = tmp_path / "bin" / "gcloud"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_GCLOUD)
+    fake.chmod(0o755)
+    calls = tmp_path / "calls"
+    env = deploy_env(CALLS=str(calls), POLICY=str(tmp_path / "policy"), EMAIL=EMAIL)
+    env["PATH"] = f"{fake.parent}{os.pathsep}{env['PATH']}"
+    result = subprocess.run(["bash", str(DEPLOY), "--single"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    made = [line.split("\x1f")[:-1] for line in calls.read_text().splitlines()]
+    removed = [c for c in made if c[:2] == ["projects", "remove-iam-policy-binding"]]
+    added = [c for c in made if c[:2] == ["projects", "add-iam-policy-binding"]]
+    if already_narrowed:
+        assert removed == [] and added == []
+    else:
+        assert sorted(flag(["gcloud", *c], "role") or "" for c in removed) == [
+            "roles/datastore.user",
+            "roles/logging.logWriter",
+        ]
+        assert all(flag(["gcloud", *c], "condition") == "None" for c in removed)
+        assert all(flag(["gcloud", *c], "member") == member for c in removed)
+        (grant,) = added
+        assert f"expression={expression}," in (flag(["gcloud", *grant], "condition") or "")
+        assert made.index(grant) < made.index(removed[0])  # granted on the database before taken from the project
+    assert [c[:3] for c in made if c[:2] == ["functions", "deploy"]] == [["functions", "deploy", "api"]]
 
 
 def test_firestore_before_functions() -> None:

@@ -1,0 +1,85 @@
+"""session.tokens: shapes are whole-string matches, and a token names only a username the service could have."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from pydantic import ValidationError
+
+from session import tokens
+from session.models import LoginRequest, RegisterRequest, is_valid_username
+
+SECRET = "A" * 43
+
+
+def key(username: str) -> str:
+    return base64.urlsafe_b64encode(username.encode()).rstrip(b"=").decode()
+
+
+def test_a_minted_token_parses_back() -> None:
+    token = tokens.mint("alice")
+    parsed = tokens.parse(token)
+    assert parsed is not None
+    assert parsed.username == "alice"
+    assert parsed.token_hash == tokens.hash_token(token)
+    assert tokens.is_public_id(tokens.public_id(parsed.token_hash))
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param(key("alice\n") + "." + SECRET, id="user-part-with-trailing-newline"),
+        pytest.param(f"{key('alice')}.{SECRET}\n", id="secret-with-trailing-newline"),
+        pytest.param(f"{key('__x__')}.{SECRET}", id="reserved-id"),
+        pytest.param(f"{key('__name__')}.{SECRET}", id="reserved-name"),
+        pytest.param(f"{key('__' + 'a' * 60 + '__')}.{SECRET}", id="reserved-long"),
+        pytest.param(f"{key('Alice')}.{SECRET}", id="upper-case"),
+        pytest.param(f"{key('al')}.{SECRET}", id="too-short"),
+        pytest.param(f"{key('a' * 65)}.{SECRET}", id="too-long"),
+        pytest.param(f"{key('al ice')}.{SECRET}", id="space"),
+        pytest.param(f"{key('alice')}=.{SECRET}", id="padded-key"),
+        pytest.param(f"{key('alice')}.{SECRET[:-1]}", id="short-secret"),
+        pytest.param(f"{key('alice')}{SECRET}", id="no-dot"),
+        pytest.param(f"{key('alice')}.{SECRET}é", id="not-ascii"),
+    ],
+)
+def test_malformed_tokens_are_none(token: str) -> None:
+    assert tokens.parse(token) is None
+
+
+@pytest.mark.parametrize("value", ["A" * 24 + "\n", "A" * 23, "A" * 25, "A" * 23 + "+"])
+def test_public_id_shape_is_the_whole_string(value: str) -> None:
+    assert not tokens.is_public_id(value)
+
+
+@pytest.mark.parametrize(
+    ("name", "valid", "stored"),
+    [
+        ("alice", True, True),
+        ("Alice", True, False),
+        ("a.b_c-9", True, True),
+        ("_x_", True, True),
+        ("__x_", True, True),
+        ("__x__", False, False),
+        ("__", False, False),
+        ("____", False, False),
+        ("__Name__", False, False),
+        ("alice\n", False, False),
+        ("\u212aelvin", False, False),
+        ("ab", False, False),
+        ("a" * 64, True, True),
+        ("a" * 65, False, False),
+    ],
+)
+def test_the_one_username_rule(name: str, valid: bool, stored: bool) -> None:
+    assert is_valid_username(name) is valid
+    # A token names the stored (lower-case) form only.
+    assert (tokens.parse(f"{key(name)}.{SECRET}") is not None) is stored
+    for model in (RegisterRequest, LoginRequest):
+        body = {"username": name, "password": "correct horse battery"}
+        if valid:
+            assert model.model_validate(body).username == name.lower()
+        else:
+            with pytest.raises(ValidationError):
+                model.model_validate(body)
