@@ -44,9 +44,9 @@ from session.models import (
 from session.passwords import Passwords
 from session.store import (
     AlreadyExists,
-    FirestoreStore,
     PreconditionFailed,
     Reservation,
+    Store,
     Versioned,
 )
 
@@ -163,7 +163,7 @@ class SessionService:
     def __init__(
         self,
         settings: Settings,
-        store: FirestoreStore,
+        store: Store,
         passwords: Passwords | None = None,
         clock: Clock = utc_now,
     ) -> None:

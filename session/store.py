@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -166,8 +166,103 @@ def _parse(model: type[R], data: dict[str, Any] | None, path: str) -> R:
         raise StoreCorrupt(path, model.__name__, problems) from None
 
 
+class Store(Protocol):
+    """What the session rules need from storage, and nothing more: persistence, no rules.
+
+    Every rule (expiry, lockout windows, which sessions an account allows, when to
+    retry) lives in ``session.service``. A backend implements these operations with
+    the guarantees their docstrings state; ``tests/test_store_contract.py`` is the
+    shared set of cases every backend must pass. ``FirestoreStore`` is the one backend.
+    Failures are the store's own errors: ``StoreUnavailable`` (transient),
+    ``StoreRejected``, ``StoreCorrupt``, and, where stated, ``AlreadyExists`` and
+    ``PreconditionFailed``.
+    """
+
+    async def read_auth(
+        self, username: str, token_hash: str
+    ) -> tuple[Versioned[SessionRecord] | None, Versioned[UserRecord] | None]:
+        """A session and a user, read together (one round trip, one consistent snapshot)."""
+        ...
+
+    async def read_user(self, username: str) -> Versioned[UserRecord] | None:
+        """A user, with the version (update time) it was read at."""
+        ...
+
+    async def reserve_and_read_user(
+        self, key: str, now: datetime, expires_at: datetime, username: str
+    ) -> tuple[Reservation, Versioned[UserRecord] | None]:
+        """``reserve_attempt`` and ``read_user`` in one round trip; the count is committed when this returns."""
+        ...
+
+    async def reserve_attempt(self, key: str, now: datetime, expires_at: datetime) -> Reservation:
+        """Add one to counter ``key`` and return the value this call produced (atomic, never shared)."""
+        ...
+
+    async def restart_attempts(self, reservation: Reservation, now: datetime, expires_at: datetime) -> Reservation:
+        """Reset the counter to 1 from ``now``, only if unchanged since ``reservation``; else ``PreconditionFailed``."""
+        ...
+
+    async def list_sessions(self, user_id: str) -> list[tuple[str, SessionRecord]]:
+        """A user's session documents with their keys, newest first (expired ones too)."""
+        ...
+
+    async def find_session(self, public_id: str) -> tuple[str, SessionRecord] | None:
+        """The session with this public id, with its key."""
+        ...
+
+    async def create_user(self, record: UserRecord) -> None:
+        """Insert a user; ``AlreadyExists`` when the username is taken (atomic)."""
+        ...
+
+    async def update_user(
+        self,
+        current: Versioned[UserRecord],
+        changes: dict[str, Any],
+        *,
+        session_changes: tuple[str, dict[str, Any]] | None = None,
+    ) -> Versioned[UserRecord]:
+        """Apply ``changes`` only if the user is still at ``current``'s version, with ``session_changes`` atomically.
+
+        ``PreconditionFailed`` when the user changed or vanished, or the session vanished; then nothing is written.
+        """
+        ...
+
+    async def create_session(
+        self,
+        token_hash: str,
+        record: SessionRecord,
+        *,
+        user: Versioned[UserRecord],
+        user_changes: dict[str, Any] | None = None,
+        clear: Reservation | None = None,
+    ) -> None:
+        """Insert a session only if ``user`` is unchanged, applying ``user_changes`` and deleting ``clear``'s counter
+        (only if unchanged since it) in the same atomic write.
+
+        Without ``user_changes``, the user's version must not change (parallel logins must not collide).
+        ``PreconditionFailed`` when the user or the counter changed; then nothing is written.
+        """
+        ...
+
+    async def touch_session(self, token_hash: str, last_seen_at: datetime, expires_at: datetime) -> bool:
+        """Update a session's deadlines; False, writing nothing, when it no longer exists (never recreates it)."""
+        ...
+
+    async def delete_session(self, token_hash: str) -> None:
+        """Delete one session; a missing one is not an error."""
+        ...
+
+    async def delete_user_sessions(self, user_id: str, keep: str | None = None) -> int:
+        """Delete every session of a user but ``keep``; returns how many."""
+        ...
+
+    async def close(self) -> None:
+        """Release the running event loop's connection, if any."""
+        ...
+
+
 class FirestoreStore:
-    """Users, sessions and failed-login counters in Firestore."""
+    """Users, sessions and failed-login counters in Firestore: the ``Store`` backend."""
 
     # Every query shape run by any instance: the index check reads this.
     recorded: ClassVar[_Recorder] = _Recorder()
