@@ -73,7 +73,7 @@ class AdminService:
         The documents go first; the epoch bump after them is what voids a session committed meanwhile.
         """
         user = await self.user(username)
-        revoked = await self.store.delete_user_sessions(user.record.user_id)
+        revoked = await self.store.delete_user_sessions(user.record.user_id, up_to_epoch=user.record.auth_epoch)
         record = await self.update(username, {}, end_sessions=True)
         event("sessions_revoked_all", logging.WARNING, user_id=record.user_id, count=revoked, by="admin")
         return revoked

@@ -19,6 +19,7 @@ from pydantic import (
     PlainSerializer,
     StringConstraints,
     WithJsonSchema,
+    field_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -209,6 +210,8 @@ class UserRecord(_Record):
     # Bumped by a password change, a disable and a revoke-all: a session is live only while
     # it carries the user's current epoch (SessionRecord.auth_epoch).
     auth_epoch: int = 0
+    # Written before auth_epoch existed: sessions created before it are void. Read, never written.
+    sessions_valid_after: AwareDatetime | None = None
 
 
 class SessionRecord(_Record):
@@ -237,6 +240,12 @@ class AttemptsRecord(_Record):
     count: int
     window_start: float
     expires_at: AwareDatetime
+
+    @field_validator("window_start", mode="before")
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        # Counters written before issue 10 kept the window start as a timestamp.
+        return value.timestamp() if isinstance(value, datetime) else value
 
 
 def is_valid_username(value: str) -> bool:

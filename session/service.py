@@ -16,8 +16,10 @@ Every rule has one home in this module:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -67,6 +69,10 @@ class CredentialsChanged(Exception):
     """The user's password, enablement or session epoch changed while a session was being opened."""
 
 
+class _Conflict(Exception):
+    """The first, preconditioned commit of a login met a changed user."""
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who an authenticated request comes from. Immutable."""
@@ -97,6 +103,14 @@ class LoginResult:
     body: LoginOut
     token: str
     max_age: int
+    epoch: int = 0  # the auth_epoch the session was committed under
+
+
+@dataclass(frozen=True, slots=True)
+class _NewSession:
+    token_hash: str
+    record: SessionRecord
+    login: LoginResult
 
 
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -114,17 +128,22 @@ async def retrying(
     write: Callable[[S], Awaitable[T]],
     reread: Callable[[], Awaitable[S]],
     give_up: Callable[[], errors.SessionError],
+    *,
+    attempts: int = RETRIES,
 ) -> T:
     """Run ``write(state)``; when a concurrent change fails its precondition, read again and retry.
 
     ``write`` re-checks every rule against the state it is given, so a retry is
     decided on what is stored now, never on what was read before the conflict.
-    Raises ``give_up()`` after ``RETRIES`` conflicts in a row.
+    Between tries it waits a random few milliseconds (more each time), so that
+    writers colliding on one document spread out. Raises ``give_up()`` after
+    ``attempts`` conflicts in a row.
     """
-    for _ in range(RETRIES):
+    for attempt in range(attempts):
         try:
             return await write(state)
         except PreconditionFailed:
+            await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
             state = await reread()
     raise give_up()
 
@@ -136,7 +155,10 @@ def _account_allows(user: UserRecord, session: SessionRecord) -> bool:
     enabled, and at the ``auth_epoch`` the session was committed under: a password
     change, a disable and a revoke-all bump the epoch and so end every older session.
     """
-    return user.user_id == session.user_id and not user.disabled and user.auth_epoch == session.auth_epoch
+    if user.user_id != session.user_id or user.disabled or user.auth_epoch != session.auth_epoch:
+        return False
+    # Revocations made before auth_epoch existed set this instead.
+    return user.sessions_valid_after is None or session.created_at >= user.sessions_valid_after
 
 
 def _is_live(session: SessionRecord, user: UserRecord | None, now: datetime) -> Reason | None:
@@ -234,11 +256,17 @@ class SessionService:
             event("login_refused_disabled", logging.WARNING, user_id=user.record.user_id)
             raise errors.AccountDisabled()
 
-        changes = None
+        rehash: dict[str, Any] | None = None
         if self.passwords.needs_rehash(user.record.password_hash):
-            changes = {"password_hash": await self.passwords.hash_async(req.password), "updated_at": self.clock()}
+            rehash = {"password_hash": await self.passwords.hash_async(req.password), "updated_at": self.clock()}
+        verified = user.record
+
+        async def still_verified() -> Versioned[UserRecord] | None:
+            again = await self.store.read_user(verified.username)
+            return again if again is not None and _same_credentials(verified, again.record) else None
+
         try:
-            result = await self._open_session(user, user_agent, user_changes=changes, clear=reservation)
+            result = await self._open_login_session(user, user_agent, rehash, still_verified, reservation)
         except CredentialsChanged:
             event("login_lost_race", logging.WARNING, user_id=user.record.user_id)
             raise errors.InvalidCredentials("invalid username or password") from None
@@ -251,83 +279,146 @@ class SessionService:
         Raises ``TooManyAttempts`` (with the seconds until the window ends) when
         this guess is beyond ``login_max_failures`` in the window: it must not be judged.
         """
+        basis: Reservation | None = reservation
         for _ in range(RETRIES):
             if reservation.window_start + self._window > now:
                 break
             try:  # the window is over: this guess starts the next one, unless another request did
-                reservation = await self.store.restart_attempts(reservation, now, now + self._window)
-                break
+                if basis is not None:
+                    reservation = await self.store.restart_attempts(basis, now, now + self._window)
+                    break
             except PreconditionFailed:
+                pass
+            # Somebody wrote since: look (without counting again, which would fail every other restart);
+            # count this guess again only once a new window has begun.
+            basis = await self.store.read_attempts(reservation.key)
+            if basis is None or basis.window_start + self._window > now:
                 reservation = await self.store.reserve_attempt(reservation.key, now, now + self._window)
+                basis = reservation
         if reservation.count > self.settings.login_max_failures or reservation.window_start + self._window <= now:
             retry_after = seconds_until(reservation.window_start + self._window - now)
             event("login_locked_out", logging.WARNING, username_key=reservation.key[:12], retry_after=retry_after)
             raise errors.TooManyAttempts(retry_after, f"too many failed logins; try again in {retry_after} s")
         return reservation
 
+    async def _open_login_session(
+        self,
+        user: Versioned[UserRecord],
+        user_agent: str | None,
+        rehash: dict[str, Any] | None,
+        still_verified: Callable[[], Awaitable[Versioned[UserRecord] | None]],
+        reservation: Reservation,
+    ) -> LoginResult:
+        """``_open_session`` for a login, which never loops on a user that keeps changing.
+
+        The first commit carries the precondition on the user as read (2 round trips in
+        all). If the user changed meanwhile (a profile edit would do), the session is
+        instead committed first and the user read afterwards: if it still accepts what
+        was verified, any later change will void the session by its epoch; if not, the
+        session is deleted again and ``CredentialsChanged`` raised. So parallel profile
+        edits cannot starve a login, and a login racing a change still cannot keep a session.
+        """
+        try:
+            return await self._open_session(
+                user, user_agent, changes=lambda _: rehash, reread=self._conflict, reservation=reservation
+            )
+        except _Conflict:
+            pass
+        current = await still_verified()
+        if current is None:
+            raise CredentialsChanged()
+        result = self._new_session(current.record, user_agent, current.record.auth_epoch)
+        try:
+            await self.store.create_session(result.token_hash, result.record, user=None, release=reservation)
+        except PreconditionFailed:  # the counter is gone (a success cleared it): nothing to give back
+            await self.store.create_session(result.token_hash, result.record, user=None)
+        if await still_verified() is None:
+            await self.store.delete_session(result.token_hash)
+            raise CredentialsChanged()
+        return result.login
+
+    @staticmethod
+    async def _conflict() -> Versioned[UserRecord] | None:
+        raise _Conflict()
+
+    def _new_session(self, user: UserRecord, user_agent: str | None, epoch: int) -> _NewSession:
+        """A fresh token and its session record, not yet stored."""
+        now = self.clock()
+        token = tokens.mint(user.username)
+        token_hash = tokens.hash_token(token)
+        absolute = now + self._ttl
+        record = SessionRecord(
+            user_id=user.user_id,
+            username=user.username,
+            public_id=tokens.public_id(token_hash),
+            created_at=now,
+            last_seen_at=now,
+            absolute_expires_at=absolute,
+            expires_at=min(now + self._idle, absolute),
+            user_agent=user_agent or None,  # cleaned and capped at the HTTP edge (Call.user_agent)
+            auth_epoch=epoch,
+        )
+        body = LoginOut(
+            token=token,
+            user_id=user.user_id,
+            username=user.username,
+            permissions=user.permissions,
+            logged_in_at=now,
+            expires_at=record.expires_at,
+        )
+        login = LoginResult(body=body, token=token, max_age=seconds_until(record.expires_at - now), epoch=epoch)
+        return _NewSession(token_hash, record, login)
+
     async def _open_session(
         self,
         user: Versioned[UserRecord],
         user_agent: str | None,
         *,
-        user_changes: dict[str, Any] | None = None,
-        clear: Reservation | None = None,
+        changes: Callable[[UserRecord], dict[str, Any] | None],
+        reread: Callable[[], Awaitable[Versioned[UserRecord] | None]],
+        reservation: Reservation,
     ) -> LoginResult:
         """Commit a new session, only while the credentials it was opened with are still current.
 
         The session is created in one commit with a precondition on the user
-        document as it was read (and ``user_changes``, if any). If the user changed
-        meanwhile, it is read again: a change that leaves the credentials as they
-        were (a profile edit, a rehash) is retried; a password change, a disable or
-        a revoke-all (``auth_epoch``) raises ``CredentialsChanged`` and no session exists.
-        ``clear`` (the guess's counter) is deleted in the first commit only: if it
-        fails, somebody counted since, and the counter stays.
+        document as it was read, together with ``changes(user)`` (a rehash, or a
+        password change's new hash and epoch). If the user changed meanwhile,
+        ``reread`` reads it again and returns it only if what was verified still
+        holds (a profile edit or a rehash leave it so); then the commit is retried.
+        Otherwise (a password change, a disable, a revoke-all) ``CredentialsChanged``
+        is raised and no session exists.
+
+        The guess ``reservation`` counted is given back in the same commit: the
+        counter is deleted if nobody counted since (a success clears it), or else one
+        is taken off it, so right passwords never use up the limit.
         """
-        epoch = int((user_changes or {}).get("auth_epoch", user.record.auth_epoch))
-        clearing = clear
+        attempt = 0
 
         async def commit(current: Versioned[UserRecord] | None) -> LoginResult:
-            nonlocal clearing
-            if current is None or not _same_credentials(user.record, current.record):
+            nonlocal attempt
+            attempt += 1
+            if current is None:
                 raise CredentialsChanged()
-            now = self.clock()
-            token = tokens.mint(current.record.username)
-            token_hash = tokens.hash_token(token)
-            absolute = now + self._ttl
-            record = SessionRecord(
-                user_id=current.record.user_id,
-                username=current.record.username,
-                public_id=tokens.public_id(token_hash),
-                created_at=now,
-                last_seen_at=now,
-                absolute_expires_at=absolute,
-                expires_at=min(now + self._idle, absolute),
-                user_agent=user_agent or None,  # cleaned and capped at the HTTP edge (Call.user_agent)
-                auth_epoch=epoch,
+            user_changes = changes(current.record)
+            new = self._new_session(
+                current.record, user_agent, int((user_changes or {}).get("auth_epoch", current.record.auth_epoch))
             )
-            this_clear, clearing = clearing, None
             try:
                 await self.store.create_session(
-                    token_hash, record, user=current, user_changes=user_changes, clear=this_clear
+                    new.token_hash,
+                    new.record,
+                    user=current,
+                    user_changes=user_changes,
+                    clear=reservation if attempt == 1 else None,
+                    release=reservation if attempt == 2 else None,
                 )
             except AlreadyExists:  # a retried commit that had in fact landed: the hash is ours
                 pass
-            body = LoginOut(
-                token=token,
-                user_id=current.record.user_id,
-                username=current.record.username,
-                permissions=current.record.permissions,
-                logged_in_at=now,
-                expires_at=record.expires_at,
-            )
-            return LoginResult(body=body, token=token, max_age=seconds_until(record.expires_at - now))
+            return new.login
 
         first: Versioned[UserRecord] | None = user
         return await retrying(
-            first,
-            commit,
-            lambda: self.store.read_user(user.record.username),
-            lambda: errors.ServiceUnavailable(1, "the account kept changing; try again"),
+            first, commit, reread, lambda: errors.ServiceUnavailable(1, "the account kept changing; try again")
         )
 
     # --- authentication ------------------------------------------------------------------
@@ -395,7 +486,7 @@ class SessionService:
         changes: dict[str, Any] = {name: getattr(req, name) for name in req.model_fields_set}
 
         async def write(current: Versioned[UserRecord] | None) -> ProfileOut:
-            if current is None or not _account_allows(current.record, ctx.session):
+            if current is None:
                 raise _revoked()
             if if_match is not None and current.record.version != if_match:
                 raise errors.VersionConflict(f"the profile is at version {current.record.version}, not {if_match}")
@@ -410,9 +501,21 @@ class SessionService:
         return await retrying(
             first,
             write,
-            lambda: self.store.read_user(ctx.principal.username),
+            lambda: self._still_allowed(ctx),
             lambda: errors.VersionConflict("the profile kept changing; try again"),
+            # Without If-Match the client asked for no precondition: try harder before a 412 it did not ask for.
+            attempts=RETRIES if if_match is not None else 4 * RETRIES,
         )
+
+    async def _still_allowed(self, ctx: AuthContext) -> Versioned[UserRecord] | None:
+        """The caller's user read again, if it still accepts the caller's session as stored now; else ``None``.
+
+        The session is read again too: a revoke-all made with it re-stamps it with the new epoch.
+        """
+        session, user = await self.store.read_auth(ctx.principal.username, ctx.token_hash)
+        if session is None or user is None or _is_live(session.record, user.record, self.clock()) is not None:
+            return None
+        return user
 
     async def change_password(
         self, ctx: AuthContext, req: PasswordChangeRequest, *, user_agent: str | None = None
@@ -436,14 +539,22 @@ class SessionService:
             event("password_change_rejected", logging.WARNING, user_id=ctx.principal.user_id)
             raise errors.WrongCurrentPassword("the current password is wrong")
         new_hash = await self.passwords.hash_async(req.new_password)
-        changes = {"password_hash": new_hash, "updated_at": self.clock(), "auth_epoch": user.record.auth_epoch + 1}
+
+        def changes(current: UserRecord) -> dict[str, Any]:
+            return {"password_hash": new_hash, "updated_at": self.clock(), "auth_epoch": current.auth_epoch + 1}
+
         try:
             # The new password, the new epoch (voiding every other session, even one being
             # committed right now) and the caller's new session: one atomic commit.
-            result = await self._open_session(user, user_agent, user_changes=changes, clear=reservation)
+            result = await self._open_session(
+                user, user_agent, changes=changes, reread=lambda: self._still_allowed(ctx), reservation=reservation
+            )
         except CredentialsChanged:
             raise _revoked() from None
-        revoked = await self.store.delete_user_sessions(ctx.principal.user_id, keep=tokens.hash_token(result.token))
+        new_epoch = result.epoch
+        revoked = await self.store.delete_user_sessions(
+            ctx.principal.user_id, keep=tokens.hash_token(result.token), up_to_epoch=new_epoch - 1
+        )
         event("password_changed", logging.WARNING, user_id=ctx.principal.user_id, sessions_revoked=revoked)
         return result
 
@@ -483,13 +594,13 @@ class SessionService:
         ``Unauthenticated`` when the caller's own session was ended meanwhile.
         """
         keep = None if include_current else ctx.token_hash
-        revoked = await self.store.delete_user_sessions(ctx.principal.user_id, keep=keep)
+        # Only what the caller's epoch covers: a password change that committed meanwhile opened a newer session.
+        revoked = await self.store.delete_user_sessions(
+            ctx.principal.user_id, keep=keep, up_to_epoch=ctx.session.auth_epoch
+        )
 
-        Seen = tuple[object | None, Versioned[UserRecord] | None]  # (the caller's session, its user)
-
-        async def bump(seen: Seen) -> None:
-            session, current = seen
-            if session is None or current is None or not _account_allows(current.record, ctx.session):
+        async def bump(current: Versioned[UserRecord] | None) -> None:
+            if current is None:
                 raise _revoked()
             epoch = current.record.auth_epoch + 1
             await self.store.update_user(
@@ -498,11 +609,11 @@ class SessionService:
                 session_changes=(keep, {"auth_epoch": epoch}) if keep else None,
             )
 
-        first: Seen = (ctx.session, ctx.user)
+        first: Versioned[UserRecord] | None = ctx.user
         await retrying(
             first,
             bump,
-            lambda: self.store.read_auth(ctx.principal.username, ctx.token_hash),
+            lambda: self._still_allowed(ctx),
             lambda: errors.ServiceUnavailable(1, "the account kept changing; try again"),
         )
         event(

@@ -202,6 +202,10 @@ class Store(Protocol):
         """Reset the counter to 1 from ``now``, only if unchanged since ``reservation``; else ``PreconditionFailed``."""
         ...
 
+    async def read_attempts(self, key: str) -> Reservation | None:
+        """Counter ``key`` as it is now (its count, window start and version), without counting."""
+        ...
+
     async def list_sessions(self, user_id: str) -> list[tuple[str, SessionRecord]]:
         """A user's session documents with their keys, newest first (expired ones too)."""
         ...
@@ -232,15 +236,17 @@ class Store(Protocol):
         token_hash: str,
         record: SessionRecord,
         *,
-        user: Versioned[UserRecord],
+        user: Versioned[UserRecord] | None,
         user_changes: dict[str, Any] | None = None,
         clear: Reservation | None = None,
+        release: Reservation | None = None,
     ) -> None:
-        """Insert a session only if ``user`` is unchanged, applying ``user_changes`` and deleting ``clear``'s counter
-        (only if unchanged since it) in the same atomic write.
+        """Insert a session only if ``user`` (if given) is unchanged, applying ``user_changes`` atomically with it.
 
-        Without ``user_changes``, the user's version must not change (parallel logins must not collide).
-        ``PreconditionFailed`` when the user or the counter changed; then nothing is written.
+        ``clear`` deletes that counter, only if unchanged since it; ``release`` takes one off it, if it
+        still exists; both in the same write. Without ``user_changes``, the user's version must not
+        change (parallel logins must not collide). ``PreconditionFailed`` when the user or the counter
+        changed (or the counter to release is gone); then nothing is written.
         """
         ...
 
@@ -252,8 +258,11 @@ class Store(Protocol):
         """Delete one session; a missing one is not an error."""
         ...
 
-    async def delete_user_sessions(self, user_id: str, keep: str | None = None) -> int:
-        """Delete every session of a user but ``keep``; returns how many."""
+    async def delete_user_sessions(self, user_id: str, keep: str | None = None, up_to_epoch: int | None = None) -> int:
+        """Delete every session of a user but ``keep`` (with ``up_to_epoch``, only those at that epoch or older).
+
+        Returns how many.
+        """
         ...
 
     async def close(self) -> None:
@@ -471,9 +480,10 @@ class FirestoreStore:
         token_hash: str,
         record: SessionRecord,
         *,
-        user: Versioned[UserRecord],
+        user: Versioned[UserRecord] | None,
         user_changes: dict[str, Any] | None = None,
         clear: Reservation | None = None,
+        release: Reservation | None = None,
     ) -> None:
         """Insert a session only if its user is unchanged since ``user`` was read, in one commit.
 
@@ -482,20 +492,30 @@ class FirestoreStore:
         which checks the precondition without changing the document (a write that
         changes nothing keeps its update time, so parallel logins do not collide).
         ``clear`` deletes that failed-login counter in the same commit, if nobody has
-        counted on it since. Raises ``PreconditionFailed`` (the user or the counter
-        changed) or ``AlreadyExists``.
+        counted on it since; ``release`` takes one off it (``update`` with its
+        implicit exists precondition). Raises ``PreconditionFailed`` (the user or the
+        counter changed) or ``AlreadyExists``.
         """
+        from google.cloud.firestore import Increment
+
         batch = self.client().batch()
         batch.create(self._sessions(token_hash), record.model_dump())
-        batch.update(
-            self._users(user.record.username),
-            user_changes or {"user_id": user.record.user_id},
-            option=self._precondition_time(user.update_time),
-        )
+        if user is not None:
+            batch.update(
+                self._users(user.record.username),
+                user_changes or {"user_id": user.record.user_id},
+                option=self._precondition_time(user.update_time),
+            )
         if clear is not None:
             batch.delete(self._attempts(clear.key), option=self._precondition_time(clear.update_time))
+        if release is not None:
+            batch.update(self._attempts(release.key), {"count": Increment(-1)})
         await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
-        _count(round_trips=1, writes=2, deletes=int(clear is not None))
+        _count(
+            round_trips=1,
+            writes=1 + int(user is not None) + int(release is not None),
+            deletes=int(clear is not None),
+        )
 
     async def touch_session(self, token_hash: str, last_seen_at: datetime, expires_at: datetime) -> bool:
         """Extend a session's idle deadline. False if it was deleted meanwhile: never recreates it.
@@ -524,17 +544,30 @@ class FirestoreStore:
         await self._call(ref.delete(retry=self._write_retry, timeout=self._deadline))
         _count(round_trips=1, deletes=1)
 
-    async def delete_user_sessions(self, user_id: str, keep: str | None = None) -> int:
-        """Delete every session of a user except ``keep``; returns how many were deleted."""
+    async def delete_user_sessions(self, user_id: str, keep: str | None = None, up_to_epoch: int | None = None) -> int:
+        """Delete every session of a user except ``keep``; returns how many were deleted.
+
+        With ``up_to_epoch``, only sessions committed at that ``auth_epoch`` or an older
+        one: a revocation that raced a newer change must not delete what that change opened.
+        """
         from google.cloud.firestore import FieldFilter
 
         collection = self._settings.sessions_collection
-        query = self.client().collection(collection).where(filter=FieldFilter("user_id", "==", user_id)).select([])
+        query = (
+            self.client()
+            .collection(collection)
+            .where(filter=FieldFilter("user_id", "==", user_id))
+            .select(["auth_epoch"])
+        )
         self.recorded.shapes.add(QueryShape(collection, ("user_id",)))
         async with self._guard():
             snaps = await query.get(retry=self._retry, timeout=self._deadline)
         _count(round_trips=1, reads=max(1, len(snaps)))
-        refs = [s.reference for s in snaps if s.id != keep]
+        refs = [
+            s.reference
+            for s in snaps
+            if s.id != keep and (up_to_epoch is None or int((_data(s) or {}).get("auth_epoch", 0)) <= up_to_epoch)
+        ]
         for start in range(0, len(refs), 400):
             batch = self.client().batch()
             for ref in refs[start : start + 400]:
@@ -584,6 +617,16 @@ class FirestoreStore:
         finally:
             _count(round_trips=1, writes=1)
         return Reservation(reservation.key, 1, now, result.update_time)
+
+    async def read_attempts(self, key: str) -> Reservation | None:
+        """Counter ``key`` as it is now, without counting; ``None`` if there is none."""
+        ref = self._attempts(key)
+        snap = (await self._get_all([ref])).get(ref.path)
+        found = self._versioned(AttemptsRecord, snap)
+        if found is None:
+            return None
+        record = found.record
+        return Reservation(key, record.count, datetime.fromtimestamp(record.window_start, UTC), found.update_time)
 
     async def close(self) -> None:
         """Close the running loop's client, if any."""
