@@ -84,12 +84,25 @@ def summarise(
 
 
 def pyspy_run(
-    pyspy: Path, server: Server, path: str, connections: int, seconds: int, top: int = 15, **load: Any
+    pyspy: Path,
+    server: Server,
+    path: str,
+    connections: int,
+    seconds: int,
+    top: int = 15,
+    *,
+    native: bool = False,
+    rate: int = 250,
+    **load: Any,
 ) -> Profile:
-    """Sample ``server``'s process tree with py-spy while wrk loads it for ``seconds``."""
-    raw = OUT / f"pyspy-{server.name}-{path.strip('/')}-c{connections}.txt"
-    cmd = [str(pyspy), "record", "--pid", str(server.pid), "--subprocesses", "--nonblocking"]
-    cmd += ["--rate", "250", "--duration", str(seconds), "--format", "raw", "--output", str(raw)]
+    """Sample ``server``'s process tree with py-spy while wrk loads it for ``seconds``.
+
+    ``native`` adds C frames (the garbage collector, gRPC's core, pydantic-core); it must pause the process for
+    each sample, so use a lower ``rate`` with it.
+    """
+    raw = OUT / f"pyspy-{server.name}-{path.strip('/')}-c{connections}{'-native' if native else ''}.txt"
+    cmd = [str(pyspy), "record", "--pid", str(server.pid), "--subprocesses", "--native" if native else "--nonblocking"]
+    cmd += ["--rate", str(rate), "--duration", str(seconds), "--format", "raw", "--output", str(raw)]
     spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)

@@ -102,20 +102,24 @@ class Bench:
 # --- servers -------------------------------------------------------------------------------------
 
 
+def with_root(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the repository on PYTHONPATH (for modules under ``bench/`` that import ``session``)."""
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))}
+
+
 def service_server(name: str, env: dict[str, str]) -> Server:
     return functions_framework(name, "api", ROOT / "main.py", env)
 
 
 def floor_server(name: str, env: dict[str, str]) -> Server:
-    return functions_framework(name, "floor", BENCH / "floor.py", {**env, "PYTHONPATH": str(ROOT)})
+    return functions_framework(name, "floor", BENCH / "floor.py", with_root(env))
 
 
 def own_servers(env: dict[str, str], with_decorated: bool) -> list[Server]:
     """The service, the floor, the cache-mode service and (when it imports) the ``@require_session`` hook."""
     servers = [service_server(SERVICE, env), floor_server(FLOOR, env)]
     if with_decorated:
-        hook_env = {**env, "PYTHONPATH": str(ROOT)}
-        servers.append(functions_framework(DECORATED, "profile", BENCH / "decorated.py", hook_env))
+        servers.append(functions_framework(DECORATED, "profile", BENCH / "decorated.py", with_root(env)))
     servers.append(service_server(CACHED, {**env, **CACHE_ENV}))
     return servers
 
@@ -130,7 +134,7 @@ def require_session_hook(env: dict[str, str]) -> str | None:
     done = subprocess.run(
         [str(VENV_BIN / "python"), "-c", "import decorated"],
         cwd=BENCH,
-        env={**env, "PYTHONPATH": str(ROOT)},
+        env=with_root(env),
         capture_output=True,
         text=True,
         check=False,
