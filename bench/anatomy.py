@@ -73,7 +73,8 @@ LAYERS: list[tuple[str, str]] = [
 
 
 GC_OFF = "import gc\n\ngc.disable()\n"
-# Counts and times every collection of the process, per generation; a JSON file per process, refreshed twice a second.
+# Counts every collection of the process per generation, with its CPU time (thread time: a collection descheduled
+# by a neighbour is not charged for the wait) and what it freed; a JSON file per process, refreshed twice a second.
 GC_STATS = """\
 import gc, json, os, sys, time
 
@@ -83,11 +84,11 @@ _mark = [0.0, 0.0]
 
 def _bench_gc_callback(phase, info):
     if phase == "start":
-        _mark[0] = time.perf_counter()
+        _mark[0] = time.thread_time()
         return
     gen = info["generation"]
     _stats["count"][gen] += 1
-    _stats["seconds"][gen] += time.perf_counter() - _mark[0]
+    _stats["seconds"][gen] += time.thread_time() - _mark[0]
     _stats["collected"][gen] += info["collected"]
     if time.monotonic() - _mark[1] > 0.5:
         _mark[1] = time.monotonic()
@@ -102,12 +103,12 @@ gc.callbacks.append(_bench_gc_callback)
 
 def gc_snapshot(server: Any) -> dict[str, Any]:
     """The summed GC statistics of ``server``'s processes (``--gc-stats``); empty without them."""
-    total: dict[str, Any] = {"count": [0, 0, 0], "seconds": [0.0, 0.0, 0.0], "frozen": 0}
+    total: dict[str, Any] = {"count": [0, 0, 0], "seconds": [0.0, 0.0, 0.0], "collected": [0, 0, 0], "frozen": 0}
     for proc in tree(server.pid):
         path = OUT / "gc-site" / f"gc-{proc.pid}.json"
         if path.exists():
             data = json.loads(path.read_text())
-            for key in ("count", "seconds"):
+            for key in ("count", "seconds", "collected"):
                 total[key] = [a + b for a, b in zip(total[key], data[key], strict=True)]
             total["frozen"] += data.get("frozen", 0)
     return total
@@ -205,6 +206,8 @@ def measure(args: argparse.Namespace, env: dict[str, str]) -> tuple[dict[str, An
     results: dict[str, Anatomy] = {}
     raws: dict[str, list[Path]] = {SERVICE: [], FLOOR: []}
     pyspy = VENV_BIN / "py-spy"
+    for old in OUT.glob("pyspy-anatomy-*-round*.txt"):  # a shorter run must not read a longer one's rounds
+        old.unlink()
     servers = [service_server(f"anatomy-{SERVICE}", env), floor_server(f"anatomy-{FLOOR}", env)]
     with running(servers):
         service = servers[0]
@@ -238,7 +241,8 @@ def gc_delta(before: dict[str, Any], after: dict[str, Any], requests: int) -> st
     """Collections and collector time per request over one run, per generation."""
     per = [
         f"gen{g}: {(after['count'][g] - before['count'][g]) / requests:.3f} collections, "
-        f"{(after['seconds'][g] - before['seconds'][g]) / requests * 1e6:.0f} µs"
+        f"{(after['seconds'][g] - before['seconds'][g]) / requests * 1e6:.0f} µs CPU, "
+        f"{(after['collected'][g] - before['collected'][g]) / requests:.1f} objects freed"
         for g in range(3)
     ]
     return "; ".join(per) + f" per request (frozen objects: {after['frozen']})"
