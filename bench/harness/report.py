@@ -231,17 +231,14 @@ def read_path_section(v: _View) -> list[str]:
             )
     levels = res.config.levels
     lines += ["", "Against the floor (per-repeat ratios, server / floor):", ""]
-    lines += [
-        "| server | " + " | ".join(f"req/s @{c}" for c in levels) + f" | p50 @1 | CPU/req @{PROFILE_C} |",
-        "|---|" + "---|" * (len(levels) + 2),
-    ]
+    heads = [f"req/s @{c}" for c in levels] + [f"p50 @{c}" for c in levels] + [f"CPU/req @{c}" for c in levels]
+    lines += ["| server | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
     for name in names:
         if name == FLOOR:
             continue
-        cells = [v.vs(name, FLOOR, c, "rps").show() for c in levels]
-        cells += [v.vs(name, FLOOR, 1, "p50_ms").show(), v.vs(name, FLOOR, PROFILE_C, "cpu_ms_per_req").show()]
+        cells = [v.vs(name, FLOOR, c, attr).show() for attr in ("rps", "p50_ms", "cpu_ms_per_req") for c in levels]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += [f"| {name} | skipped: {why} |" + " |" * (len(levels) + 1) for name, why in res.skipped.items()]
+    lines += [f"| {name} | skipped: {why} |" + " |" * (len(heads) - 1) for name, why in res.skipped.items()]
     return [*lines, ""]
 
 
@@ -353,7 +350,9 @@ def footer(res: Results) -> list[str]:
         "`BENCH_PROFILE`; or `.venv/bin/python bench/run.py --help`). It installs wrk with apt-get when it can, "
         "and needs Node.js for the "
         "express peer and a Python >= 3.12 for the aiohttp peer (`BENCH_PEER_PYTHON`); the peers' packages are cached "
-        f"in `{home(CACHE)}`; server logs and py-spy samples are in `bench/out/`. Drill-downs: `bench/PROFILE.md`, "
+        f"in `{home(CACHE)}`; server logs and py-spy samples are in `bench/out/`. "
+        "Drill-downs (see `bench/PROFILE.md`): "
+        "`.venv/bin/python bench/anatomy.py` (py-spy under load, every sample in a bucket, µs per request), "
         "`.venv/bin/python bench/micro.py` (the service's own per-request steps, in µs) and "
         "`.venv/bin/python bench/inproc.py [--cprofile]` (service vs floor CPU in one process, no HTTP server).",
         "",
