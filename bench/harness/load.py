@@ -103,7 +103,7 @@ def wrk(
     with PeakMemory(server.pid) as memory:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
     cpu = server.cpu() - cpu0
-    time.sleep(0.05)  # let the last log lines land
+    _settle(server)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed: {done.stderr or done.stdout}")
     res = parse_wrk(done.stdout)
@@ -119,6 +119,22 @@ def wrk(
         peak_pss_mb=memory.peak_pss / 2**20,
         log_range=(start_log, server.log_size()),
     )
+
+
+def _settle(server: Server, quiet: float = 0.2, limit: float = 3.0) -> None:
+    """Wait until the server's log stops growing (at most ``limit`` seconds).
+
+    A request still in flight when wrk stops (a login takes ~100 ms) must log
+    its line inside this run's byte range, not the next run's.
+    """
+    deadline = time.monotonic() + limit
+    size = server.log_size()
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = server.log_size()
+        if now == size:
+            return
+        size = now
 
 
 def wrk_version() -> str:
