@@ -35,8 +35,12 @@ soak: $(VENV)/.installed
 openapi: $(VENV)/.installed
 	$(PY) scripts/openapi.py
 
-bench: $(VENV)/.installed
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
 	@$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
+	@touch $@
+
+# Installs wrk with apt-get when it can; stops at once with one line naming anything else that is missing.
+bench: $(VENV)/.bench-installed
 	@$(PY) bench/run.py
 
 clean:

@@ -1,6 +1,6 @@
 """HOOK for ``make bench``: GET /profile behind ``@require_session``, against the service's profile.
 
-``bench/run.py`` imports this module first; while ``session.require_session``
+``make bench`` (``bench/harness/scenarios.py``) imports this module first; while ``session.require_session``
 is missing (or its signature changes so the import fails) the row is skipped
 with a note naming the import error. Served as
 ``functions-framework --target profile --source bench/decorated.py``; it answers

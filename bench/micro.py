@@ -1,119 +1,496 @@
 """What the service's own code costs per GET /profile, without server or Firestore: ``make bench``'s drill-down.
 
-    .venv/bin/python bench/micro.py
+    .venv/bin/python bench/micro.py [--requests N] [--rounds R]
 
-Times, in microseconds per request (best of several rounds), each step the
-service does on top of the floor's batched get: the token check, copying the
-two snapshots out (``DocumentSnapshot.to_dict`` deep-copies), validating them
-into the stored-record models, building and serialising the response model,
-and the one structured request log line. Compare the sum with the gap in
-server CPU per request between service and floor in ``bench/results.md``.
+In one process, with no network: ``Api.handle`` serves GET /profile end to
+end (real settings, service, store code, records, logging to /dev/null) with
+only the Firestore client's ``get_all`` replaced by two ready snapshots; the
+floor's handler runs the same way. Then each step the service adds is timed
+alone, and a few cheaper ways of doing the same work are timed beside them
+("what if" rows), all in microseconds per request (the median of R rounds of
+N calls). Timings on a shared machine are noisy: compare rows of one run.
 """
 
 from __future__ import annotations
 
-import io
+import argparse
+import asyncio
+import contextvars
+import gc
+import json
 import logging
 import os
+import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path[:0] = [str(ROOT), str(BENCH)]
 os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "demo-bench-micro")
+os.environ.setdefault("FIRESTORE_EMULATOR_HOST", "127.0.0.1:9")  # never contacted: get_all is replaced
+
+Timed = Callable[[], object]
+ATimed = Callable[[], Awaitable[object]]
 
 
-def best_us(fn: Callable[[], object], n: int = 2000, rounds: int = 5) -> float:
-    best = float("inf")
+def us_sync(fn: Timed, n: int, rounds: int) -> float:
+    """CPU µs per call of ``fn``: the median over ``rounds`` of ``n`` calls (process time: less hurt by neighbours)."""
+    values = []
     for _ in range(rounds):
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(n):
             fn()
-        best = min(best, (time.perf_counter() - start) / n)
-    return best * 1e6
+        values.append((time.process_time() - start) / n)
+    return statistics.median(values) * 1e6
 
 
-def main() -> int:
-    from google.cloud.firestore_v1.base_document import DocumentSnapshot
+async def us_interleaved(fns: dict[str, ATimed], n: int, rounds: int) -> dict[str, float]:
+    """CPU µs per call of each coroutine function, measured in turn within each round (so noise hits all alike)."""
+    values: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.process_time()
+            for _ in range(n):
+                await fn()
+            values[name].append((time.process_time() - start) / n)
+    return {name: statistics.median(v) * 1e6 for name, v in values.items()}
 
+
+class Fixture:
+    """The service, the floor and one request, wired without a network."""
+
+    def __init__(self) -> None:
+        from session import logs, tokens
+        from session.config import load_settings
+        from session.http import Api
+        from session.models import SessionRecord, UserRecord
+        from session.service import SessionService
+        from session.store import FirestoreStore
+
+        self.settings = load_settings()
+        logs.configure(self.settings, stream=open(os.devnull, "w"))  # a write per line, as to a pipe
+        now = datetime.now(UTC)
+        self.token = tokens.mint("bench")
+        token_hash = tokens.hash_token(self.token)
+        self.user = UserRecord(
+            user_id="0" * 32,
+            username="bench",
+            password_hash="$argon2id$v=19$m=19456,t=2,p=1$" + "A" * 22 + "$" + "B" * 43,
+            permissions=["read"],
+            created_at=now,
+            updated_at=now,
+        ).model_dump()
+        self.session = SessionRecord(
+            user_id="0" * 32,
+            username="bench",
+            public_id=tokens.public_id(token_hash),
+            created_at=now,
+            last_seen_at=now + timedelta(hours=1),  # never inside the touch: no write
+            absolute_expires_at=now + timedelta(days=1),
+            expires_at=now + timedelta(hours=2),
+            user_agent="wrk",
+        ).model_dump()
+        self.now = now
+        self._snapshots: dict[str, Any] = {}
+        fixture = self
+
+        class StubStore(FirestoreStore):
+            async def _get_all(self, refs: list[Any]) -> dict[str, Any]:
+                return {ref.path: fixture.snapshot(ref) for ref in refs}
+
+        self.api = Api(self.settings, SessionService(self.settings, StubStore(self.settings)))
+        self.scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/profile",
+            "raw_path": b"/profile",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"127.0.0.1:8080"), (b"authorization", f"Bearer {self.token}".encode())],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8080),
+        }
+
+    def snapshot(self, ref: Any) -> Any:
+        """A ready snapshot per document, made once: building it (a deep copy) is the client's work, for both."""
+        from google.cloud.firestore_v1.base_document import DocumentSnapshot
+
+        snap = self._snapshots.get(ref.path)
+        if snap is None:
+            data = self.user if ref.path.startswith(self.settings.users_collection + "/") else self.session
+            snap = self._snapshots[ref.path] = DocumentSnapshot(ref, data, True, self.now, self.now, self.now)
+        return snap
+
+    def request(self) -> Any:
+        from starlette.requests import Request
+
+        return Request(self.scope)
+
+    def floor_handler(self) -> ATimed:
+        import floor
+
+        client = floor._client()
+
+        async def get_all(refs: list[Any]) -> Any:
+            for ref in refs:
+                yield self.snapshot(ref)
+
+        client.get_all = get_all
+        return lambda: floor.floor(self.request())
+
+
+def end_to_end(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
+    """Api.handle and the floor handler, Firestore replaced; the service with its INFO lines below the level."""
+    session_logger = logging.getLogger("session")
+    service: ATimed = lambda: fx.api.handle(fx.request())  # noqa: E731
+    handlers: dict[str, ATimed] = {"service": service}
+
+    async def quiet() -> float:  # the request line is INFO: dropped at Logger.isEnabledFor
+        session_logger.setLevel(logging.WARNING)
+        try:
+            return (await us_interleaved({"quiet": service}, n, 1))["quiet"]
+        finally:
+            session_logger.setLevel(logging.INFO)
+
+    async def run(collect: bool) -> dict[str, list[float]]:
+        values: dict[str, list[float]] = {}
+        (gc.enable if collect else gc.disable)()
+        try:
+            for _ in range(rounds):
+                for name, us in (await us_interleaved(handlers, n, 1)).items():
+                    values.setdefault(name, []).append(us)
+                values.setdefault("quiet", []).append(await quiet())
+        finally:
+            gc.enable()
+        return values
+
+    async def both() -> list[tuple[str, float]]:
+        handlers["floor"] = fx.floor_handler()  # its client belongs to the running loop
+        await us_interleaved(handlers, 300, 1)  # warm up: clients, lazy imports
+        gc.freeze()  # as the service does after its first response
+        rows = []
+        for collect, suffix in ((True, ""), (False, ", garbage collector off")):
+            values = await run(collect)
+            rows += [
+                (f"service: Api.handle, GET /profile, end to end{suffix}", statistics.median(values["service"])),
+                (f"floor: its handler, end to end{suffix}", statistics.median(values["floor"])),
+                (f"service with its request log line below the log level{suffix}", statistics.median(values["quiet"])),
+            ]
+        return rows
+
+    return asyncio.run(both())
+
+
+def steps(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
+    """Each step the service adds, alone (fresh Request objects where Starlette caches per request)."""
     from session import logs, tokens
-    from session.config import load_settings
+    from session.http import Call, _profile_response, resolve
     from session.models import SessionRecord, UserRecord
     from session.service import _profile_out
+    from session.store import OpCounts, _parse, current_ops
 
-    settings = load_settings()
-    now = datetime.now(UTC)
-    token = tokens.mint("bench")
-    token_hash = tokens.hash_token(token)
-    user = UserRecord(
-        user_id="0" * 32,
-        username="bench",
-        password_hash="$argon2id$v=19$m=19456,t=2,p=1$" + "A" * 22 + "$" + "B" * 43,
-        permissions=["read"],
-        created_at=now,
-        updated_at=now,
-    ).model_dump()
-    sess = SessionRecord(
-        user_id="0" * 32,
-        username="bench",
-        public_id=tokens.public_id(token_hash),
-        created_at=now,
-        last_seen_at=now,
-        absolute_expires_at=now + timedelta(days=1),
-        expires_at=now + timedelta(hours=2),
-        user_agent="wrk",
-    ).model_dump()
-    snaps = [DocumentSnapshot(None, data, True, now, now, now) for data in (user, sess)]  # type: ignore[no-untyped-call]
+    api = fx.api
+    u, s = UserRecord.model_validate(fx.user), SessionRecord.model_validate(fx.session)
+    req = fx.request()
+    call = Call(api, req, "profile", ())
+    call.log_fields.update(user_id="0" * 32, sid="abcdef012345")
+    response = _profile_response(_profile_out(u, s))
+    ops = OpCounts(round_trips=1, reads=2)
 
-    stream = io.StringIO()
-    logs.configure(settings, stream=stream)
-    request_log = logging.getLogger("session.request")
-    u, s = UserRecord.model_validate(user), SessionRecord.model_validate(sess)
+    def per_request_context() -> None:
+        logs.hold(fx.settings)
+        op_token = current_ops.set(OpCounts())
+        trace = logs.parse_trace(req.headers.get("traceparent"), req.headers.get("x-cloud-trace-context"))
+        trace_token = logs.current_trace.set(trace)  # type: ignore[arg-type]
+        logs.current_trace.reset(trace_token)
+        current_ops.reset(op_token)
 
-    def log_line() -> None:
-        request_log.info(
-            "GET /profile 200",
-            extra={
-                "http_request": {
-                    "requestMethod": "GET",
-                    "requestUrl": "/profile",
-                    "status": 200,
-                    "latency": "0.001000s",
-                    "userAgent": "wrk",
-                    "remoteIp": "127.0.0.1",
-                    "protocol": "HTTP/1.1",
-                },
-                "json_fields": {
-                    "entry_point": "profile",
-                    "code": "ok",
-                    "firestore": {"round_trips": 1, "reads": 2, "writes": 0, "deletes": 0},
-                    "user_id": "0" * 32,
-                    "sid": "abcdef012345",
-                },
-            },
-        )
-        stream.seek(0)
-        stream.truncate()
+    def routing() -> None:
+        r = fx.request()
+        segments = tuple(x for x in r.url.path.split("/") if x)
+        resolve(segments[0], segments[1:])
+        Call(api, r, "profile", ())
 
-    steps: list[tuple[str, Callable[[], object]]] = [
-        ("token parse + sha256", lambda: tokens.parse(token)),
-        ("2 x DocumentSnapshot.to_dict (deep copy)", lambda: [snap.to_dict() for snap in snaps]),
-        ("2 x record model_validate", lambda: (UserRecord.model_validate(user), SessionRecord.model_validate(sess))),
-        ("ProfileOut build + model_dump_json", lambda: _profile_out(u, s).model_dump_json()),
-        ("one request log line (StructuredLogHandler)", log_line),
+    def headers_and_cors() -> None:
+        resp = _profile_response(_profile_out(u, s))
+        resp.headers.setdefault("Cache-Control", "no-store")
+        api._cors_headers(req, resp)
+
+    return [
+        (
+            "request log line: Api._log (logging + StructuredLogHandler, to /dev/null)",
+            us_sync(lambda: api._log(req, "profile", 200, "ok", 0.0, ops, call), n, rounds),
+        ),
+        (
+            "2 stored records: store._parse (model_validate)",
+            us_sync(lambda: (_parse(SessionRecord, fx.session, "s"), _parse(UserRecord, fx.user, "u")), n, rounds),
+        ),
+        (
+            "response: _profile_out + model_dump_json + Starlette Response + ETag",
+            us_sync(lambda: _profile_response(_profile_out(u, s)), n, rounds),
+        ),
+        ("Cache-Control + CORS on a response (incl. building it)", us_sync(headers_and_cors, n, rounds)),
+        (
+            "credential + CSRF check on a new Request (headers, cookies)",
+            us_sync(lambda: Call(api, fx.request(), "profile", ()).required_credential(), n, rounds),
+        ),
+        ("token parse + SHA-256", us_sync(lambda: tokens.parse(fx.token), n, rounds)),
+        ("routing: URL path, resolve, Call", us_sync(routing, n, rounds)),
+        (
+            "context: log hold, trace parse, 2 context variables set/reset, OpCounts",
+            us_sync(per_request_context, n, rounds),
+        ),
+        (
+            "for scale: a new Starlette Request + request.url.path (builds the whole URL, then splits it)",
+            us_sync(lambda: fx.request().url.path, n, rounds),
+        ),
+        ("for scale: a new Starlette Request + scope['path']", us_sync(lambda: fx.request().scope["path"], n, rounds)),
+        (
+            "for scale: a new Starlette Request + one header read",
+            us_sync(lambda: fx.request().headers.get("authorization"), n, rounds),
+        ),
+        (
+            "for scale: response.headers.setdefault alone",
+            us_sync(lambda: response.headers.setdefault("Cache-Control", "no-store"), n, rounds),
+        ),
     ]
-    total = 0.0
-    print("| step | µs per request |\n|---|---|")
-    for name, fn in steps:
-        us = best_us(fn)
-        total += us
+
+
+def store_steps(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
+    """The session check's layers, with the Firestore client's ``get_all`` replaced as above."""
+    from session import tokens
+
+    service = fx.api.service
+    store = service.store
+    parsed = tokens.parse(fx.token)
+    assert parsed is not None
+
+    async def guard() -> None:
+        async with store._guard():
+            pass
+
+    async def refs() -> None:
+        store._sessions(parsed.token_hash)
+        store._users(parsed.username)
+
+    async def run() -> list[tuple[str, float]]:
+        fns: dict[str, ATimed] = {
+            "SessionService.authenticate (token parse, read_auth, rules, Principal)": lambda: service.authenticate(
+                fx.token
+            ),
+            "store.read_auth (2 references, deadline guard, 2 records)": lambda: store.read_auth(
+                parsed.username, parsed.token_hash
+            ),
+            "store: 2 document references (client lookup, collection, document)": refs,
+            "store: the deadline guard alone (asynccontextmanager + asyncio.timeout)": guard,
+        }
+        await us_interleaved(fns, 200, 1)
+        return list((await us_interleaved(fns, n, rounds)).items())
+
+    return asyncio.run(run())
+
+
+def log_parts(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
+    """The request log line, part by part, on the record ``Api._log`` makes."""
+    from session.http import Call
+    from session.http import log as request_log
+    from session.store import OpCounts
+
+    api, req = fx.api, fx.request()
+    call = Call(api, req, "profile", ())
+    call.log_fields.update(user_id="0" * 32, sid="abcdef012345")
+    ops = OpCounts(round_trips=1, reads=2)
+    handler = next(h for h in logging.getLogger("session").handlers if type(h).__name__ == "StructuredLogHandler")
+    captured: list[logging.LogRecord] = []
+    real_log = request_log.log
+    request_log.log = lambda level, msg, extra: captured.append(  # type: ignore[method-assign,assignment,misc]
+        request_log.makeRecord(request_log.name, level, "http.py", 1, msg, (), None, "_log", extra)
+    )
+    try:
+        api._log(req, "profile", 200, "ok", 0.0, ops, call)
+        fields = us_sync(lambda: api._log(req, "profile", 200, "ok", 0.0, ops, call), n, rounds)
+    finally:
+        request_log.log = real_log  # type: ignore[method-assign]
+    record = captured[0]
+    extra = {"http_request": record.http_request, "json_fields": record.json_fields}  # type: ignore[attr-defined]
+    trace_filter, cloud_filter = handler.filters[0], handler.filters[1]
+    trace_filter.filter(record)
+    cloud_filter.filter(record)
+    line = handler.format(record)
+
+    def write() -> None:
+        handler.stream.write(line + "\n")
+        handler.flush()
+
+    return [
+        ("log line, part: building its fields in Api._log (+ a LogRecord, no caller lookup)", fields),
+        (
+            "log line, part: Logger.findCaller (walks the stack for the source location)",
+            us_sync(request_log.findCaller, n, rounds),
+        ),
+        (
+            "log line, part: Logger.makeRecord (LogRecord: time, thread, process, task names)",
+            us_sync(
+                lambda: request_log.makeRecord("session.request", 20, "f", 1, "m", (), None, "f", extra), n, rounds
+            ),
+        ),
+        ("log line, part: the trace filter", us_sync(lambda: trace_filter.filter(record), n, rounds)),
+        (
+            "log line, part: CloudLoggingFilter (OpenTelemetry/Django/Flask look-ups, 3 json.dumps)",
+            us_sync(lambda: cloud_filter.filter(record), n, rounds),
+        ),
+        (
+            "log line, part: StructuredLogHandler.format (json.dumps + %-format)",
+            us_sync(lambda: handler.format(record), n, rounds),
+        ),
+        ("log line, part: write + flush to /dev/null", us_sync(write, n, rounds)),
+    ]
+
+
+class OnePassJsonHandler(logging.Handler):
+    """A prototype: StructuredLogHandler's line (same fields) built as one dict and written with one json.dumps."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line: dict[str, Any] = {**getattr(record, "json_fields", {}), "message": record.getMessage()}
+            line["severity"] = record.levelname
+            line["logging.googleapis.com/labels"] = {"python_logger": record.name}
+            trace = getattr(record, "trace", None)
+            if trace is not None:
+                line["logging.googleapis.com/trace"] = trace
+                line["logging.googleapis.com/spanId"] = getattr(record, "span_id", None) or ""
+                line["logging.googleapis.com/trace_sampled"] = bool(getattr(record, "trace_sampled", False))
+            line["logging.googleapis.com/sourceLocation"] = {
+                "line": record.lineno,
+                "file": record.pathname,
+                "function": record.funcName,
+            }
+            line["httpRequest"] = getattr(record, "http_request", None) or {}
+            self.stream.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
+            self.stream.flush()
+        except Exception:
+            self.handleError(record)
+
+
+def lean_handler_line(fx: Fixture, n: int, rounds: int) -> float:
+    """The request log line through ``OnePassJsonHandler`` instead of StructuredLogHandler."""
+    from session import logs
+    from session.http import Call
+    from session.store import OpCounts
+
+    logger = logging.getLogger("session")
+    saved = list(logger.handlers)
+    lean = OnePassJsonHandler(open(os.devnull, "w"))
+    lean.addFilter(logs._TraceFilter())
+    logger.handlers[:] = [lean]
+    api, req = fx.api, fx.request()
+    call = Call(api, req, "profile", ())
+    call.log_fields.update(user_id="0" * 32, sid="abcdef012345")
+    ops = OpCounts(round_trips=1, reads=2)
+    try:
+        return us_sync(lambda: api._log(req, "profile", 200, "ok", 0.0, ops, call), n, rounds)
+    finally:
+        logger.handlers[:] = saved
+
+
+def what_ifs(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
+    """Cheaper ways to do the same work, for the recommendations."""
+    from session.http import Call
+    from session.models import ProfileOut, SessionInfo, SessionRecord, UserRecord
+    from session.service import _profile_out
+    from session.store import OpCounts
+
+    api, req = fx.api, fx.request()
+    call = Call(api, req, "profile", ())
+    call.log_fields.update(user_id="0" * 32, sid="abcdef012345")
+    ops = OpCounts(round_trips=1, reads=2)
+    u, s = UserRecord.model_validate(fx.user), SessionRecord.model_validate(fx.session)
+    out = open(os.devnull, "w")
+    record = {"severity": "INFO", "message": "GET /profile 200", "httpRequest": {}, "firestore": ops.as_dict()}
+
+    def one_json_line() -> None:
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        out.flush()
+
+    def lean_logging() -> float:
+        saved = logging.logThreads, logging.logProcesses, logging.logMultiprocessing
+        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+        try:
+            return us_sync(lambda: api._log(req, "profile", 200, "ok", 0.0, ops, call), n, rounds)
+        finally:
+            logging.logThreads, logging.logProcesses, logging.logMultiprocessing = saved
+
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("x")
+
+    def set_reset() -> None:
+        var.reset(var.set(1))
+
+    def profile_constructed() -> str:
+        info = SessionInfo.model_construct(logged_in_at=s.created_at, expires_at=s.expires_at)
+        out = ProfileOut.model_construct(
+            user_id=u.user_id,
+            username=u.username,
+            display_name=u.display_name,
+            email=u.email,
+            permissions=u.permissions,
+            version=u.version,
+            session=info,
+        )
+        return out.model_dump_json()
+
+    return [
+        ("what if: the same log line with logThreads/logProcesses/logMultiprocessing off", lean_logging()),
+        (
+            "what if: the same log line through a one-pass JSON handler (OnePassJsonHandler, above)",
+            lean_handler_line(fx, n, rounds),
+        ),
+        (
+            "what if: one json.dumps of the line's dict + write + flush (the floor of a JSON line)",
+            us_sync(one_json_line, n, rounds),
+        ),
+        (
+            "what if: 2 records via model_construct (no validation)",
+            us_sync(
+                lambda: (SessionRecord.model_construct(**fx.session), UserRecord.model_construct(**fx.user)), n, rounds
+            ),
+        ),
+        ("what if: ProfileOut.model_dump_json alone", us_sync(lambda: _profile_out(u, s).model_dump_json(), n, rounds)),
+        (
+            "what if: ProfileOut + SessionInfo via model_construct, then model_dump_json",
+            us_sync(profile_constructed, n, rounds),
+        ),
+        ("for scale: one ContextVar set + reset", us_sync(set_reset, n, rounds)),
+    ]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    fx = Fixture()
+    rows = end_to_end(fx, args.requests, args.rounds)
+    rows += steps(fx, args.requests, args.rounds)
+    rows += store_steps(fx, args.requests, args.rounds)
+    rows += log_parts(fx, args.requests, args.rounds)
+    rows += what_ifs(fx, args.requests, args.rounds)
+    print(f"| step ({args.rounds} rounds of {args.requests}, median) | µs per request |\n|---|---|")
+    for name, us in rows:
         print(f"| {name} | {us:.1f} |")
-    print(f"| **sum** | **{total:.1f}** |")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -1,7 +1,8 @@
 """Peer for ``make bench``: aiohttp-session with aiohttp-session-firestore on the same emulator.
 
 POST /login {username} stores the username in a new session; GET /profile reads
-it back (one document get). Runs on Python 3.12 from the bench cache.
+it back (one document get). Runs in a venv of its own in the bench cache, on
+Python >= 3.12 (aiohttp-session-firestore requires it).
 """
 
 from __future__ import annotations

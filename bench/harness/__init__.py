@@ -1,0 +1,22 @@
+"""The ``make bench`` harness: the service against its floor and two peers, on this machine, in one run.
+
+Modules, in the order a run uses them:
+
+- ``tools``: what the run needs on this machine (wrk, the emulator, Node.js, a Python for the aiohttp peer,
+  py-spy); installs what it can, else stops at once with one line naming what is missing.
+- ``peers``: the express-session and aiohttp-session peers, installed into a cache outside the repository.
+- ``processes``: servers in process groups of their own, CPU and memory of their whole process tree (psutil).
+- ``load``: wrk runs, each one a ``Phase`` with throughput, latency and the server's CPU and peak memory.
+- ``opslog``: Firestore operations per request, counted from the service's own request log.
+- ``profiling``: py-spy on a server's process tree under load: where the CPU goes.
+- ``stats``: median and range over the repeats, per-repeat ratios, verdicts.
+- ``scenarios``: what is measured (read path, login, fresh instances, cache mode, profiles).
+- ``report``: ``bench/results.md``.
+- ``cli``: the command line (``bench/run.py``).
+"""
+
+import sys
+from pathlib import Path
+
+# scripts/emulator.py (the Firestore emulator and free_port) is shared with make run and make test.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "scripts"))
