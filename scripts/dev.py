@@ -98,6 +98,12 @@ def main(argv: list[str]) -> int:
             env["FIRESTORE_EMULATOR_HOST"] = emulator.host
             project = env["GOOGLE_CLOUD_PROJECT"]
             print(f"Firestore emulator on {emulator.host} (project {project}, log {emulator.log_path})", flush=True)
+            if mode == "run":
+                print(
+                    "For the admin CLI (python -m session) in another shell:\n"
+                    f"  export FIRESTORE_EMULATOR_HOST={emulator.host} GOOGLE_CLOUD_PROJECT={project}",
+                    flush=True,
+                )
         else:
             print(f"using the Firestore emulator at {env['FIRESTORE_EMULATOR_HOST']}", flush=True)
         if mode == "run":
