@@ -155,3 +155,15 @@ def test_the_example_runs_with_one_command(make_client: AppFactory, example: str
     assert refused.json()["code"] == "invalid_request"
     anonymous = httpx.post(example, json={"item": "tea"}, timeout=30)
     assert (anonymous.status_code, anonymous.json()["code"]) == (401, "unauthenticated")
+
+
+def test_changelog_has_the_version() -> None:
+    assert f"## [{session.__version__}] - " in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_license_is_the_apache_text_functions_framework_ships() -> None:
+    from importlib import metadata
+
+    [license_file] = [f for f in metadata.files("functions-framework") or [] if f.name == "LICENSE"]
+    assert (ROOT / "LICENSE").read_text() == license_file.read_text()
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"] == "Apache-2.0"
