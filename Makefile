@@ -6,12 +6,19 @@ PY := $(VENV)/bin/python
 PORT ?= 8080
 export PORT
 
-.PHONY: run test lint install clean fuzz soak openapi bench
+.PHONY: run test lint install clean fuzz soak openapi bench lock
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if ! test -x $(PY); then \
+		$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+			|| { echo "make: Python 3.11 or later is needed; $(PYTHON) is not (set PYTHON=python3.12)" >&2; exit 1; }; \
+		echo "Creating $(VENV) with $$($(PYTHON) --version) ..."; \
+		$(PYTHON) -m venv $(VENV); \
+	fi
+	@echo "Installing the pinned requirements into $(VENV) (requirements-dev.txt; the first time takes a minute or two) ..."
 	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
+	@echo "Installed."
 
 install: $(VENV)/.installed
 
@@ -35,6 +42,11 @@ soak: $(VENV)/.installed
 openapi: $(VENV)/.installed
 	$(PY) scripts/openapi.py
 
+# requirements.txt (what Cloud Functions installs) from the direct pins in requirements.in, transitive ones included.
+lock: $(VENV)/.installed
+	$(VENV)/bin/uv pip compile --quiet --universal --python-version 3.11 --custom-compile-command "make lock" \
+		requirements.in -o requirements.txt
+
 $(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.txt
 	@$(PY) -m pip install -q --disable-pip-version-check -r bench/requirements.txt
 	@touch $@
@@ -44,4 +56,4 @@ bench: $(VENV)/.bench-installed
 	@$(PY) bench/run.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .logs

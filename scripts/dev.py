@@ -4,21 +4,31 @@
     python scripts/dev.py test -- CMD    run CMD with FIRESTORE_EMULATOR_HOST set
 
 If ``FIRESTORE_EMULATOR_HOST`` is already set, that emulator is used and none
-is started. Ctrl-C or SIGTERM stops everything this script started.
+is started. Before starting anything it checks, and says in one line what is
+wrong: that ``PORT`` is free (run), that the settings are valid (run), and that
+gcloud and Java are installed (unless an emulator is given). Emulator logs go to
+``.logs/``. Ctrl-C or SIGTERM stops everything this script started; ``run`` then
+exits 0 (a requested stop is not an error), ``test`` exits 130 (an interrupted
+test run is not a pass).
+
+``run`` logs one readable line per request when its stdout is a terminal
+(``SESSION_LOG_FORMAT=text``) and JSON lines otherwise, unless the variable is set.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from emulator import Emulator
+from emulator import Emulator, EmulatorError
 
 ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
 
 
 class _Stop(Exception):
@@ -36,6 +46,26 @@ def _on_term(signum: int, frame: object) -> None:
     raise _Stop()
 
 
+def port_problem(value: str) -> str | None:
+    """Why the server cannot listen on ``HOST:value``, in one line; ``None`` if it can."""
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        return f"PORT={value!r} is not a port number (1-65535)"
+    with socket.socket() as sock:
+        # As the server will bind: a port that only has connections in TIME_WAIT is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, int(value)))
+        except OSError as exc:
+            in_use = f"port {value} on {HOST} is in use ({exc.strerror})"
+            return f"{in_use}; stop what uses it, or choose another port: make run PORT=8081"
+    return None
+
+
+def log_format(env: dict[str, str]) -> str:
+    """The log format for ``make run``: as set, else readable text on a terminal and JSON lines elsewhere."""
+    return env.get("SESSION_LOG_FORMAT") or ("text" if sys.stdout.isatty() else "json")
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("run", "test"):
         print(__doc__, file=sys.stderr)
@@ -45,34 +75,47 @@ def main(argv: list[str]) -> int:
         rest = rest[1:]
     env = dict(os.environ)
     env.setdefault("GOOGLE_CLOUD_PROJECT", "demo-session-local" if mode == "run" else "demo-session-test")
+    port = env.setdefault("PORT", "8080")
+    if mode == "run":
+        problem = port_problem(port)
+        if problem is not None:
+            print(f"make run: {problem}", file=sys.stderr)
+            return 1
+        # The page at / makes cookie-authenticated changes from this origin: allow it unless told otherwise.
+        env.setdefault("SESSION_ALLOWED_ORIGINS", f"http://{HOST}:{port},http://localhost:{port}")
+        env["SESSION_LOG_FORMAT"] = log_format(env)
+        # Check the settings first, so a bad variable is one clear line, not a traceback.
+        check = subprocess.run([sys.executable, "-m", "session", "check-config", "--quiet"], env=env, cwd=ROOT)
+        if check.returncode != 0:
+            return check.returncode
     signal.signal(signal.SIGTERM, _on_term)
     emulator: Emulator | None = None
     child: subprocess.Popen[bytes] | None = None
     try:
         if not env.get("FIRESTORE_EMULATOR_HOST"):
+            print("Starting a Firestore emulator ...", flush=True)
             emulator = Emulator().start()
             env["FIRESTORE_EMULATOR_HOST"] = emulator.host
             project = env["GOOGLE_CLOUD_PROJECT"]
             print(f"Firestore emulator on {emulator.host} (project {project}, log {emulator.log_path})", flush=True)
+            if mode == "run":
+                print(
+                    "For the admin CLI (python -m session) in another shell:\n"
+                    f"  export FIRESTORE_EMULATOR_HOST={emulator.host} GOOGLE_CLOUD_PROJECT={project}",
+                    flush=True,
+                )
         else:
             print(f"using the Firestore emulator at {env['FIRESTORE_EMULATOR_HOST']}", flush=True)
         if mode == "run":
-            port = env.get("PORT", "8080")
-            # The page at / makes cookie-authenticated changes from this origin: allow it unless told otherwise.
-            env.setdefault("SESSION_ALLOWED_ORIGINS", f"http://127.0.0.1:{port},http://localhost:{port}")
-            # Check the settings first, so a bad variable is one clear line, not a traceback.
-            check = subprocess.run([sys.executable, "-m", "session", "check-config"], env=env, cwd=ROOT)
-            if check.returncode != 0:
-                return check.returncode
-            base = f"http://127.0.0.1:{port}"
+            base = f"http://{HOST}:{port}"
             print(
-                f"\nServing the session API on {base}\n"
+                f"\nServing the session API on {base} (logs: {env['SESSION_LOG_FORMAT']})\n"
                 f"  curl -X POST {base}/register -H 'Content-Type: application/json' "
                 '-d \'{"username":"alice","password":"correct horse battery"}\'\n'
                 f"  curl -X POST {base}/login -H 'Content-Type: application/json' "
                 '-d \'{"username":"alice","password":"correct horse battery"}\'\n'
                 f"  curl {base}/profile -H 'Authorization: Bearer <token from login>'\n"
-                f"  or open {base}/ in a browser\n"
+                f"  the API's description: {base}/openapi.yaml; the page: open {base}/ in a browser\n"
                 "Press Ctrl-C to stop.\n",
                 flush=True,
             )
@@ -83,7 +126,7 @@ def main(argv: list[str]) -> int:
                 "--source",
                 str(ROOT / "main.py"),
                 "--host",
-                "127.0.0.1",
+                HOST,
                 "--port",
                 port,
             ]
@@ -91,9 +134,12 @@ def main(argv: list[str]) -> int:
             cmd = rest or [sys.executable, "-m", "pytest"]
         child = subprocess.Popen(cmd, env=env, cwd=ROOT, start_new_session=True)
         return child.wait()
+    except EmulatorError as exc:
+        print(f"make {mode}: {exc}", file=sys.stderr)
+        return 1
     except (KeyboardInterrupt, _Stop):
         _ignore_stop_signals()
-        return 130
+        return 0 if mode == "run" else 130
     finally:
         if child is not None and child.poll() is None:
             try:

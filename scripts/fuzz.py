@@ -1,4 +1,4 @@
-"""Fuzz the live server with schemathesis against ``openapi.yaml``, every check on, with a real token.
+"""Fuzz the live server with schemathesis against ``session/openapi.yaml``, every check on, with a real token.
 
     python scripts/fuzz.py                       start `make run` (own emulator), fuzz, stop it
     python scripts/fuzz.py --base-url URL        fuzz a server that is already running
@@ -34,7 +34,7 @@ def command(base: str, max_examples: int, seed: int | None, extra: Sequence[str]
         "--config-file",
         str(ROOT / "schemathesis.toml"),
         "run",
-        str(ROOT / "openapi.yaml"),
+        str(ROOT / "session" / "openapi.yaml"),
         "--url",
         base,
         "--max-examples",

@@ -11,6 +11,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# The release this code is; CHANGELOG.md says what each one changed. pyproject.toml reads it from here.
+__version__ = "0.1.0"
+
 if TYPE_CHECKING:
     from session.guard import require_session, verify, verify_async
     from session.service import Principal
@@ -22,7 +25,7 @@ _LAZY = {
     "Principal": "session.service",
 }
 
-__all__ = ["Principal", "require_session", "verify", "verify_async"]
+__all__ = ["Principal", "__version__", "require_session", "verify", "verify_async"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,6 @@
 """The admin CLI: ``python -m session …``, with the service's own settings and store.
 
+    python -m session --version
     python -m session check-config
     python -m session users create NAME [--permission P …] [--password-stdin]
     python -m session users set-permissions NAME P …
@@ -7,7 +8,17 @@
     python -m session sessions list NAME
     python -m session sessions revoke-all NAME
 
-Exit status 0 on success; otherwise 1 (or 2 for bad usage) with one line on stderr.
+Every command first says on stderr which project, database and emulator it talks
+to, and where its security events go. Exit status 0 on success; otherwise 1 (or 2
+for bad usage or settings) with one line on stderr, never a traceback. Whatever it
+prints from the store is escaped (a user agent cannot rewrite the terminal).
+
+Security events (``user_disabled``, ``sessions_revoked_all``, …) are the service's
+structured log lines and never go to the terminal: against a real project they go
+to Cloud Logging (log ``session-admin``), next to the functions' own, so an audit
+finds admin actions where it finds the rest; against an emulator, which has no
+Cloud Logging, they are appended as the same JSON lines to a file (``--log-file``,
+default ``$XDG_STATE_HOME/session-service/admin.jsonl``).
 """
 
 from __future__ import annotations
@@ -15,23 +26,48 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
+import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import SecretBytes, SecretStr, TypeAdapter, ValidationError
 
-from session import errors
-from session.admin import AdminService
+from session import __version__, errors, logs
 from session.config import ConfigError, Settings, load_settings
 from session.models import Permission, RegisterRequest
-from session.service import SessionService
-from session.store import FirestoreStore, StoreUnavailable
+from session.runtime import build
+from session.store import StoreCorrupt, StoreError, StoreUnavailable
+
+CLOUD_LOG_NAME = "session-admin"
+
+
+class CliError(Exception):
+    """A failure to report as one line (``error: …``) with exit status ``status``."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m session", description="Administer the session service.")
+    parser.add_argument("--version", action="version", version=f"session-service {__version__}")
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="append security events as JSON lines to PATH (default against an emulator:"
+        " $XDG_STATE_HOME/session-service/admin.jsonl; against a real project: Cloud Logging)",
+    )
     sub = parser.add_subparsers(dest="group", required=True)
-    sub.add_parser("check-config", help="validate the settings from the environment and print them")
+    check = sub.add_parser("check-config", help="validate the settings and print each one and where it came from")
+    check.add_argument("-q", "--quiet", action="store_true", help="print nothing when the settings are valid")
 
     users = sub.add_parser("users", help="manage users").add_subparsers(dest="action", required=True)
     create = users.add_parser("create", help="create a user")
@@ -52,13 +88,130 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# --- what the CLI prints ----------------------------------------------------------------------------
+
+
+def _out(text: str) -> None:
+    """Print ``text`` on stdout, every control character escaped (stored data is untrusted)."""
+    print("\n".join(logs.printable(line) for line in text.split("\n")))
+
+
+def _err(text: str) -> None:
+    print(logs.printable(text), file=sys.stderr)
+
+
+def _alias_names(field_name: str, model: type[Settings] = Settings) -> tuple[str, ...]:
+    """The environment variables that set ``field_name``, first the documented one."""
+    alias = model.model_fields[field_name].validation_alias
+    if isinstance(alias, str):
+        return (alias,)
+    return tuple(choice for choice in getattr(alias, "choices", ()) if isinstance(choice, str))
+
+
+def _is_secret(settings: Settings, name: str) -> bool:
+    """A field whose value must never be printed: a ``SecretStr``/``SecretBytes``, or one declared ``repr=False``."""
+    info = type(settings).model_fields[name]
+    return not info.repr or isinstance(getattr(settings, name), SecretStr | SecretBytes)
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "(unset)"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value) or "(empty)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def describe(settings: Settings, environ: Mapping[str, str]) -> Iterator[tuple[str, str, str]]:
+    """(variable, effective value, where it came from) for every setting; secrets shown as ``(hidden)``.
+
+    Where it came from is ``environment`` or ``default``. Whether a value is
+    hidden depends on the field's type and declaration, never on its name or
+    value, so a secret added later is hidden without touching this function.
+    """
+    for name in type(settings).model_fields:
+        variables = _alias_names(name, type(settings)) or (name,)
+        given = next((v for v in variables if v in environ), None)
+        value = "(hidden)" if _is_secret(settings, name) else _shown(getattr(settings, name))
+        yield given or variables[0], value, "environment" if given else "default"
+
+
+def _target(settings: Settings, environ: Mapping[str, str]) -> str:
+    """The one line that says what this command talks to."""
+    project = settings.project
+    if not any(v in environ for v in _alias_names("project")):
+        project += " (default: GOOGLE_CLOUD_PROJECT is not set)"
+    where = f"emulator {settings.emulator_host}" if settings.emulator_host else "Google Cloud (no emulator)"
+    return f"session: project {project}, database {settings.database}, {where}"
+
+
+# --- the structured log ------------------------------------------------------------------------------
+
+
+def _default_log_file(environ: Mapping[str, str]) -> Path:
+    state = environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "session-service" / "admin.jsonl"
+
+
+def _report_log_error(record: logging.LogRecord) -> None:
+    """A failed write of a security event: one warning line, not logging's traceback."""
+    exc = sys.exc_info()[1]
+    _err(f"warning: could not log the {record.getMessage()!r} event: {type(exc).__name__}: {exc}")
+
+
+def _log_to_file(settings: Settings, path: Path) -> Callable[[], None]:
+    """Send the ``session`` loggers' records to ``path`` as JSON lines; returns a closer."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stream: IO[str] = open(path, "a", encoding="utf-8")  # closed by the returned closer
+    except OSError as exc:
+        raise CliError(f"cannot open the log file {path}: {exc.strerror}") from None
+    handler = logs.make_handler(settings.model_copy(update={"log_format": "json"}), stream)
+    _install(handler)
+    return stream.close
+
+
+def _log_to_cloud(settings: Settings) -> Callable[[], None]:
+    """Send the ``session`` loggers' records to Cloud Logging (log ``session-admin``), synchronously."""
+    from google.cloud.logging import Client
+    from google.cloud.logging.handlers import CloudLoggingHandler
+    from google.cloud.logging.handlers.transports import SyncTransport
+
+    client = Client(project=settings.project)  # type: ignore[no-untyped-call]  # raises DefaultCredentialsError without credentials
+    _install(CloudLoggingHandler(client, name=CLOUD_LOG_NAME, transport=SyncTransport))
+    return client.close
+
+
+def _install(handler: logging.Handler) -> None:
+    handler.handleError = _report_log_error  # type: ignore[method-assign]
+    logger = logging.getLogger("session")
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # never logging's last-resort handler, which prints bare messages on stderr
+
+
+# --- the commands --------------------------------------------------------------------------------------
+
+
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         line = sys.stdin.readline()
         return line.rstrip("\r\n")
-    first = getpass.getpass("Password: ")
-    if getpass.getpass("Repeat password: ") != first:
-        raise errors.BadRequest("the passwords differ")
+    if not sys.stdin.isatty():
+        raise CliError("no terminal to ask for the password: pipe it in and pass --password-stdin", status=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", getpass.GetPassWarning)  # never echo a password
+        try:
+            first = getpass.getpass("Password: ")
+            again = getpass.getpass("Repeat password: ")
+        except (EOFError, getpass.GetPassWarning):
+            raise CliError("no password given") from None
+    if again != first:
+        raise CliError("the passwords differ")
     return first
 
 
@@ -67,24 +220,25 @@ def _permissions(values: Sequence[str]) -> list[str]:
     return [adapter.validate_python(v) for v in values]
 
 
-async def _run(args: argparse.Namespace, settings: Settings) -> str:
-    service = SessionService(settings, FirestoreStore(settings))
+async def _run(args: argparse.Namespace, settings: Settings, password: str | None = None) -> str:
+    runtime = build(settings)
+    service, admin = runtime.service, runtime.admin
     try:
         if args.group == "users" and args.action == "create":
-            password = _read_password(args.password_stdin)
+            assert password is not None  # read by main() before connecting
             perms = _permissions(args.permission) if args.permission is not None else list(settings.default_permissions)
             req = RegisterRequest(username=args.name, password=password)
             user = await service.register(req, permissions=perms)
             return f"created {user.username} ({user.user_id}) with permissions {','.join(user.permissions) or '-'}"
         if args.group == "users" and args.action == "set-permissions":
-            record = await AdminService(service).update(args.name, {"permissions": _permissions(args.permissions)})
+            record = await admin.update(args.name, {"permissions": _permissions(args.permissions)})
             return f"{record.username}: permissions {','.join(record.permissions) or '-'}"
         if args.group == "users" and args.action in ("disable", "enable"):
-            revoked = await AdminService(service).set_disabled(args.name, args.action == "disable")
+            revoked = await admin.set_disabled(args.name, args.action == "disable")
             suffix = f", {revoked} session(s) revoked" if args.action == "disable" else ""
             return f"{args.name.lower()}: {args.action}d{suffix}"
         if args.group == "sessions" and args.action == "list":
-            rows = await AdminService(service).sessions(args.name)
+            rows = await admin.sessions(args.name)
             lines = [f"{'ID':<26}{'CREATED':<29}{'LAST SEEN':<29}{'EXPIRES':<29}USER AGENT"]
             for s in rows:
                 data = s.model_dump(mode="json")
@@ -92,39 +246,95 @@ async def _run(args: argparse.Namespace, settings: Settings) -> str:
                 lines.append(f"{s.id:<26}{times}{s.user_agent or '-'}")
             return "\n".join(lines)
         if args.group == "sessions" and args.action == "revoke-all":
-            revoked = await AdminService(service).revoke_all(args.name)
+            revoked = await admin.revoke_all(args.name)
             return f"{args.name.lower()}: {revoked} session(s) revoked"
         raise errors.BadRequest("unknown command")
     finally:
-        await service.store.close()
+        await runtime.store.close()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _check_config(settings: Settings, environ: Mapping[str, str]) -> str:
+    rows = list(describe(settings, environ))
+    width = max(len(variable) for variable, _, _ in rows) + 2
+    values = max(len(value) for _, value, _ in rows) + 2
+    lines = [f"{'VARIABLE':<{width}}{'VALUE':<{values}}SOURCE"]
+    lines += [f"{variable:<{width}}{value:<{values}}{source}" for variable, value, source in rows]
+    return "\n".join([*lines, "configuration OK"])
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _translate(exc: Exception, settings: Settings) -> CliError:
+    """The one line to print for a failure of a command (store, credentials, input, anything)."""
+    if isinstance(exc, CliError):
+        return exc
+    if isinstance(exc, errors.InvalidRequest):
+        return CliError(f"invalid input: {exc.detail}")
+    if isinstance(exc, errors.SessionError):
+        return CliError(exc.detail)
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return CliError(f"invalid {'.'.join(map(str, first['loc'])) or 'value'}: {first['msg']}")
+    if isinstance(exc, StoreUnavailable):
+        where = f"the Firestore emulator at {settings.emulator_host}" if settings.emulator_host else "Firestore"
+        cause = exc.__cause__ or exc
+        return CliError(f"{where} is unavailable: {type(cause).__name__}: {_one_line(cause)}")
+    if isinstance(exc, StoreCorrupt):
+        return CliError(f"a stored document does not match its model: {_one_line(exc)}")
+    if isinstance(exc, StoreError):
+        return CliError(f"Firestore refused the change: {_one_line(exc)}")
+    from google.auth import exceptions as auth_exceptions
+
+    if isinstance(exc, auth_exceptions.DefaultCredentialsError):
+        return CliError(
+            f"no Google credentials to reach project {settings.project}: set FIRESTORE_EMULATOR_HOST=host:port"
+            " for an emulator, or GOOGLE_CLOUD_PROJECT and run `gcloud auth application-default login`"
+        )
+    if isinstance(exc, auth_exceptions.GoogleAuthError):
+        return CliError(f"Google credentials failed: {_one_line(exc)}")
+    return CliError(f"unexpected {type(exc).__name__}: {_one_line(exc)}")
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run one command; returns the exit status."""
     args = _parser().parse_args(argv)
+    env = os.environ if environ is None else environ
     try:
-        settings = load_settings()
+        settings = load_settings(env)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _err(f"error: {exc}")
         return 2
-    if args.group == "check-config":
-        print(f"configuration OK (project {settings.project}, emulator {settings.emulator_host or 'none'})")
-        return 0
+    close: Callable[[], None] | None = None
     try:
-        print(asyncio.run(_run(args, settings)))
-    except errors.InvalidRequest as exc:
-        print(f"error: invalid input: {exc.detail}", file=sys.stderr)
-        return 1
-    except errors.SessionError as exc:
-        print(f"error: {exc.detail}", file=sys.stderr)
-        return 1
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        print(f"error: invalid {'.'.join(map(str, first['loc'])) or 'value'}: {first['msg']}", file=sys.stderr)
-        return 1
-    except StoreUnavailable:
-        print("error: Firestore is unavailable", file=sys.stderr)
-        return 1
+        if args.group == "check-config":
+            if not args.quiet:
+                _err(_target(settings, env))
+                _out(_check_config(settings, env))
+            return 0
+        # Before connecting to anything: a missing password is the first thing to say.
+        password = _read_password(args.password_stdin) if (args.group, args.action) == ("users", "create") else None
+        _err(_target(settings, env))
+        if args.log_file is None and not settings.emulator_host:
+            _err(f"session: security events go to Cloud Logging, log {CLOUD_LOG_NAME}")
+            close = _log_to_cloud(settings)
+        else:
+            path = args.log_file or _default_log_file(env)
+            _err(f"session: security events go to {path}")
+            close = _log_to_file(settings, path)
+        _out(asyncio.run(_run(args, settings, password)))
+        return 0
     except KeyboardInterrupt:
         return 130
-    return 0
+    except Exception as exc:  # the CLI's last line of defence: one line, never a traceback
+        failure = _translate(exc, settings)
+        _err(f"error: {failure.message}")
+        return failure.status
+    finally:
+        if close is not None:
+            try:
+                close()
+            except Exception as exc:  # closing a log must not turn a success into a traceback
+                _err(f"warning: closing the log failed: {_one_line(exc)}")

@@ -166,6 +166,8 @@ class Settings(BaseModel):
     argon2_parallelism: int = Field(default=1, ge=1, le=16, validation_alias="SESSION_ARGON2_PARALLELISM")
 
     log_level: str = Field(default="INFO", validation_alias="SESSION_LOG_LEVEL")
+    # json: one structured line per record, for Cloud Logging (deployed); text: one readable line (make run).
+    log_format: str = Field(default="json", pattern=r"^(json|text)$", validation_alias="SESSION_LOG_FORMAT")
 
     @field_validator("default_permissions", "allowed_origins", mode="before")
     @classmethod

@@ -6,6 +6,10 @@ HTTP layer puts the trace of the current request in a context variable and a
 filter copies it onto every record logged while that request runs, security
 events included.
 
+``SESSION_LOG_FORMAT=text`` writes the same records as one short readable line
+each instead (``make run`` in a terminal); deployed functions keep the default,
+``json``.
+
 Never log tokens, passwords, password hashes, cookies or the Authorization header.
 """
 
@@ -17,7 +21,8 @@ import logging.handlers
 import re
 import sys
 import threading
-from typing import IO
+import time
+from typing import IO, Any
 
 from session.config import Settings
 
@@ -53,6 +58,47 @@ class _TraceFilter(logging.Filter):
         if trace is not None and not hasattr(record, "trace"):
             record.trace, record.span_id, record.trace_sampled = trace
         return True
+
+
+_UNPRINTABLE_RE = re.compile(r"[^\x20-\x7e\u00a0-\U0010ffff]|[\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control and bidi characters escaped (``\\x1b``), safe to print on a terminal."""
+    return _UNPRINTABLE_RE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class TextFormatter(logging.Formatter):
+    """One readable line per record: time, level, message, then the structured fields as ``key=value``.
+
+    ``POST /login 200 41ms code=ok user_id=… sid=… firestore=1rt/2r/1w/0d``. Request
+    fields are untrusted, so every control character is escaped: a path cannot
+    forge a second line.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [time.strftime("%H:%M:%S", time.localtime(record.created)), f"{record.levelname:<7}"]
+        parts.append(record.getMessage())
+        http_request: dict[str, Any] = getattr(record, "http_request", None) or {}
+        latency = str(http_request.get("latency", ""))
+        if latency.endswith("s"):
+            try:
+                parts.append(f"{float(latency[:-1]) * 1000:.0f}ms")
+            except ValueError:
+                pass
+        fields: dict[str, Any] = dict(getattr(record, "json_fields", None) or {})
+        fields.pop("event", None)  # already the message
+        fields.pop("entry_point", None)  # already in the path
+        for key, value in fields.items():
+            if key == "firestore" and isinstance(value, dict):
+                value = "{round_trips}rt/{reads}r/{writes}w/{deletes}d".format_map(
+                    {k: value.get(k, 0) for k in ("round_trips", "reads", "writes", "deletes")}
+                )
+            parts.append(f"{key}={value}")
+        line = printable(" ".join(str(part) for part in parts))
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def hold(settings: Settings) -> bool:
@@ -92,11 +138,7 @@ def configure(settings: Settings, stream: IO[str] | None = None) -> None:
     with _lock:
         if _configured and stream is None:
             return
-        from google.cloud.logging_v2.handlers.structured_log import StructuredLogHandler
-
-        handler = StructuredLogHandler(project_id=settings.project, stream=stream or sys.stdout)  # type: ignore[no-untyped-call]
-        # Before the library's own filter, which renders the trace fields from these attributes.
-        handler.filters.insert(0, _TraceFilter())
+        handler = make_handler(settings, stream or sys.stdout)
         logger = logging.getLogger("session")
         for old in list(logger.handlers):
             if old is not _held:
@@ -110,3 +152,17 @@ def configure(settings: Settings, stream: IO[str] | None = None) -> None:
             _held.close()  # flushes the held records to the new handler, in order
             _held = None
         _configured = True
+
+
+def make_handler(settings: Settings, stream: IO[str]) -> logging.Handler:
+    """The handler of ``settings.log_format`` writing to ``stream``: structured JSON lines, or readable text."""
+    if settings.log_format == "text":
+        text = logging.StreamHandler(stream)
+        text.setFormatter(TextFormatter())
+        return text
+    from google.cloud.logging_v2.handlers.structured_log import StructuredLogHandler
+
+    handler: logging.Handler = StructuredLogHandler(project_id=settings.project, stream=stream)  # type: ignore[no-untyped-call]
+    # Before the library's own filter, which renders the trace fields from these attributes.
+    handler.filters.insert(0, _TraceFilter())
+    return handler

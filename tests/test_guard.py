@@ -359,10 +359,3 @@ def test_the_example_without_the_permission_is_forbidden(make_client: AppFactory
     token = login(api)
     _problem(targets("create_order", EXAMPLE).call("POST", token=token, json={"item": "tea"}), 403, "forbidden")
     assert targets("whoami", EXAMPLE).call(token=token).status == 200
-
-
-def test_the_example_pins_what_the_service_pins() -> None:
-    def pins(path: Path) -> list[str]:
-        return [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
-
-    assert pins(ROOT / "examples" / "orders" / "requirements.txt") == pins(ROOT / "requirements.txt")

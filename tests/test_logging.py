@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import re
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
+import pytest
 
-from tests.conftest import ROOT, emulator_get
+from session import logs
+from session.config import load_settings
+from tests.conftest import ROOT, AppFactory, emulator_get
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PASSWORD = "a very secret passphrase"
@@ -79,3 +87,39 @@ def test_full_flow_logs(live_server: str, project: str, emulator_host: str) -> N
     # Security events inside a traced request carry its trace too.
     registered = next(line for line in lines if line.get("event") == "user_registered")
     assert registered["logging.googleapis.com/trace"] == f"projects/{project}/traces/{TRACE_ID}"
+
+
+@pytest.fixture
+def _restore_logging() -> Iterator[None]:
+    yield
+    logs.configure(load_settings({}), stream=sys.stdout)  # back to the default: JSON lines on stdout
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_text_format_is_one_readable_line_per_record(make_client: AppFactory) -> None:
+    """SESSION_LOG_FORMAT=text: the same records as JSON, one short line each, control characters escaped."""
+    client = make_client(SESSION_LOG_FORMAT="text")
+    stream = io.StringIO()
+    logs.configure(load_settings(), stream=stream)
+    client.post("/register", json={"username": "dora", "password": PASSWORD})
+    client.get("/nope%1B[2J")
+    lines = stream.getvalue().splitlines()
+    assert not any(line.startswith("{") for line in lines)
+    registered = next(line for line in lines if "POST /register 201" in line)
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d INFO    POST /register 201 \d+ms code=ok firestore=1rt/0r/1w/0d user_id=[0-9a-f]{32}",
+        registered,
+    ), registered
+    assert any(re.fullmatch(r"\d\d:\d\d:\d\d INFO    user_registered user_id=[0-9a-f]{32}", line) for line in lines)
+    assert any("GET /nope\\x1b[2J 404" in line for line in lines)  # escaped: a path cannot drive the terminal
+    assert "\x1b" not in stream.getvalue()
+    assert PASSWORD not in stream.getvalue()
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_json_is_the_default_format(make_client: AppFactory) -> None:
+    make_client()
+    stream = io.StringIO()
+    logs.configure(load_settings(), stream=stream)
+    logging.getLogger("session.security").info("probe", extra={"json_fields": {"event": "probe"}})
+    assert json.loads(stream.getvalue().splitlines()[-1])["event"] == "probe"

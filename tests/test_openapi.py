@@ -1,15 +1,18 @@
-"""openapi.yaml: generated from the models, the routes and the error tree, and never drifting from them."""
+"""session/openapi.yaml: generated from the models, the routes and the error tree, never drifting from them, served."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import openapi  # scripts/openapi.py (conftest puts scripts/ on the path)
 import pytest
 import yaml
+from starlette.testclient import TestClient
 
 from session import errors
 from session.http import ROUTES
+from tests.conftest import ROOT
 
 METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -100,3 +103,77 @@ def test_schemathesis_accepts_the_document() -> None:
     schema = schemathesis.openapi.from_path(str(openapi.OUTPUT))
     operations = {(op.ok().method.lower(), op.ok().path) for op in schema.get_all_operations()}
     assert {(m, p) for p, m in _route_paths()} <= operations
+
+
+# --- the document the `api` function serves ---
+
+
+def test_the_committed_json_is_the_same_document(committed: dict[str, Any]) -> None:
+    assert openapi.JSON_OUTPUT.read_text() == openapi.render_json(openapi.build()), "run make openapi"
+    assert json.loads(openapi.JSON_OUTPUT.read_text()) == committed
+
+
+def test_api_serves_the_committed_documents(client: TestClient) -> None:
+    served_yaml = client.get("/openapi.yaml")
+    assert served_yaml.status_code == 200
+    assert served_yaml.headers["content-type"] == "application/yaml"
+    assert served_yaml.content == openapi.OUTPUT.read_bytes()
+    served_json = client.get("/openapi.json")
+    assert served_json.status_code == 200
+    assert served_json.headers["content-type"] == "application/json"
+    assert served_json.content == openapi.JSON_OUTPUT.read_bytes()
+    assert served_json.json() == yaml.safe_load(served_yaml.text)
+
+
+def test_the_package_ships_the_documents() -> None:
+    import tomllib
+
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert {openapi.OUTPUT.name, openapi.JSON_OUTPUT.name} <= set(package_data["session"])
+    assert openapi.OUTPUT.parent == openapi.JSON_OUTPUT.parent == ROOT / "session"
+
+
+# --- every answer a client can get is documented; every answer of the service's own is problem+json ---
+
+# (method, path as sent, the operation's path in the document or None for no operation)
+ODD_PATHS = [
+    ("GET", "/%0A", None),  # a line break alone: once the page, now the service's 404
+    ("GET", "/static/%0A", None),
+    ("GET", "/openapi.yaml%0A", None),
+    ("OPTIONS", "/sessions/%0Ax", "/sessions/{id}"),  # functions-framework cannot route it: its plain 404
+    ("DELETE", "/sessions/%0Ax", "/sessions/{id}"),
+    ("OPTIONS", "/sessions/a%2Fb", "/sessions/{id}"),  # a longer path: the service's 404
+    ("DELETE", "/sessions/a%2Fb", "/sessions/{id}"),
+    ("OPTIONS", "/sessions/%0A", "/sessions/{id}"),  # a trailing line break is routed: the service answers
+    ("DELETE", "/sessions/%0A", "/sessions/{id}"),
+    ("DELETE", "/sessions/%09", "/sessions/{id}"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "operation"), ODD_PATHS)
+def test_odd_paths_get_documented_answers(
+    client: TestClient, committed: dict[str, Any], method: str, path: str, operation: str | None
+) -> None:
+    response = client.request(method, path)
+    media_type = response.headers.get("content-type", "").split(";")[0]
+    if operation is None:
+        assert (response.status_code, media_type) == (404, "application/problem+json")
+        assert response.json()["code"] == "not_found"
+        return
+    documented = committed["paths"][operation][method.lower()]["responses"]
+    assert str(response.status_code) in documented, (response.status_code, response.text)
+    if response.status_code != 204:
+        assert media_type in documented[str(response.status_code)]["content"], (response.status_code, media_type)
+    if media_type == "text/plain":  # only ever the framework's answer, before the service saw the request
+        assert (response.status_code, response.text) == (404, "Not Found")
+    elif response.status_code >= 400:
+        assert media_type == "application/problem+json"
+
+
+def test_every_parameterised_operation_documents_the_unroutable_404(committed: dict[str, Any]) -> None:
+    for path, ops in committed["paths"].items():
+        if "{" not in path:
+            continue
+        for method, op in ops.items():
+            if method != "parameters":
+                assert set(op["responses"]["404"]["content"]) == {"application/problem+json", "text/plain"}, method
