@@ -153,6 +153,7 @@ function loggedIn(profile, etag) {
   form.elements.display_name.value = profile.display_name || "";
   form.elements.email.value = profile.email || "";
   $("#profile-version").textContent = `(version ${profile.version})`;
+  $("#password-form-username").value = profile.username;
 }
 
 // Back to the logged-out state: nothing of the last user stays on the page, the login form is ready.
@@ -173,11 +174,14 @@ function loggedOut(text) {
 }
 
 // Why a 401's session is gone, by its problem's `reason`.
+const EXPIRED = "Your session has expired (it was unused for too long, or reached its maximum age).";
 const SESSION_ENDED = {
-  expired: "Your session has expired (it was unused for too long, or reached its maximum age).",
+  expired: EXPIRED,
+  // The cookie lives exactly as long as the session (its Max-Age is the session's deadline), so a page that
+  // was logged in and now sends no cookie has seen its session expire.
+  no_credentials: EXPIRED,
   revoked: "Your session was ended: the password was changed, all sessions were signed out, or the account was disabled.",
-  unknown: "Your session was ended: it was logged out or revoked, perhaps from another device.",
-  no_credentials: "This browser no longer holds a session: its cookie has expired or was removed.",
+  unknown: "Your session was ended elsewhere: logged out, revoked from another device, or closed by a password change.",
 };
 
 // Any 401 `unauthenticated`: the page is logged out, says why, and the login form is ready.
