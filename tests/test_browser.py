@@ -435,6 +435,8 @@ def test_the_page_register_login_profile_sessions_logout(
     finally:
         context.close()
     assert origins.not_found() == []
+    icon = httpx.get(f"{origins.api}/static/favicon.svg", timeout=30)
+    assert (icon.status_code, icon.headers["content-type"]) == (200, "image/svg+xml")
 
 
 def test_an_allowed_origin_can_use_the_api_and_a_foreign_one_cannot(
@@ -514,6 +516,9 @@ def test_an_allowed_origin_can_use_the_api_and_a_foreign_one_cannot(
     finally:
         context.close()
     assert origins.not_found() == []
+    # The browser asked for the icon the page names (Playwright does not see that request; B's server does).
+    assert ("GET", "/static/favicon.svg", 200) in origins.static_served
+    assert not [r for r in origins.static_served if r[1] == "/favicon.ico"]
 
 
 def test_a_link_cannot_point_the_page_at_another_origin(
