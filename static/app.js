@@ -221,7 +221,29 @@ const RECOVERIES = {
     explain(`The service is busy or down. Try again${problem.retryAfter ? ` in ${inWords(problem.retryAfter)}` : ""}.`),
 };
 
-// Runs an action, showing its problem (title and detail) if it fails, then what RECOVERIES says to do.
+// Shows a problem (title and detail), then does what RECOVERIES says for its code. A recovery's own
+// problem (a 401 while reloading the profile after a 412) is handled the same way, once.
+async function handle(problem, retry, nested = false) {
+  showProblem(problem);
+  const recover = RECOVERIES[problem.code];
+  if (!recover) {
+    return;
+  }
+  try {
+    await recover(problem, retry);
+  } catch (err) {
+    if (!(err instanceof Problem)) {
+      throw err;
+    }
+    if (nested) {
+      showProblem(err);
+    } else {
+      await handle(err, retry, true);
+    }
+  }
+}
+
+// Runs an action; a problem it raises goes to `handle`, with a retry of the same action.
 function action(fn) {
   const run = async (event) => {
     if (event) {
@@ -234,18 +256,7 @@ function action(fn) {
       if (!(err instanceof Problem)) {
         throw err;
       }
-      showProblem(err);
-      const recover = RECOVERIES[err.code];
-      if (recover) {
-        try {
-          await recover(err, () => run(event));
-        } catch (again) {
-          if (!(again instanceof Problem)) {
-            throw again;
-          }
-          showProblem(again);
-        }
-      }
+      await handle(err, () => run(event));
     }
   };
   return run;
