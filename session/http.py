@@ -324,7 +324,12 @@ def resolve(endpoint: str, segments: tuple[str, ...]) -> tuple[dict[str, Handler
 # --- the browser page (under `api` only) ---
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
-_STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
+_STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+}
 
 
 PAGE_API_META = '<meta name="session-api-origin" content="{}">'

@@ -25,20 +25,29 @@ function apiOrigin() {
 
 const API = apiOrigin();
 
+// An error answer (application/problem+json), or a request that never got one (status 0).
 class Problem extends Error {
-  constructor(title, detail, status, code) {
+  constructor(title, detail, status, body, headers) {
     super(`${title}: ${detail}`);
     this.title = title;
     this.detail = detail;
     this.status = status;
-    this.code = code;
+    this.body = body || {};
+    this.code = this.body.code || (status === 0 ? "network_error" : undefined);
+    // Seconds, from Retry-After (429, 503); the API exposes the header to other origins by CORS.
+    const retryAfter = headers ? Number.parseInt(headers.get("Retry-After") || "", 10) : NaN;
+    this.retryAfter = Number.isFinite(retryAfter) ? retryAfter : null;
   }
 }
 
 const $ = (selector) => document.querySelector(selector);
 
-async function call(method, path, body) {
-  const init = { method, credentials: "include", headers: { Accept: "application/json" } };
+// What the page knows about the signed-in user: null while logged out.
+let current = null; // {username, profile, etag}
+
+// One request. Resolves to {data, headers}; rejects with a Problem for a network failure or an error status.
+async function send(method, path, body, headers) {
+  const init = { method, credentials: "include", headers: { Accept: "application/json", ...headers } };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -53,27 +62,41 @@ async function call(method, path, body) {
       `${method} ${API}${path} failed: the server is down, or it does not allow this page's origin ` +
         `(${window.location.origin}) by CORS.`,
       0,
-      "network_error",
     );
   }
-  if (response.status === 204) {
-    return null;
-  }
   const type = response.headers.get("Content-Type") || "";
-  const data = type.includes("json") ? await response.json() : null;
+  const data = response.status !== 204 && type.includes("json") ? await response.json() : null;
   if (!response.ok) {
     const title = (data && data.title) || `HTTP ${response.status}`;
     const detail = (data && data.detail) || response.statusText || "no detail";
-    throw new Problem(title, detail, response.status, data && data.code);
+    throw new Problem(title, detail, response.status, data, response.headers);
   }
-  return data;
+  return { data, headers: response.headers };
 }
 
-function showProblem(problem) {
+async function call(method, path, body, headers) {
+  return (await send(method, path, body, headers)).data;
+}
+
+// --- what the page shows ---
+
+function showProblem(problem, hint) {
   $("#problem-title").textContent = problem.title;
   $("#problem-detail").textContent = problem.detail;
+  $("#problem-hint").textContent = hint || "";
+  $("#problem-hint").hidden = !hint;
   $("#problem").hidden = false;
   $("#message").hidden = true;
+}
+
+// Words a user understands, next to the problem's own title and detail.
+function explain(text) {
+  $("#problem-hint").textContent = text;
+  $("#problem-hint").hidden = false;
+}
+
+function clearProblem() {
+  $("#problem").hidden = true;
 }
 
 function showMessage(text) {
@@ -90,43 +113,15 @@ function when(iso) {
   return iso ? new Date(iso).toLocaleString() : "";
 }
 
-function loggedOut(text) {
-  setStatus(text || "Not logged in");
-  $("#profile").replaceChildren();
-  $("#sessions tbody").replaceChildren();
+function inWords(seconds) {
+  if (seconds < 90) {
+    return `${seconds} second${seconds === 1 ? "" : "s"}`;
+  }
+  const minutes = Math.ceil(seconds / 60);
+  return `${minutes} minutes`;
 }
 
-// Runs an action, showing its problem (title and detail) if it fails.
-function action(fn) {
-  return async (event) => {
-    if (event) {
-      event.preventDefault();
-    }
-    $("#problem").hidden = true;
-    try {
-      await fn(event);
-    } catch (err) {
-      if (!(err instanceof Problem)) {
-        throw err;
-      }
-      showProblem(err);
-      if (err.status === 401) {
-        loggedOut();
-      }
-    }
-  };
-}
-
-function renderProfile(profile) {
-  const rows = [
-    ["Username", profile.username],
-    ["Display name", profile.display_name || "—"],
-    ["Email", profile.email || "—"],
-    ["Permissions", profile.permissions.join(", ") || "—"],
-    ["User id", profile.user_id],
-    ["Signed in", when(profile.session.logged_in_at)],
-    ["Session expires", when(profile.session.expires_at)],
-  ];
+function definitions(target, rows) {
   const items = [];
   for (const [name, value] of rows) {
     const dt = document.createElement("dt");
@@ -136,9 +131,208 @@ function renderProfile(profile) {
     dd.dataset.field = name.toLowerCase().replace(/ /g, "_");
     items.push(dt, dd);
   }
-  $("#profile").replaceChildren(...items);
-  setStatus(`Logged in as ${profile.username}`);
+  target.replaceChildren(...items);
 }
+
+// --- logged in, logged out ---
+
+function loggedIn(profile, etag) {
+  current = { username: profile.username, profile, etag: etag || `"${profile.version}"` };
+  document.body.dataset.auth = "in";
+  setStatus(`Logged in as ${profile.username}`);
+  definitions($("#profile"), [
+    ["Username", profile.username],
+    ["Display name", profile.display_name || "—"],
+    ["Email", profile.email || "—"],
+    ["Permissions", profile.permissions.join(", ") || "—"],
+    ["User id", profile.user_id],
+    ["Signed in", when(profile.session.logged_in_at)],
+    ["Session expires", when(profile.session.expires_at)],
+  ]);
+  const form = $("#profile-form");
+  form.elements.display_name.value = profile.display_name || "";
+  form.elements.email.value = profile.email || "";
+  $("#profile-version").textContent = `(version ${profile.version})`;
+  $("#password-form-username").value = profile.username;
+}
+
+// Back to the logged-out state: nothing of the last user stays on the page, the login form is ready.
+function loggedOut(text) {
+  const username = current ? current.username : "";
+  current = null;
+  document.body.dataset.auth = "out";
+  setStatus(text || "Not logged in");
+  $("#profile").replaceChildren();
+  $("#sessions tbody").replaceChildren();
+  $("#profile-form").reset();
+  $("#password-form").reset();
+  hideConflict();
+  const login = $("#login-form");
+  if (username && !login.elements.username.value) {
+    login.elements.username.value = username;
+  }
+}
+
+// Why a 401's session is gone, by its problem's `reason`.
+const EXPIRED = "Your session has expired (it was unused for too long, or reached its maximum age).";
+const SESSION_ENDED = {
+  expired: EXPIRED,
+  // The cookie lives exactly as long as the session (its Max-Age is the session's deadline), so a page that
+  // was logged in and now sends no cookie has seen its session expire.
+  no_credentials: EXPIRED,
+  revoked: "Your session was ended: the password was changed, all sessions were signed out, or the account was disabled.",
+  unknown: "Your session was ended elsewhere: logged out, revoked from another device, or closed by a password change.",
+};
+
+// Any 401 `unauthenticated`: the page is logged out, says why, and the login form is ready.
+function sessionEnded(problem) {
+  const wasLoggedIn = current !== null;
+  const reason = problem.body.reason;
+  if (!wasLoggedIn && reason === "no_credentials") {
+    loggedOut(); // nobody was logged in here: nothing ended, nothing to show
+    clearProblem();
+    return;
+  }
+  loggedOut("Not logged in: your session has ended");
+  explain(`${SESSION_ENDED[reason] || "Your session is no longer valid."} Log in again to continue.`);
+  const login = $("#login-form");
+  (login.elements.username.value ? login.elements.password : login.elements.username).focus();
+}
+
+// --- what the page does about a problem, besides showing its title and detail ---
+
+// By problem code. Each gets the problem and `retry`, which runs the failed action again: that is where
+// a step-up prompt belongs (a 403 `reauthentication_required`: ask for the password, POST
+// /reauthenticate, then `retry()`).
+const RECOVERIES = {
+  unauthenticated: (problem) => sessionEnded(problem),
+  version_conflict: (problem) => profileConflict(),
+  wrong_current_password: () =>
+    explain("The current password you typed is not right, so your password was not changed. You are still logged in."),
+  too_many_attempts: (problem) =>
+    explain(
+      "Too many wrong passwords were tried for this account, so password checks are paused" +
+        (problem.retryAfter
+          ? `. Try again in ${inWords(problem.retryAfter)} (after ` +
+            `${new Date(Date.now() + problem.retryAfter * 1000).toLocaleTimeString()}).`
+          : " for a while."),
+    ),
+  service_unavailable: (problem) =>
+    explain(`The service is busy or down. Try again${problem.retryAfter ? ` in ${inWords(problem.retryAfter)}` : ""}.`),
+};
+
+// Shows a problem (title and detail), then does what RECOVERIES says for its code. A recovery's own
+// problem (a 401 while reloading the profile after a 412) is handled the same way, once.
+async function handle(problem, retry, nested = false) {
+  showProblem(problem);
+  const recover = RECOVERIES[problem.code];
+  if (!recover) {
+    return;
+  }
+  try {
+    await recover(problem, retry);
+  } catch (err) {
+    if (!(err instanceof Problem)) {
+      throw err;
+    }
+    if (nested) {
+      showProblem(err);
+    } else {
+      await handle(err, retry, true);
+    }
+  }
+}
+
+// Runs an action; a problem it raises goes to `handle`, with a retry of the same action.
+function action(fn) {
+  const run = async (event) => {
+    if (event) {
+      event.preventDefault();
+    }
+    clearProblem();
+    try {
+      await fn(event);
+    } catch (err) {
+      if (!(err instanceof Problem)) {
+        throw err;
+      }
+      await handle(err, () => run(event));
+    }
+  };
+  return run;
+}
+
+// --- profile ---
+
+async function loadProfile() {
+  const { data, headers } = await send("GET", "/profile");
+  loggedIn(data, headers.get("ETag"));
+}
+
+// The fields of the edit form that differ from the profile shown: only those are sent.
+function profileEdits() {
+  const form = $("#profile-form");
+  const edits = {};
+  for (const name of ["display_name", "email"]) {
+    const value = form.elements[name].value.trim();
+    if (value !== (current.profile[name] || "")) {
+      edits[name] = value === "" ? null : value; // null removes the field
+    }
+  }
+  return edits;
+}
+
+let attempted = null; // the edits of the last save, for a 412
+
+async function saveProfile() {
+  const edits = profileEdits();
+  if (Object.keys(edits).length === 0) {
+    hideConflict();
+    showMessage("Nothing to save: the form shows the profile as it is.");
+    return;
+  }
+  attempted = edits;
+  // Only if nobody changed the profile since this page loaded it: If-Match names the version shown.
+  const { data, headers } = await send("PATCH", "/profile", edits, { "If-Match": current.etag });
+  hideConflict();
+  loggedIn(data, headers.get("ETag"));
+  showMessage(`Profile saved (version ${data.version}).`);
+}
+
+// A 412: the profile changed elsewhere. Show the current values, and keep the user's edits to re-apply.
+async function profileConflict() {
+  const mine = attempted;
+  explain(
+    "Your profile was changed somewhere else since this page showed it, so your changes were not saved. " +
+      "The form now shows the current values.",
+  );
+  await loadProfile();
+  attempted = mine;
+  const labels = { display_name: "Display name", email: "Email" };
+  definitions(
+    $("#conflict-mine"),
+    Object.entries(mine || {}).map(([name, value]) => [labels[name], value === null ? "(removed)" : value]),
+  );
+  $("#conflict").hidden = false;
+}
+
+function reapply() {
+  const form = $("#profile-form");
+  for (const [name, value] of Object.entries(attempted || {})) {
+    form.elements[name].value = value || "";
+  }
+  hideConflict();
+  clearProblem();
+  showMessage("Your changes are back in the form, over the current version. Save to apply them.");
+  $("#profile-save-button").focus();
+}
+
+function hideConflict() {
+  $("#conflict").hidden = true;
+  $("#conflict-mine").replaceChildren();
+}
+
+// --- sessions ---
 
 function renderSessions(sessions) {
   const rows = sessions.map((s) => {
@@ -172,41 +366,13 @@ function renderSessions(sessions) {
   $("#sessions tbody").replaceChildren(...rows);
 }
 
-async function loadProfile() {
-  renderProfile(await call("GET", "/profile"));
-}
-
 async function loadSessions() {
   renderSessions((await call("GET", "/sessions")).sessions);
 }
 
-function formData(form) {
-  const data = {};
-  for (const [name, value] of new FormData(form)) {
-    if (value !== "") {
-      data[name] = value;
-    }
-  }
-  return data;
-}
-
-async function register(event) {
-  const user = await call("POST", "/register", formData(event.target));
-  event.target.reset();
-  showMessage(`Registered ${user.username}. You can log in now.`);
-}
-
-async function login(event) {
-  const result = await call("POST", "/login", formData(event.target));
-  event.target.reset();
-  showMessage(`Logged in as ${result.username}.`);
-  await loadProfile();
-  await loadSessions();
-}
-
-async function revokeOne(id, current) {
+async function revokeOne(id, isCurrent) {
   await call("DELETE", `/sessions/${encodeURIComponent(id)}`);
-  if (current) {
+  if (isCurrent) {
     loggedOut("Logged out (this session was revoked)");
     showMessage("This browser's session was revoked.");
     return;
@@ -227,6 +393,42 @@ async function revokeAll() {
   showMessage("All sessions revoked, this one too.");
 }
 
+// --- forms ---
+
+function formData(form) {
+  const data = {};
+  for (const [name, value] of new FormData(form)) {
+    if (value !== "") {
+      data[name] = value;
+    }
+  }
+  return data;
+}
+
+async function register(event) {
+  const user = await call("POST", "/register", formData(event.target));
+  event.target.reset();
+  showMessage(`Registered ${user.username}. You can log in now.`);
+  $("#login-form").elements.username.value = user.username;
+}
+
+async function login(event) {
+  const result = await call("POST", "/login", formData(event.target));
+  event.target.reset();
+  await loadProfile();
+  showMessage(`Logged in as ${result.username}.`);
+  await loadSessions();
+}
+
+async function changePassword(event) {
+  // The answer is a fresh login: the server sets this browser's new cookie and ends every other session.
+  await call("POST", "/profile/password", formData(event.target));
+  event.target.reset();
+  showMessage("Password changed. Every other session of your account was signed out; this browser stays logged in.");
+  await loadProfile();
+  await loadSessions();
+}
+
 async function logout() {
   await call("POST", "/logout");
   loggedOut("Logged out");
@@ -237,25 +439,32 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#api-url").textContent = API;
   $("#register-form").addEventListener("submit", action(register));
   $("#login-form").addEventListener("submit", action(login));
-  $("#profile-button").addEventListener("click", action(loadProfile));
+  $("#profile-button").addEventListener(
+    "click",
+    action(() => {
+      hideConflict();
+      return loadProfile();
+    }),
+  );
+  $("#profile-form").addEventListener("submit", action(saveProfile));
+  $("#reapply-button").addEventListener("click", reapply);
+  $("#password-form").addEventListener("submit", action(changePassword));
   $("#sessions-button").addEventListener("click", action(loadSessions));
   $("#revoke-others-button").addEventListener("click", action(revokeOthers));
   $("#revoke-all-button").addEventListener("click", action(revokeAll));
   $("#logout-button").addEventListener("click", action(logout));
-  // Already logged in (the cookie is there)? Show it; a 401 here is not an error to show.
-  call("GET", "/profile")
-    .then(
-      (profile) => {
-        renderProfile(profile);
-        return loadSessions().catch(showProblem);
-      },
-      (err) => {
-        if (err instanceof Problem && err.status !== 401) {
-          showProblem(err);
-        }
-      },
-    )
-    .finally(() => {
-      document.body.dataset.ready = "true";
-    });
+  // Already logged in (the cookie is there)? Show it. No cookie is no error; an ended session says why.
+  action(async () => {
+    try {
+      await loadProfile();
+    } catch (err) {
+      if (current === null) {
+        loggedOut();
+      }
+      throw err;
+    }
+    await loadSessions();
+  })().finally(() => {
+    document.body.dataset.ready = "true";
+  });
 });

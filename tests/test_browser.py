@@ -8,6 +8,10 @@ deployment would copy it. A fourth server (D) only counts what reaches it: a
 link's ?api= pointing there must send it nothing.
 Screenshots of every step go to test-artifacts/browser/<test>/.
 
+No request of any test may answer 404: the browser's own (the favicon's included,
+which Playwright does not see) are read from the servers' side, the API's from its
+request log. A test parametrized with ``server_env`` starts the API with those extra settings.
+
 Skipped with a reason when Chromium or Playwright is missing; under CI (env CI
 set) that is a failure instead.
 """
@@ -72,6 +76,13 @@ def playwright_browser() -> Iterator[Any]:
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
+    """Serves B's and C's copy of the page, and records what it answered in ``served``."""
+
+    served: list[tuple[str, str, int]]
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        self.served.append((self.command, self.path, int(code)))
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -100,17 +111,35 @@ class Origins:
     foreign: str  # C: the page on a port that is not listed
     elsewhere: str  # D: an origin that is neither the page's nor the API's
     elsewhere_hits: list[str]  # what reached D
+    static_served: list[tuple[str, str, int]]  # (method, path, status) of every answer B and C gave
+
+    def not_found(self) -> list[tuple[str, str, int]]:
+        """Every 404 any server here answered: the API's (from its request log), B's and C's.
+
+        Leaves out conftest's probe for the server being up (GET /nope).
+        """
+        answered = _api_served(self.api)
+        assert ("POST", "/login", 200) in answered, "no request read from the API's log"
+        return [r for r in [*answered, *self.static_served] if r[2] == 404 and r[:2] != ("GET", "/nope")]
 
 
 @pytest.fixture
-def origins(project: str, request: pytest.FixtureRequest) -> Iterator[Origins]:
+def server_env() -> dict[str, str]:
+    """Extra settings for the API server; a test overrides it with ``@pytest.mark.parametrize``."""
+    return {}
+
+
+@pytest.fixture
+def origins(project: str, server_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[Origins]:
     """`make run` with B allowed (and A itself, for the page it serves), static servers for B and C, and D."""
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "static").symlink_to(ROOT / "static")
         servers = []
+        served: list[tuple[str, str, int]] = []
+        handler = type("Recording", (_Quiet,), {"served": served})
         for _ in range(2):
             server = http.server.ThreadingHTTPServer(
-                ("127.0.0.1", free_port()), functools.partial(_Quiet, directory=tmp)
+                ("127.0.0.1", free_port()), functools.partial(handler, directory=tmp)
             )
             threading.Thread(target=server.serve_forever, daemon=True).start()
             servers.append(server)
@@ -130,14 +159,15 @@ def origins(project: str, request: pytest.FixtureRequest) -> Iterator[Origins]:
         os.environ["SESSION_COOKIE_SECURE"] = "true"
         # A cold emulator (or a loaded machine) can take longer than the 5 s default on its first write.
         os.environ["SESSION_FIRESTORE_TIMEOUT_SECONDS"] = "30"
-        os.environ["PYTHONUNBUFFERED"] = "1"  # the server's log is read for its security events
+        os.environ["PYTHONUNBUFFERED"] = "1"  # the server's log is read for its security events and statuses
+        os.environ.update(server_env)
         try:
             live = request.getfixturevalue("live_server")
             assert live == api, (live, api)
             _warm_up(api)
             # The copy B and C serve: the page as the `api` function serves it.
             (Path(tmp) / "index.html").write_text(httpx.get(f"{api}/", timeout=30).text)
-            yield Origins(api, allowed, foreign, elsewhere, hits)
+            yield Origins(api, allowed, foreign, elsewhere, hits, served)
         finally:
             for server in servers:
                 server.shutdown()
@@ -213,6 +243,42 @@ def _session_cookies(context: Any) -> list[dict[str, Any]]:
     return [c for c in context.cookies() if c["name"] == "__session"]
 
 
+# Controls that act for a logged-in user, hidden while logged out; and the forms only a logged-out page shows.
+LOGGED_IN_ONLY = (
+    "#profile-button",
+    "#profile-form",
+    "#password-form",
+    "#sessions-button",
+    "#revoke-others-button",
+    "#revoke-all-button",
+    "#logout-button",
+)
+LOGGED_OUT_ONLY = ("#register-form", "#login-form")
+
+
+def _assert_logged_out(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    for selector in LOGGED_OUT_ONLY:
+        expect(page.locator(selector)).to_be_visible()
+    for selector in LOGGED_IN_ONLY:
+        expect(page.locator(selector)).to_be_hidden()
+
+
+def _assert_logged_in(page: Any) -> None:
+    from playwright.sync_api import expect
+
+    for selector in LOGGED_IN_ONLY:
+        expect(page.locator(selector)).to_be_visible()
+    for selector in LOGGED_OUT_ONLY:
+        expect(page.locator(selector)).to_be_hidden()
+
+
+def _hint(page: Any) -> str:
+    page.wait_for_selector("#problem-hint:not([hidden])")
+    return str(page.inner_text("#problem-hint"))
+
+
 def _rows(page: Any, count: int) -> list[Any]:
     from playwright.sync_api import expect
 
@@ -244,6 +310,18 @@ def _security_events(api: str, name: str) -> list[dict[str, Any]]:
     return found
 
 
+def _api_served(api: str) -> list[tuple[str, str, int]]:
+    """(method, path, status) of every request the `make run` server has logged so far."""
+    port = api.rsplit(":", 1)[1]
+    found = []
+    for line in (ROOT / f".pytest-make-run-{port}.log").read_text().splitlines():
+        if line.startswith("{"):
+            request = json.loads(line).get("httpRequest")
+            if request:
+                found.append((request["requestMethod"], request["requestUrl"], int(request["status"])))
+    return found
+
+
 def _alive(api: str, token: str) -> bool:
     status = httpx.get(f"{api}/profile", headers={"Authorization": f"Bearer {token}"}, timeout=30).status_code
     assert status in (200, 401)
@@ -258,11 +336,14 @@ def test_the_page_register_login_profile_sessions_logout(
         page = _open(context, origins.api + "/")
         assert page.inner_text("#api-url") == origins.api
         assert page.inner_text("#status") == "Not logged in"
+        _assert_logged_out(page)
+        assert page.is_hidden("#problem")  # no cookie yet: not an error to show
         shots(page, "start")
 
         page.fill("#register-form input[name=username]", "alice")
         page.fill("#register-form input[name=password]", PASSWORD)
         page.fill("#register-form input[name=display_name]", "Alice")
+        page.fill("#register-form input[name=email]", "alice@example.com")
         page.click("#register-button")
         page.wait_for_selector("#message:not([hidden])")
         assert page.inner_text("#message") == "Registered alice. You can log in now."
@@ -284,9 +365,11 @@ def test_the_page_register_login_profile_sessions_logout(
         assert page.is_hidden("#problem")
         assert page.inner_text("dd[data-field=username]") == "alice"
         assert page.inner_text("dd[data-field=display_name]") == "Alice"
+        assert page.inner_text("dd[data-field=email]") == "alice@example.com"
         assert page.inner_text("dd[data-field=permissions]") == "read"
         rows = _rows(page, 1)
         assert "(this browser)" in rows[0].inner_text()
+        _assert_logged_in(page)
         shots(page, "logged-in")
 
         # The cookie: HttpOnly, Secure (accepted on http://127.0.0.1), Lax, and invisible to JavaScript.
@@ -325,10 +408,11 @@ def test_the_page_register_login_profile_sessions_logout(
         page.click("#revoke-all-button")
         page.wait_for_selector("text=Logged out everywhere")
         assert _session_cookies(context) == []
-        page.click("#profile-button")
-        title, detail = _problem(page)
-        assert title == "Authentication required"
-        assert detail == "no credentials: send a Bearer token or the session cookie"
+        _assert_logged_out(page)
+        assert page.inner_text("#profile") == ""
+        assert page.locator("#sessions tbody tr").count() == 0
+        # The login form is ready for the same user.
+        assert page.input_value("#login-form input[name=username]") == "alice"
         shots(page, "revoked-all")
 
         # Log in again, reload (the cookie keeps us logged in), log out.
@@ -341,12 +425,18 @@ def test_the_page_register_login_profile_sessions_logout(
         page.click("#logout-button")
         page.wait_for_selector("#status:text-is('Logged out')")
         assert _session_cookies(context) == []
+        _assert_logged_out(page)
         shots(page, "logged-out")
-        page.click("#sessions-button")
-        assert _problem(page)[0] == "Authentication required"
-        shots(page, "after-logout-error")
+        # A reload after logging out: still logged out, and no error for the missing cookie.
+        page.reload()
+        page.wait_for_selector("body[data-ready=true]")
+        _assert_logged_out(page)
+        assert page.is_hidden("#problem")
     finally:
         context.close()
+    assert origins.not_found() == []
+    icon = httpx.get(f"{origins.api}/static/favicon.svg", timeout=30)
+    assert (icon.status_code, icon.headers["content-type"]) == (200, "image/svg+xml")
 
 
 def test_an_allowed_origin_can_use_the_api_and_a_foreign_one_cannot(
@@ -381,17 +471,17 @@ def test_an_allowed_origin_can_use_the_api_and_a_foreign_one_cannot(
 
         # C, not listed: the browser holds the same cookie, but CORS hides every answer from the page…
         console: list[str] = []
+        failed_urls: list[str] = []
+        context.on("requestfailed", lambda r: failed_urls.append(r.url))
         page_c = _open(context, f"{origins.foreign}/index.html", console)
-        assert page_c.inner_text("#status") == "Not logged in"
-        with page_c.expect_event("requestfailed") as failed:
-            page_c.click("#profile-button")
-        assert failed.value.url == f"{origins.api}/profile"
+        assert failed_urls == [f"{origins.api}/profile"]  # the page asking, as it loads, who is logged in
         title, detail = _problem(page_c)
         assert title == "The API could not be reached"
         assert "does not allow this page's origin" in detail
         cors = f"from origin '{origins.foreign}' has been blocked by CORS policy"
         assert any(cors in line for line in console), console
         assert page_c.inner_text("#status") == "Not logged in"
+        _assert_logged_out(page_c)
         shots(page_c, "foreign-origin-cors")
 
         # …a JSON POST is stopped at its preflight, before it is sent…
@@ -402,10 +492,14 @@ def test_an_allowed_origin_can_use_the_api_and_a_foreign_one_cannot(
         assert any("Response to preflight request doesn't pass access control check" in line for line in console)
 
         # …and a "simple" POST, which needs no preflight and carries the cookie, is refused by the CSRF rule.
+        # (The page shows no logout button while logged out, so a script on C sends it, as a hostile page would.)
         with page_c.expect_event("requestfailed") as failed:
-            page_c.click("#logout-button")
+            outcome = page_c.evaluate(
+                "url => fetch(url, {method: 'POST', credentials: 'include'}).then(() => 'read', () => 'blocked')",
+                f"{origins.api}/logout",
+            )
+        assert outcome == "blocked"
         assert failed.value.url == f"{origins.api}/logout"
-        assert _problem(page_c)[0] == "The API could not be reached"
         assert _security_events(origins.api, "csrf_rejected") == [{"origin": origins.foreign, "path": "/logout"}]
         shots(page_c, "foreign-origin-csrf")
 
@@ -417,9 +511,14 @@ def test_an_allowed_origin_can_use_the_api_and_a_foreign_one_cannot(
         page_b.click("#logout-button")
         page_b.wait_for_selector("#status:text-is('Logged out')")
         assert _session_cookies(context) == []
+        _assert_logged_out(page_b)
         shots(page_b, "allowed-origin-logged-out")
     finally:
         context.close()
+    assert origins.not_found() == []
+    # The browser asked for the icon the page names (Playwright does not see that request; B's server does).
+    assert ("GET", "/static/favicon.svg", 200) in origins.static_served
+    assert not [r for r in origins.static_served if r[1] == "/favicon.ico"]
 
 
 def test_a_link_cannot_point_the_page_at_another_origin(
@@ -463,3 +562,272 @@ def test_a_link_cannot_point_the_page_at_another_origin(
     # The script's attempts, stopped by the browser before any request existed.
     csp = f"Connecting to '{origins.elsewhere}/steal' violates the following Content Security Policy directive"
     assert len([line for line in console if line.startswith(csp)]) >= 2, console
+    assert origins.not_found() == []
+
+
+def _register(api: str, username: str = "alice", **fields: str) -> None:
+    reply = httpx.post(f"{api}/register", json={"username": username, "password": PASSWORD, **fields}, timeout=30)
+    assert reply.status_code == 201, reply.text
+
+
+def _logged_in_page(context: Any, url: str, sessions: int = 1) -> Any:
+    """A page of ``context`` logged in as alice, where alice has ``sessions`` sessions in all."""
+    page = _open(context, url)
+    _login(page)
+    page.wait_for_selector("text=Logged in as alice")
+    _rows(page, sessions)
+    return page
+
+
+def test_the_page_changes_the_password(playwright_browser: Any, origins: Origins, shots: Shots) -> None:
+    """A wrong current password is refused in words; the right one changes it: the old one no longer logs in."""
+    _register(origins.api)
+    new_password = "a new long passphrase"
+    context = playwright_browser.new_context()
+    try:
+        page = _logged_in_page(context, origins.api + "/")
+        (old_cookie,) = _session_cookies(context)
+        other = _other_device(origins.api)
+
+        page.fill("#password-form input[name=current_password]", "not my password")
+        page.fill("#password-form input[name=new_password]", new_password)
+        page.click("#password-button")
+        assert _problem(page) == ("The current password is wrong", "the current password is wrong")
+        assert _hint(page) == (
+            "The current password you typed is not right, so your password was not changed. You are still logged in."
+        )
+        assert page.inner_text("#status") == "Logged in as alice"
+        assert _alive(origins.api, other)
+        shots(page, "wrong-current-password")
+
+        page.fill("#password-form input[name=current_password]", PASSWORD)
+        page.fill("#password-form input[name=new_password]", new_password)
+        page.click("#password-button")
+        page.wait_for_selector("text=Password changed.")
+        assert page.is_hidden("#problem")
+        assert page.input_value("#password-form input[name=current_password]") == ""
+        assert page.input_value("#password-form input[name=new_password]") == ""
+        # The server set this browser a new cookie, and ended every other session.
+        (new_cookie,) = _session_cookies(context)
+        assert new_cookie["value"] != old_cookie["value"]
+        assert not _alive(origins.api, other)
+        rows = _rows(page, 1)
+        assert "(this browser)" in rows[0].inner_text()
+        assert page.inner_text("#status") == "Logged in as alice"
+        shots(page, "password-changed")
+
+        page.click("#logout-button")
+        page.wait_for_selector("#status:text-is('Logged out')")
+        _login(page)  # the old password
+        assert _problem(page) == ("Invalid username or password", "invalid username or password")
+        assert _session_cookies(context) == []
+        _assert_logged_out(page)
+        shots(page, "old-password-refused")
+
+        _login(page, password=new_password)
+        page.wait_for_selector("text=Logged in as alice")
+        _rows(page, 1)
+        shots(page, "new-password-works")
+
+        # Wrong current passwords until the account's guess limit: a 429 told as a wait, from Retry-After.
+        for _ in range(6):
+            page.fill("#password-form input[name=current_password]", "still not my password")
+            page.fill("#password-form input[name=new_password]", "yet another passphrase")
+            page.click("#password-button")
+            title, _detail = _problem(page)
+            if title != "The current password is wrong":
+                break
+        assert title == "Too many failed logins"
+        hint = _hint(page)
+        assert hint.startswith("Too many wrong passwords were tried for this account, so password checks are paused.")
+        assert "Try again in 15 minutes (after " in hint, hint  # SESSION_LOGIN_WINDOW_SECONDS: 900
+        assert page.inner_text("#status") == "Logged in as alice"
+        shots(page, "too-many-attempts")
+    finally:
+        context.close()
+    assert origins.not_found() == []
+
+
+def test_the_page_edits_the_profile_and_explains_a_conflict(
+    playwright_browser: Any, origins: Origins, shots: Shots
+) -> None:
+    """Edits carry If-Match; an edit made elsewhere meanwhile is a 412 the page explains, then re-applies."""
+    _register(origins.api, display_name="Alice", email="alice@example.com")
+    first = playwright_browser.new_context()
+    second = playwright_browser.new_context()
+    patches: list[str | None] = []
+    first.on("request", lambda r: patches.append(r.headers.get("if-match")) if r.method == "PATCH" else None)
+    try:
+        page = _logged_in_page(first, origins.api + "/")
+        assert page.input_value("#profile-form input[name=display_name]") == "Alice"
+        assert page.input_value("#profile-form input[name=email]") == "alice@example.com"
+        assert page.inner_text("#profile-version") == "(version 1)"
+
+        page.fill("#profile-form input[name=display_name]", "Alice Liddell")
+        page.click("#profile-save-button")
+        page.wait_for_selector("text=Profile saved (version 2).")
+        assert page.inner_text("dd[data-field=display_name]") == "Alice Liddell"
+        assert patches == ['"1"']
+        shots(page, "profile-saved")
+
+        # Removing a field: an empty input sends null.
+        page.fill("#profile-form input[name=email]", "")
+        page.click("#profile-save-button")
+        page.wait_for_selector("text=Profile saved (version 3).")
+        assert page.inner_text("dd[data-field=email]") == "—"
+        assert patches == ['"1"', '"2"']
+
+        # Another browser changes the email, while the first still shows version 3.
+        elsewhere = _logged_in_page(second, origins.api + "/", sessions=2)
+        elsewhere.fill("#profile-form input[name=email]", "alice@wonderland.example")
+        elsewhere.click("#profile-save-button")
+        elsewhere.wait_for_selector("text=Profile saved (version 4).")
+        shots(elsewhere, "changed-elsewhere")
+
+        page.fill("#profile-form input[name=display_name]", "Alice in Wonderland")
+        page.click("#profile-save-button")
+        assert _problem(page) == ("The resource has changed", "the profile is at version 4, not 3")
+        assert _hint(page).startswith("Your profile was changed somewhere else since this page showed it")
+        assert patches == ['"1"', '"2"', '"3"']
+        page.wait_for_selector("#conflict:not([hidden])")
+        # The current values are shown, in the profile and the form; the user's change is kept aside.
+        assert page.inner_text("dd[data-field=email]") == "alice@wonderland.example"
+        assert page.input_value("#profile-form input[name=email]") == "alice@wonderland.example"
+        assert page.input_value("#profile-form input[name=display_name]") == "Alice Liddell"
+        assert page.inner_text("#profile-version") == "(version 4)"
+        assert page.inner_text("#conflict-mine dd[data-field=display_name]") == "Alice in Wonderland"
+        assert page.locator("#conflict-mine dd").count() == 1
+        shots(page, "conflict")
+
+        page.click("#reapply-button")
+        assert page.is_hidden("#conflict")
+        assert page.input_value("#profile-form input[name=display_name]") == "Alice in Wonderland"
+        assert page.input_value("#profile-form input[name=email]") == "alice@wonderland.example"
+        page.click("#profile-save-button")
+        page.wait_for_selector("text=Profile saved (version 5).")
+        assert patches == ['"1"', '"2"', '"3"', '"4"']
+        shots(page, "re-applied")
+
+        # Both edits hold: the other browser's email and this one's display name.
+        token = _other_device(origins.api)
+        profile = httpx.get(f"{origins.api}/profile", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        assert (profile["display_name"], profile["email"], profile["version"]) == (
+            "Alice in Wonderland",
+            "alice@wonderland.example",
+            5,
+        )
+
+        # A bad value is the server's problem, shown as it is.
+        page.fill("#profile-form input[name=display_name]", "x" * 101)
+        page.click("#profile-save-button")
+        title, detail = _problem(page)
+        assert title == "The request does not match the schema"
+        assert detail == "display_name: String should have at most 100 characters"
+        shots(page, "invalid-display-name")
+    finally:
+        first.close()
+        second.close()
+    assert origins.not_found() == []
+
+
+@pytest.mark.parametrize("server_env", [{"SESSION_IDLE_SECONDS": "5"}], ids=["idle-5s"])
+def test_an_expired_session_returns_the_page_to_login(playwright_browser: Any, origins: Origins, shots: Shots) -> None:
+    """An idle session ends: the page is logged out, says why, and has the login form ready; logging in works.
+
+    The cookie's Max-Age is the session's deadline, so the browser drops it as the session expires and the
+    API answers 401 `no_credentials` to a page that was logged in. A browser whose clock is behind keeps the
+    cookie: then the API's own 401 `expired` is told the same way, as the page loads.
+    """
+    import time
+
+    _register(origins.api)
+    context = playwright_browser.new_context()
+    try:
+        page = _logged_in_page(context, origins.api + "/")
+        (cookie,) = _session_cookies(context)
+        shots(page, "logged-in")
+        time.sleep(6)
+        page.click("#sessions-button")
+        assert _problem(page) == (
+            "Authentication required",
+            "no credentials: send a Bearer token or the session cookie",
+        )
+        expired = (
+            "Your session has expired (it was unused for too long, or reached its maximum age). "
+            "Log in again to continue."
+        )
+        assert _hint(page) == expired
+        assert page.inner_text("#status") == "Not logged in: your session has ended"
+        _assert_logged_out(page)
+        assert page.inner_text("#profile") == ""
+        assert page.locator("#sessions tbody tr").count() == 0
+        assert page.input_value("#login-form input[name=username]") == "alice"
+        assert page.evaluate("document.activeElement.name") == "password"
+        shots(page, "expired")
+
+        page.fill("#login-form input[name=password]", PASSWORD)
+        page.press("#login-form input[name=password]", "Enter")
+        page.wait_for_selector("text=Logged in as alice")
+        _rows(page, 1)
+        _assert_logged_in(page)
+        shots(page, "logged-in-again")
+
+        # The expired session's cookie, still held (a clock behind): the page loads logged out, and says why.
+        context.clear_cookies()
+        context.add_cookies([{k: cookie[k] for k in ("name", "value", "domain", "path", "httpOnly", "secure")}])
+        page.reload()
+        page.wait_for_selector("body[data-ready=true]")
+        assert _problem(page) == ("Authentication required", "the session has expired")
+        assert _hint(page) == expired
+        _assert_logged_out(page)
+        shots(page, "expired-on-load")
+    finally:
+        context.close()
+    assert origins.not_found() == []
+
+
+def test_a_session_revoked_elsewhere_returns_the_page_to_login(
+    playwright_browser: Any, origins: Origins, shots: Shots
+) -> None:
+    """Another browser ends this one's session: this page's next request is a 401 whose `reason` it explains."""
+    _register(origins.api)
+    mine = playwright_browser.new_context()
+    theirs = playwright_browser.new_context()
+    try:
+        page = _logged_in_page(mine, origins.api + "/")
+        elsewhere = _logged_in_page(theirs, origins.api + "/", sessions=2)
+        elsewhere.click("#revoke-others-button")
+        elsewhere.wait_for_selector("text=All other sessions revoked.")
+        _rows(elsewhere, 1)
+
+        page.fill("#profile-form input[name=display_name]", "Alice")
+        page.click("#profile-save-button")
+        assert _problem(page) == ("Authentication required", "the session does not exist or was revoked")
+        ended_elsewhere = (
+            "Your session was ended elsewhere: logged out, revoked from another device, or closed by a password "
+            "change. Log in again to continue."
+        )
+        assert _hint(page) == ended_elsewhere
+        _assert_logged_out(page)
+        assert page.input_value("#profile-form input[name=display_name]") == ""
+        assert page.input_value("#login-form input[name=username]") == "alice"
+        shots(page, "revoked-elsewhere")
+
+        _login(page)
+        page.wait_for_selector("text=Logged in as alice")
+        _rows(page, 2)
+
+        # A password change elsewhere ends this session too.
+        elsewhere.fill("#password-form input[name=current_password]", PASSWORD)
+        elsewhere.fill("#password-form input[name=new_password]", "a new long passphrase")
+        elsewhere.click("#password-button")
+        elsewhere.wait_for_selector("text=Password changed.")
+        page.click("#sessions-button")
+        assert _problem(page) == ("Authentication required", "the session does not exist or was revoked")
+        assert _hint(page) == ended_elsewhere
+        _assert_logged_out(page)
+        shots(page, "password-changed-elsewhere")
+    finally:
+        mine.close()
+        theirs.close()
+    assert origins.not_found() == []
