@@ -66,7 +66,7 @@ Every option can also be set by the environment variable in brackets; a flag win
   --functions "A B ..."    entry points to deploy, each as its own function [FUNCTIONS]
                            (default: "${ALL_FUNCTIONS}")
   --single                 deploy the one function "api", serving every endpoint under
-                           its path (/register, /login, ...) and the static/ page
+                           its path (/register, /login, ...) and the page in session/static/
   --memory SIZE            memory per instance [MEMORY] (default: 512Mi)
   --cpu N                  CPUs per instance [CPU] (default: 1; concurrency above 1 needs at least 1)
   --min-instances N        instances kept warm [MIN_INSTANCES] (default: 0)

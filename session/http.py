@@ -323,7 +323,7 @@ def resolve(endpoint: str, segments: tuple[str, ...]) -> tuple[dict[str, Handler
 
 # --- the browser page (under `api` only) ---
 
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 _STATIC_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",

@@ -133,7 +133,7 @@ def server_env() -> dict[str, str]:
 def origins(project: str, server_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[Origins]:
     """`make run` with B allowed (and A itself, for the page it serves), static servers for B and C, and D."""
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "static").symlink_to(ROOT / "static")
+        (Path(tmp) / "static").symlink_to(ROOT / "session" / "static")
         servers = []
         served: list[tuple[str, str, int]] = []
         handler = type("Recording", (_Quiet,), {"served": served})

@@ -443,7 +443,7 @@ def test_upload_is_only_what_the_functions_need() -> None:
     uploaded = set(result.stdout.split())
     assert {"main.py", "requirements.txt", "session/__init__.py", "session/store.py"} <= uploaded
     wanted = {"main.py", "requirements.txt"}
-    for folder in ("session", "static"):
+    for folder in ("session",):
         for path in (ROOT / folder).rglob("*") if (ROOT / folder).is_dir() else ():
             if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
                 wanted.add(path.relative_to(ROOT).as_posix())

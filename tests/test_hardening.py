@@ -290,7 +290,7 @@ def test_the_page_names_the_configured_api_origin(make_client: AppFactory) -> No
 def test_the_page_source_holds_the_tags_the_server_fills_in() -> None:
     from session.http import PAGE_API_META, PAGE_CSP_META, page_csp
 
-    html = (ROOT / "static" / "index.html").read_text()
+    html = (ROOT / "session" / "static" / "index.html").read_text()
     assert html.count(PAGE_API_META.format("")) == 1
     assert html.count(PAGE_CSP_META.format(page_csp(None, meta=True))) == 1
-    assert "location.search" not in (ROOT / "static" / "app.js").read_text()
+    assert "location.search" not in (ROOT / "session" / "static" / "app.js").read_text()
