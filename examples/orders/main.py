@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from session import Principal, errors, require_session
-from session.http import PROBLEM_JSON, problem_body
+from session.errors import PROBLEM_JSON, problem_body
 
 
 class OrderRequest(BaseModel):
