@@ -49,7 +49,7 @@ MAX_TTL_SECONDS = 400 * DAY
 MAX_LOGIN_WINDOW_SECONDS = 30 * DAY
 DEFAULT_IDLE_SECONDS = 7200
 DEFAULT_TOUCH_SECONDS = 60
-# The staleness a cached session may reach, and the entries an instance may keep (≈ 4–6 KiB each; README).
+# The staleness a cached session may reach, and the entries an instance may keep (≈ 4 to 6 KiB each; README).
 MAX_CACHE_SECONDS = 3600
 MAX_CACHE_SIZE = 1_000_000
 
