@@ -100,7 +100,7 @@ class Fixture:
         fixture = self
 
         class StubStore(FirestoreStore):
-            async def _get_all(self, refs: list[Any]) -> dict[str, Any]:
+            async def _get_all(self, refs: list[Any], client: Any = None) -> dict[str, Any]:
                 return {ref.path: fixture.snapshot(ref) for ref in refs}
 
         self.api = Api(self.settings, SessionService(self.settings, StubStore(self.settings)))
