@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from session import errors  # noqa: E402
 from session.config import Settings  # noqa: E402
-from session.http import PROBLEM_JSON, PROBLEM_TYPE  # noqa: E402
+from session.errors import PROBLEM_JSON, PROBLEM_TYPE  # noqa: E402
 from session.models import (  # noqa: E402
     LoginOut,
     LoginRequest,

@@ -6,9 +6,14 @@ service and store raise them and never build responses themselves.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import ClassVar
+
+# RFC 9457: every error response is a problem document of this media type, with a type URI per code.
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE = "urn:session-service:problem:"
 
 
 class SessionError(Exception):
@@ -214,3 +219,16 @@ class ServiceUnavailable(_RetryAfter):
 
 class InternalError(SessionError):
     """An unexpected failure; the detail never carries internals."""
+
+
+def problem_body(exc: SessionError) -> str:
+    """The RFC 9457 problem document of ``exc``, as JSON text (the HTTP edge and the guard both send it)."""
+    body: dict[str, object] = {
+        "type": PROBLEM_TYPE + exc.code,
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.detail,
+        "code": exc.code,
+        **exc.extra(),
+    }
+    return json.dumps(body, ensure_ascii=False, default=str)

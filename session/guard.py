@@ -6,121 +6,132 @@
 
 The decorator authenticates exactly as ``profile`` does (``SessionService.authenticate``:
 one Firestore round trip, expiry, touch, disabled users; CSRF for cookie
-requests that change state) and answers failures with the same problem+json.
+requests that change state), re-sends the session cookie when a cookie request
+extended its session (``session.credentials.refreshed_cookie``, the same rule as
+the session endpoints), and answers failures with the same problem+json.
 It works on Flask functions (``functions_framework.http``) and on async ones
 (``functions_framework.aio.http``, sync or async).
 
-Settings, store and service are made once per process on first use. An async
-function runs the service on the event loop that serves it; a sync one hands
-the call to one long-lived background loop per process, because a Firestore
-``AsyncClient`` belongs to the loop that made it.
+The runtime (``session.runtime.build``) is made once per process on first use.
+An async function runs the service on the event loop that serves it; a sync one
+hands the call to one long-lived anyio blocking portal (an event loop on a
+thread) per process, because a Firestore ``AsyncClient`` belongs to the loop that
+made it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import inspect
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Collection, Coroutine
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from session import errors, logs
-from session.config import ConfigError, Settings, load_settings
-from session.http import PROBLEM_JSON, problem_body, required_credential, store_failure
-from session.service import AuthContext, Principal, SessionService
-from session.store import FirestoreStore, OpCounts, StoreCorrupt, StoreRejected, StoreUnavailable, current_ops
+from session import credentials, errors, logs
+from session.config import ConfigError
+from session.runtime import Runtime, build, store_failure
+from session.service import AuthContext, Principal
+from session.store import OpCounts, StoreError, current_ops
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("session.guard")
 
-
-@dataclass(frozen=True, slots=True)
-class _Runtime:
-    settings: Settings
-    service: SessionService
-    origins: frozenset[str]
-
-
-_runtime: _Runtime | None = None
+_runtime: Runtime | None = None
 _runtime_lock = threading.Lock()
 
 
-def _get_runtime() -> _Runtime:
-    """Settings, store and service of this process, made on first use. Raises ``ConfigError``."""
+def _get_runtime() -> Runtime:
+    """This process's runtime, built on first use. Raises ``ConfigError``."""
     global _runtime
     runtime = _runtime
     if runtime is None:
         with _runtime_lock:
             runtime = _runtime
             if runtime is None:
-                settings = load_settings()
-                logs.configure(settings)
-                service = SessionService(settings, FirestoreStore(settings))
-                runtime = _runtime = _Runtime(settings, service, frozenset(settings.allowed_origins))
+                runtime = build()
+                logs.configure(runtime.settings)
+                _runtime = runtime
     return runtime
 
 
 def reset() -> None:
-    """Forget the settings and service, so the next use reads the environment again (tests)."""
+    """Forget the runtime, so the next use reads the environment again (tests)."""
     global _runtime
     with _runtime_lock:
         _runtime = None
 
 
-class _LoopThread:
-    """One event loop on a daemon thread, per process, for sync callers."""
+class _Portal:
+    """One anyio blocking portal (an event loop on a daemon thread) per process, for sync callers."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._portal: BlockingPortal | None = None
         self._pid = 0
 
-    def _ensure(self) -> asyncio.AbstractEventLoop:
+    def get(self) -> BlockingPortal:
         with self._lock:
-            # After a fork the thread is gone but the loop object was copied: start afresh.
-            if self._loop is None or self._pid != os.getpid() or not (self._thread and self._thread.is_alive()):
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="session-guard-loop", daemon=True)
-                thread.start()
-                self._loop, self._thread, self._pid = loop, thread, os.getpid()
-            return self._loop
+            # After a fork the portal's thread is gone in the child: start afresh.
+            if self._portal is None or self._pid != os.getpid():
+                self._portal = self._start()
+                self._pid = os.getpid()
+            return self._portal
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the background loop and wait for its result (or exception)."""
-        loop = self._ensure()
-        if self._thread is threading.current_thread():
-            coro.close()
-            raise RuntimeError("verify() would block its own event loop; use await verify_async() there")
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)
-        return future.result()
+    @staticmethod
+    def _start() -> BlockingPortal:
+        # What anyio's start_blocking_portal does, minus the context manager: the loop must live as long as
+        # the process, and a context manager left open would try to stop it from a finalizer at exit.
+        from anyio import run
+        from anyio.from_thread import BlockingPortal
+
+        ready: Future[BlockingPortal] = Future()
+
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                ready.set_result(portal)
+                await portal.sleep_until_stopped()
+
+        threading.Thread(target=run, args=(serve,), name="session-guard-portal", daemon=True).start()
+        return ready.result()
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``await fn(*args)`` on the portal's loop and wait for it."""
+        return self.get().call(fn, *args)
 
 
-_loop_thread = _LoopThread()
+_portal = _Portal()
 
 
-async def _counted(pending: Awaitable[T], ops: OpCounts | None) -> T:
-    """Await ``pending`` with the caller's Firestore op counter (contextvars do not cross threads)."""
+async def _counted(pending: Callable[[], Awaitable[T]], ops: OpCounts | None) -> T:
+    """Await ``pending()`` with the caller's Firestore op counter (contextvars do not cross threads)."""
     if ops is None:
-        return await pending
+        return await pending()
     token = current_ops.set(ops)
     try:
-        return await pending
+        return await pending()
     finally:
         current_ops.reset(token)
 
 
-async def _authenticate(runtime: _Runtime, token: str) -> AuthContext:
+async def _authenticate(runtime: Runtime, token: str) -> AuthContext:
     try:
         return await runtime.service.authenticate(token)
-    except (StoreUnavailable, StoreCorrupt, StoreRejected) as exc:
+    except StoreError as exc:
         raise store_failure(runtime.settings, exc) from exc
+
+
+def _blocking_authenticate(runtime: Runtime, token: str) -> AuthContext:
+    ops = current_ops.get()
+    ctx: AuthContext = _portal.call(_counted, lambda: _authenticate(runtime, token), ops)
+    return ctx
 
 
 async def verify_async(token: str) -> Principal:
@@ -136,12 +147,10 @@ async def verify_async(token: str) -> Principal:
 def verify(token: str) -> Principal:
     """The principal of a session token, for sync code that is not an HTTP function (a Pub/Sub handler).
 
-    Blocks on the process's background event loop. Raises as ``verify_async``,
-    and ``ConfigError`` when the settings are invalid.
+    Blocks on the process's portal. Raises as ``verify_async``, and ``ConfigError``
+    when the settings are invalid; ``RuntimeError`` when called from the portal's own loop.
     """
-    runtime = _get_runtime()
-    ctx = _loop_thread.run(_counted(_authenticate(runtime, token), current_ops.get()))
-    return ctx.principal
+    return _blocking_authenticate(_get_runtime(), token).principal
 
 
 # --- the decorator -------------------------------------------------------------------------
@@ -172,9 +181,12 @@ def _presented(request: Any, cookie_name: str) -> _Presented:
     )
 
 
-def _check_request(runtime: _Runtime, seen: _Presented) -> str:
-    """The token to authenticate; raises ``Unauthenticated`` or ``CsrfRejected`` before any store access."""
-    token, _ = required_credential(
+def _check_request(runtime: Runtime, seen: _Presented) -> tuple[str, bool]:
+    """The token to authenticate and whether it came from the cookie.
+
+    Raises ``Unauthenticated`` or ``CsrfRejected`` before any store access.
+    """
+    return credentials.required_credential(
         seen.authorization,
         seen.cookie,
         method=seen.method,
@@ -183,7 +195,6 @@ def _check_request(runtime: _Runtime, seen: _Presented) -> str:
         path=seen.path,
         allowed=runtime.origins,
     )
-    return token
 
 
 def _authorize(principal: Principal, required: frozenset[str]) -> None:
@@ -195,13 +206,40 @@ def _authorize(principal: Principal, required: frozenset[str]) -> None:
 def _problem(request: Any, exc: errors.SessionError) -> Any:
     """A problem+json response of the kind the request's framework expects."""
     headers = {**exc.headers(), "Cache-Control": "no-store"}
+    body = errors.problem_body(exc)
     if _is_starlette(request):
         from starlette.responses import Response
 
-        return Response(problem_body(exc), status_code=exc.status, media_type=PROBLEM_JSON, headers=headers)
+        return Response(body, status_code=exc.status, media_type=errors.PROBLEM_JSON, headers=headers)
     import flask
 
-    return flask.Response(problem_body(exc), status=exc.status, mimetype=PROBLEM_JSON, headers=headers)
+    return flask.Response(body, status=exc.status, mimetype=errors.PROBLEM_JSON, headers=headers)
+
+
+def _with_cookie(request: Any, result: Any, cookie: credentials.Cookie | None) -> Any:
+    """``result`` as a response of the request's framework, carrying ``cookie`` when there is one."""
+    if cookie is None:
+        return result
+    if _is_starlette(request):
+        from starlette.responses import JSONResponse, Response
+
+        # What functions-framework's aio wrapper would make of the result, made here to add a header.
+        if isinstance(result, str):
+            result = Response(result)
+        elif isinstance(result, dict):
+            result = JSONResponse(result)
+        elif isinstance(result, tuple) and len(result) == 2:
+            content, status = result
+            result = JSONResponse(content, status) if isinstance(content, dict) else Response(content, status)
+        if not isinstance(result, Response):
+            return result
+    else:
+        import flask
+
+        result = flask.make_response(result)
+    if getattr(result, "status_code", 500) < 400:
+        credentials.set_cookie(result, cookie)
+    return result
 
 
 def _is_starlette(request: Any) -> bool:
@@ -222,7 +260,8 @@ def require_session(permissions: Collection[str] = ()) -> Callable[[F], F]:
     ``forbidden``. Other answers: 401 ``unauthenticated``, 403 ``csrf_rejected``
     (a cookie request that changes state from an origin not in
     ``SESSION_ALLOWED_ORIGINS``), 503 ``service_unavailable``. Errors raised by
-    the function itself pass through untouched.
+    the function itself pass through untouched. When a cookie request extended
+    its session, the function's (successful) response re-sends the cookie.
     """
     if isinstance(permissions, str):
         raise TypeError("permissions must be a collection of names, not one string")
@@ -235,14 +274,15 @@ def require_session(permissions: Collection[str] = ()) -> Callable[[F], F]:
             async def async_guarded(request: Any) -> Any:
                 try:
                     runtime = _get_runtime()
-                    token = _check_request(runtime, _presented(request, runtime.settings.cookie_name))
-                    principal = (await _authenticate(runtime, token)).principal
-                    _authorize(principal, required)
+                    token, via_cookie = _check_request(runtime, _presented(request, runtime.settings.cookie_name))
+                    ctx = await _authenticate(runtime, token)
+                    _authorize(ctx.principal, required)
                 except ConfigError as exc:
                     return _problem(request, _config_failure(exc))
                 except errors.SessionError as exc:
                     return _problem(request, exc)
-                return await fn(request, principal)
+                cookie = credentials.refreshed_cookie(runtime.settings, token, via_cookie, ctx.extended_for)
+                return _with_cookie(request, await fn(request, ctx.principal), cookie)
 
             return cast(F, async_guarded)
 
@@ -250,14 +290,15 @@ def require_session(permissions: Collection[str] = ()) -> Callable[[F], F]:
         def guarded(request: Any) -> Any:
             try:
                 runtime = _get_runtime()
-                token = _check_request(runtime, _presented(request, runtime.settings.cookie_name))
-                ctx = _loop_thread.run(_counted(_authenticate(runtime, token), current_ops.get()))
+                token, via_cookie = _check_request(runtime, _presented(request, runtime.settings.cookie_name))
+                ctx = _blocking_authenticate(runtime, token)
                 _authorize(ctx.principal, required)
             except ConfigError as exc:
                 return _problem(request, _config_failure(exc))
             except errors.SessionError as exc:
                 return _problem(request, exc)
-            return fn(request, ctx.principal)
+            cookie = credentials.refreshed_cookie(runtime.settings, token, via_cookie, ctx.extended_for)
+            return _with_cookie(request, fn(request, ctx.principal), cookie)
 
         return cast(F, guarded)
 

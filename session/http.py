@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from session import errors, logs, tokens
-from session.config import ConfigError, Settings, load_settings
+from session import credentials, errors, logs, tokens
+from session.config import ConfigError, Settings
+from session.errors import PROBLEM_JSON, problem_body
 from session.models import (
     LoginRequest,
     PasswordChangeRequest,
@@ -34,16 +34,14 @@ from session.models import (
     ProfileUpdateRequest,
     RegisterRequest,
 )
-from session.service import AuthContext, LoginResult, SessionService
-from session.store import FirestoreStore, OpCounts, StoreCorrupt, StoreRejected, StoreUnavailable, current_ops
+from session.runtime import Runtime, build, store_failure
+from session.service import AuthContext, LoginResult
+from session.store import OpCounts, StoreError, current_ops
 
 MAX_BODY_BYTES = 16 * 1024
-PROBLEM_TYPE = "urn:session-service:problem:"
 JSON = "application/json"
-PROBLEM_JSON = "application/problem+json"
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, If-Match"
 CORS_EXPOSE_HEADERS = "ETag, Retry-After, WWW-Authenticate"
-STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 M = TypeVar("M", bound=BaseModel)
 # C0, DEL and C1: what a terminal or a log viewer could act on. Headers arrive as Latin-1, so nothing above U+00FF.
@@ -61,8 +59,8 @@ class Call:
     params: tuple[str, ...]
     auth: AuthContext | None = None
     log_fields: dict[str, object] = field(default_factory=dict)
-    # A cookie whose session this request extended: re-sent so the browser keeps it as long.
-    refreshed_cookie: str | None = None
+    # The cookie of a session this request extended: re-sent so the browser keeps it as long.
+    refreshed_cookie: credentials.Cookie | None = None
 
     async def body(self, model: type[M]) -> M:
         """Read and validate a JSON body. Raises 415, 413, 400 (invalid_json / invalid_request)."""
@@ -79,21 +77,11 @@ class Call:
             problems = exc.errors(include_url=False, include_input=False, include_context=False)
             raise errors.InvalidRequest([{"loc": list(p["loc"]), "msg": p["msg"]} for p in problems]) from None
 
-    def credential(self) -> tuple[str, bool] | None:
-        """The presented token and whether it came from the cookie; ``None`` if there is none.
-
-        A Bearer header wins over the cookie. Raises ``Unauthenticated`` for an
-        Authorization header that is not a Bearer token.
-        """
-        return presented_credential(
-            self.request.headers.get("authorization"), self.request.cookies.get(self.api.settings.cookie_name)
-        )
-
     def required_credential(self) -> tuple[str, bool]:
         """The presented token and whether it came from the cookie, CSRF-checked (see ``required_credential``)."""
         request = self.request
         headers = request.headers
-        return required_credential(
+        return credentials.required_credential(
             headers.get("authorization"),
             request.cookies.get(self.api.settings.cookie_name),
             method=request.method,
@@ -107,8 +95,9 @@ class Call:
         """Authenticate by Bearer token or cookie, enforcing CSRF for cookie requests that change state."""
         token, via_cookie = self.required_credential()
         self.auth = await self.api.service.authenticate(token)
-        if via_cookie and self.auth.extended_for is not None:
-            self.refreshed_cookie = _cookie(self.api.settings, token, self.auth.extended_for)
+        self.refreshed_cookie = credentials.refreshed_cookie(
+            self.api.settings, token, via_cookie, self.auth.extended_for
+        )
         self.log_fields["user_id"] = self.auth.principal.user_id
         self.log_fields["sid"] = tokens.log_id(self.auth.token_hash)
         return self.auth
@@ -124,99 +113,6 @@ class Call:
             return None
         cleaned = value.translate(_CONTROL_CHARACTERS).strip()[:512]
         return cleaned or None
-
-
-# --- credentials and CSRF, framework-neutral (shared with session.guard) ---
-
-
-def presented_credential(authorization: str | None, cookie: str | None) -> tuple[str, bool] | None:
-    """The token of an Authorization header or cookie value, and whether it came from the cookie.
-
-    A Bearer header wins over the cookie; ``None`` when neither is there.
-    Raises ``Unauthenticated`` for an Authorization header that is not a Bearer token.
-    """
-    if authorization is not None:
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise errors.Unauthenticated(errors.UnauthenticatedReason.BAD_SCHEME)
-        return token.strip(), False
-    if cookie:
-        return cookie, True
-    return None
-
-
-def request_origin(origin: str | None, referer: str | None) -> str | None:
-    """The lower-cased origin a request claims: its Origin header, else the origin of its Referer."""
-    if origin is None and referer:
-        parts = urlsplit(referer)
-        if parts.scheme and parts.netloc:
-            origin = f"{parts.scheme}://{parts.netloc}"
-    return origin.lower() if origin else None
-
-
-def enforce_csrf(method: str, origin: str | None, referer: str | None, path: str, allowed: frozenset[str]) -> None:
-    """Reject a cookie-authenticated state change from an origin not in ``allowed``.
-
-    A request with neither Origin nor Referer is rejected too: browsers send
-    Origin on every cross-site POST, PATCH and DELETE, and a non-browser
-    client can use the Bearer header, which is exempt. Raises ``CsrfRejected``.
-    """
-    if method not in STATE_CHANGING:
-        return
-    claimed = request_origin(origin, referer)
-    if claimed is None or claimed not in allowed:
-        logging.getLogger("session.security").warning(
-            "csrf_rejected",
-            extra={"json_fields": {"event": "csrf_rejected", "origin": (claimed or "")[:200], "path": path}},
-        )
-        raise errors.CsrfRejected("a cookie-authenticated request that changes state must come from an allowed origin")
-
-
-def required_credential(
-    authorization: str | None,
-    cookie: str | None,
-    *,
-    method: str,
-    origin: str | None,
-    referer: str | None,
-    path: str,
-    allowed: frozenset[str],
-) -> tuple[str, bool]:
-    """The token a request must present, and whether it came from the cookie.
-
-    Checked before any store access. Raises ``Unauthenticated`` when there is
-    none, ``CsrfRejected`` for a cookie request that changes state from an
-    origin not in ``allowed``.
-    """
-    presented = presented_credential(authorization, cookie)
-    if presented is None:
-        raise errors.Unauthenticated(errors.UnauthenticatedReason.NO_CREDENTIALS)
-    if presented[1]:
-        enforce_csrf(method, origin, referer, path, allowed)
-    return presented
-
-
-def store_failure(settings: Settings, exc: StoreUnavailable | StoreCorrupt | StoreRejected) -> errors.SessionError:
-    """The client-facing error for a store failure, logged here when it is ours to fix.
-
-    Unreachable, late or overloaded: 503 with Retry-After, for the client to retry.
-    A document that fails validation, or a request Firestore refuses: an opaque
-    500 and an ERROR line. The corrupt document is named by collection and id
-    only, never by its values (they may hold a password hash).
-    """
-    if isinstance(exc, StoreUnavailable):
-        return errors.ServiceUnavailable(
-            max(1, round(settings.firestore_timeout_seconds)), "the session store is unavailable; try again"
-        )
-    if isinstance(exc, StoreCorrupt):
-        fields = {"collection": exc.collection, "document_id": exc.document_id, "model": exc.model}
-        log.error(
-            "stored document does not match its model",
-            extra={"json_fields": {"event": "store_corrupt", **fields, "problems": exc.problems}},
-        )
-    else:
-        log.error("Firestore refused a request", exc_info=exc, extra={"json_fields": {"event": "store_rejected"}})
-    return errors.InternalError("internal error")
 
 
 class _DuplicateKey(ValueError):
@@ -281,19 +177,6 @@ def json_response(model: BaseModel, status: int = 200, headers: Mapping[str, str
     return Response(model.model_dump_json(), status_code=status, media_type=JSON, headers=dict(headers or {}))
 
 
-def problem_body(exc: errors.SessionError) -> str:
-    """The RFC 9457 problem document of ``exc``, as JSON text."""
-    body: dict[str, object] = {
-        "type": PROBLEM_TYPE + exc.code,
-        "title": exc.title,
-        "status": exc.status,
-        "detail": exc.detail,
-        "code": exc.code,
-        **exc.extra(),
-    }
-    return json.dumps(body, ensure_ascii=False, default=str)
-
-
 def problem_response(exc: errors.SessionError) -> Response:
     return Response(
         problem_body(exc),
@@ -303,22 +186,14 @@ def problem_response(exc: errors.SessionError) -> Response:
     )
 
 
-def _cookie(settings: Settings, value: str, max_age: int) -> str:
-    parts = [f"{settings.cookie_name}={value}", "HttpOnly"]
-    if settings.cookie_secure:
-        parts.append("Secure")
-    parts += ["SameSite=Lax", "Path=/", f"Max-Age={max_age}"]
-    return "; ".join(parts)
-
-
 def _login_response(settings: Settings, result: LoginResult) -> Response:
     response = json_response(result.body)
-    response.headers.append("Set-Cookie", _cookie(settings, result.token, result.max_age))
+    credentials.set_cookie(response, credentials.session_cookie(settings, result.token, result.max_age))
     return response
 
 
 def _clear_cookie(settings: Settings, response: Response) -> Response:
-    response.headers.append("Set-Cookie", _cookie(settings, "", 0))
+    credentials.set_cookie(response, credentials.cleared_cookie(settings))
     return response
 
 
@@ -508,16 +383,17 @@ def static_file(segments: tuple[str, ...], api_origin: str | None = None) -> Res
 class Api:
     """Settings, store and service for one instance, and the request pipeline around them."""
 
-    def __init__(self, settings: Settings, service: SessionService | None = None) -> None:
-        self.settings = settings
-        self.service = service or SessionService(settings, FirestoreStore(settings))
-        self.origins = frozenset(settings.allowed_origins)
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self.service = runtime.service
+        self.origins = runtime.origins
 
     @classmethod
     def from_environment(cls) -> Api:
         """Validate the settings (cold start). Exits with a readable message if they are invalid."""
         try:
-            return cls(load_settings())
+            return cls(build())
         except ConfigError as exc:
             raise SystemExit(f"session service: {exc}") from None
 
@@ -528,7 +404,7 @@ class Api:
             return
         response.headers.append("Vary", "Origin")
         origin = request.headers.get("origin")
-        if origin and origin.lower() in self.origins:
+        if origin and credentials.origin_allowed(origin, self.origins):
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Access-Control-Allow-Credentials"] = "true"
             response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
@@ -536,7 +412,7 @@ class Api:
     def _preflight(self, request: Request, methods: dict[str, Handler]) -> Response:
         response = Response(status_code=204)
         origin = request.headers.get("origin")
-        if origin and origin.lower() in self.origins:
+        if origin and credentials.origin_allowed(origin, self.origins):
             response.headers["Access-Control-Allow-Methods"] = ", ".join([*methods, "OPTIONS"])
             response.headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
             response.headers["Access-Control-Max-Age"] = "600"
@@ -578,7 +454,7 @@ class Api:
                     if handler is None:
                         raise errors.MethodNotAllowed([*methods, "OPTIONS"])
                     response = await handler(call)
-            except (StoreUnavailable, StoreCorrupt, StoreRejected) as exc:
+            except StoreError as exc:
                 raise store_failure(self.settings, exc) from exc
         except errors.SessionError as exc:
             code = exc.code
@@ -590,7 +466,7 @@ class Api:
         try:
             response.headers.setdefault("Cache-Control", "no-store")
             if call.refreshed_cookie and response.status_code < 400 and "set-cookie" not in response.headers:
-                response.headers.append("Set-Cookie", call.refreshed_cookie)
+                credentials.set_cookie(response, call.refreshed_cookie)
             self._cors_headers(request, response)
             self._log(request, endpoint, response.status_code, code, started, ops, call)
             if set_up_logging and response.background is None:

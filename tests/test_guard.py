@@ -155,6 +155,28 @@ def test_the_cookie_works_where_csrf_allows(
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_cookie_request_that_extends_its_session_gets_the_cookie_again(
+    kind: str, make_client: AppFactory, targets: Any
+) -> None:
+    """One touch-and-cookie rule: like the session endpoints, the guard re-sends the cookie with its new lifetime."""
+    api = make_client(
+        SESSION_TOUCH_SECONDS="0", SESSION_IDLE_SECONDS="600", SESSION_DEFAULT_PERMISSIONS="read,orders:write"
+    )
+    register(api)
+    token = login(api)
+    by_cookie = targets(f"{kind}_orders").call(cookie=token)
+    assert by_cookie.status == 200, by_cookie.body
+    cookie = by_cookie.headers["set-cookie"]
+    assert cookie.startswith(f"__session={token};")
+    attributes = {part.strip().split("=")[0].lower(): part.strip() for part in cookie.split(";")[1:]}
+    # Werkzeug adds Expires beside Max-Age; Max-Age wins where both are present (RFC 6265).
+    assert set(attributes) - {"expires"} == {"httponly", "secure", "samesite", "path", "max-age"}
+    assert 590 <= int(attributes["max-age"].split("=")[1]) <= 600
+    by_bearer = targets(f"{kind}_orders").call(token=token)  # Bearer clients keep no cookie
+    assert by_bearer.status == 200 and "set-cookie" not in by_bearer.headers
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_bearer_requests_are_exempt_from_csrf(kind: str, api: TestClient, targets: Any) -> None:
     register(api)
     reply = targets(f"{kind}_orders").call("POST", token=login(api), origin="https://evil.example")
