@@ -46,7 +46,10 @@ BUCKETS: list[tuple[str, str]] = [
     ("request log line: Api._log → logging → StructuredLogHandler", r"^Api\._log "),
     ("stored records: 2 model_validate calls (store._parse)", r"^_parse \(session/store\.py\)"),
     ("response: ProfileOut build + model_dump_json + Response", r"^(_profile_response|json_response|_profile_out) "),
-    ("store: deadline guard (asynccontextmanager + asyncio.timeout)", r"^FirestoreStore\._guard "),
+    (
+        "store: deadline guard (asynccontextmanager + asyncio.timeout)",
+        r"^(FirestoreStore\._guard|_Guard\.__aenter__|_Guard\.__aexit__) ",
+    ),
     ("Firestore client: get_all, gRPC, protobuf (both)", r"^(AsyncClient\.get_all|FirestoreStore\._get_all) "),
     ("Firestore client: get_all, gRPC, protobuf (both)", r"^_profile\.<locals>\.<listcomp> \(floor\.py\)"),
     ("Firestore references and client lookup", r"^(FirestoreStore\.(client|_users|_sessions)|_client) "),

@@ -41,7 +41,10 @@ class AdminService:
             update = {**changes, "updated_at": self.service.clock()}
             if end_sessions:
                 update["auth_epoch"] = user.record.auth_epoch + 1
-            return (await self.store.update_user(user, update)).record
+            try:
+                return (await self.store.update_user(user, update)).record
+            finally:  # this instance's cached sessions of the user must not outlive the change
+                self.service.forget_user(user.record.user_id)
 
         return await retrying(
             await self.user(username),

@@ -49,6 +49,9 @@ MAX_TTL_SECONDS = 400 * DAY
 MAX_LOGIN_WINDOW_SECONDS = 30 * DAY
 DEFAULT_IDLE_SECONDS = 7200
 DEFAULT_TOUCH_SECONDS = 60
+# The staleness a cached session may reach, and the entries an instance may keep (≈ 4 to 6 KiB each; README).
+MAX_CACHE_SECONDS = 3600
+MAX_CACHE_SIZE = 1_000_000
 
 # Collection ids: no '/', and not Firestore's reserved __…__ form.
 COLLECTION_PATTERN = r"^(?!__.*__$)[A-Za-z0-9_-]{1,100}$"
@@ -168,6 +171,13 @@ class Settings(BaseModel):
     log_level: str = Field(default="INFO", validation_alias="SESSION_LOG_LEVEL")
     # json: one structured line per record, for Cloud Logging (deployed); text: one readable line (make run).
     log_format: str = Field(default="json", pattern=r"^(json|text)$", validation_alias="SESSION_LOG_FORMAT")
+
+    # 0: every session check reads Firestore (strong). N > 0: an instance may accept a session it
+    # read within the last N seconds without reading again (see session.cache and the README).
+    cache_seconds: float = Field(
+        default=0, ge=0, le=MAX_CACHE_SECONDS, allow_inf_nan=False, validation_alias="SESSION_CACHE_SECONDS"
+    )
+    cache_size: int = Field(default=10_000, ge=1, le=MAX_CACHE_SIZE, validation_alias="SESSION_CACHE_SIZE")
 
     @field_validator("default_permissions", "allowed_origins", mode="before")
     @classmethod

@@ -1,10 +1,12 @@
 """Structured logging for Cloud Logging: JSON lines on stdout, one set-up per instance.
 
-Uses google-cloud-logging's ``StructuredLogHandler`` (what Cloud Functions gen2
-and Cloud Run parse). It only detects the request by itself under Flask, so the
-HTTP layer puts the trace of the current request in a context variable and a
-filter copies it onto every record logged while that request runs, security
-events included.
+Writes the lines of google-cloud-logging's ``StructuredLogHandler`` (what Cloud
+Functions gen2 and Cloud Run parse), with the same keys, through ``JsonLineHandler``:
+one dict and one ``json.dumps`` per record, and no import of the library (its
+filter re-detected Flask, Django and OpenTelemetry on every record and encoded
+the line in four passes). The HTTP layer puts the trace of the current request
+in a context variable and a filter copies it onto every record logged while
+that request runs, security events included.
 
 ``SESSION_LOG_FORMAT=text`` writes the same records as one short readable line
 each instead (``make run`` in a terminal); deployed functions keep the default,
@@ -16,12 +18,14 @@ Never log tokens, passwords, password hashes, cookies or the Authorization heade
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import logging.handlers
 import re
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import IO, Any
 
 from session.config import Settings
@@ -106,8 +110,8 @@ def hold(settings: Settings) -> bool:
 
     Returns True while ``configure`` is still to be called. The HTTP layer calls
     this on every request and runs ``configure`` after the first response has
-    been sent, so importing google-cloud-logging (a few hundred milliseconds)
-    is not on the cold-start path; the held records are written then, in order.
+    been sent, so setting up the handler is not on the cold-start path; the
+    held records are written then, in order.
     """
     global _held
     if _configured:
@@ -160,9 +164,81 @@ def make_handler(settings: Settings, stream: IO[str]) -> logging.Handler:
         text = logging.StreamHandler(stream)
         text.setFormatter(TextFormatter())
         return text
-    from google.cloud.logging_v2.handlers.structured_log import StructuredLogHandler
-
-    handler: logging.Handler = StructuredLogHandler(project_id=settings.project, stream=stream)  # type: ignore[no-untyped-call]
-    # Before the library's own filter, which renders the trace fields from these attributes.
-    handler.filters.insert(0, _TraceFilter())
+    handler = JsonLineHandler(stream)
+    handler.addFilter(_TraceFilter())
     return handler
+
+
+# Keys of the structured format itself: a record's own fields cannot override them (as in StructuredLogHandler).
+_FORMAT_KEYS = frozenset(
+    {
+        "severity",
+        "httpRequest",
+        "time",
+        "timestamp",
+        "timestampSeconds",
+        "timestampNanos",
+        "logging.googleapis.com/insertId",
+        "logging.googleapis.com/labels",
+        "logging.googleapis.com/operation",
+        "logging.googleapis.com/sourceLocation",
+        "logging.googleapis.com/spanId",
+        "logging.googleapis.com/trace",
+        "logging.googleapis.com/trace_sampled",
+    }
+)
+_exceptions = logging.Formatter()
+# Made once: json.dumps with options builds a new encoder on every call.
+_encoder = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
+class JsonLineHandler(logging.StreamHandler[IO[str]]):
+    """A record as one line of Cloud Logging's structured JSON: one dict, one ``json.dumps``.
+
+    The line ``StructuredLogHandler`` wrote, key for key: the record's ``json_fields``
+    and ``message`` (with any traceback), ``severity``, ``logging.googleapis.com/labels``
+    (``python_logger``), ``…/trace``, ``…/spanId`` and ``…/trace_sampled`` (from the
+    attributes ``_TraceFilter`` sets; empty when there is no trace), ``…/sourceLocation``
+    and ``httpRequest`` (the record's ``http_request``).
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "json_fields", None)
+        line: dict[str, Any] = dict(fields) if isinstance(fields, Mapping) else {}
+        if isinstance(record.msg, Mapping):
+            line = {**record.msg, **line}
+        else:
+            message: Any = record.getMessage()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = _exceptions.formatException(record.exc_info)
+            if record.exc_text:
+                message = f"{message}\n{record.exc_text}"
+            if record.stack_info:
+                message = f"{message}\n{record.stack_info}"
+            if message.startswith("{"):  # a message that is itself a JSON object is kept as one
+                try:
+                    parsed = json.loads(message)
+                except ValueError:
+                    parsed = None
+                if isinstance(parsed, dict):
+                    message = parsed
+            if isinstance(fields, Mapping):
+                if message != "None":
+                    line["message"] = message
+            elif isinstance(message, dict):
+                line = message
+            elif message and message != "None":
+                line["message"] = message
+        if not _FORMAT_KEYS.isdisjoint(line):
+            line = {key: value for key, value in line.items() if key not in _FORMAT_KEYS}
+        line["severity"] = record.levelname
+        line["logging.googleapis.com/labels"] = {"python_logger": record.name, **getattr(record, "labels", {})}
+        line["logging.googleapis.com/trace"] = getattr(record, "trace", None) or ""
+        line["logging.googleapis.com/spanId"] = getattr(record, "span_id", None) or ""
+        line["logging.googleapis.com/trace_sampled"] = bool(getattr(record, "trace_sampled", False))
+        source = {"line": record.lineno, "file": record.pathname, "function": record.funcName}
+        if record.funcName is None or record.pathname is None:  # the library leaves out what is unknown
+            source = {key: value for key, value in source.items() if value is not None}
+        line["logging.googleapis.com/sourceLocation"] = getattr(record, "source_location", source)
+        line["httpRequest"] = getattr(record, "http_request", None) or {}
+        return _encoder.encode(line)

@@ -11,7 +11,9 @@ Every rule has one home in this module:
 - ``_account_allows``: whether the user still accepts a session (same user, enabled, same ``auth_epoch``);
 - ``SessionService._judge_attempt``: the lockout (a guess is counted before it is judged);
 - ``SessionService._open_session``: a session is committed only while its credentials are current;
-- ``retrying``: the one loop around a precondition write that a concurrent change can make fail.
+- ``retrying``: the one loop around a precondition write that a concurrent change can make fail;
+- ``SessionService._cached`` / ``SessionService._strong``: when a session may be accepted from this
+  instance's cache (``SESSION_CACHE_SECONDS``), and the operations that always read it again.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from session import errors, tokens
+from session.cache import SessionCache
 from session.config import Settings
 from session.errors import UnauthenticatedReason as Reason
 from session.models import (
@@ -94,6 +97,8 @@ class AuthContext:
     user: Versioned[UserRecord]
     # Seconds the session now has left, when this request extended it (a touch); else None.
     extended_for: int | None = None
+    # True when the session and user were read from the store for this request; False: from the cache.
+    fresh: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +202,9 @@ class SessionService:
         self._idle = timedelta(seconds=settings.idle_seconds)
         self._touch = timedelta(seconds=settings.touch_seconds)
         self._window = timedelta(seconds=settings.login_window_seconds)
+        self._cache_seconds = settings.cache_seconds
+        # Per instance; None in the strong mode (SESSION_CACHE_SECONDS=0).
+        self.cache: SessionCache | None = SessionCache(settings.cache_size) if settings.cache_seconds > 0 else None
 
     # --- accounts ------------------------------------------------------------------------
 
@@ -423,33 +431,86 @@ class SessionService:
 
     # --- authentication ------------------------------------------------------------------
 
-    async def authenticate(self, token: str) -> AuthContext:
+    async def authenticate(self, token: str, *, fresh: bool = False) -> AuthContext:
         """Check a presented token: one round trip for the session and its user.
 
-        Extends the idle deadline at most once per touch interval, with a
-        precondition so that a concurrently revoked session stays revoked.
-        Raises ``Unauthenticated`` for anything but a live session of an
-        enabled user.
+        With ``SESSION_CACHE_SECONDS`` = N > 0 and not ``fresh``, a session this
+        instance read within the last N seconds is accepted without a round trip
+        (``_cached``); the result then has ``fresh=False``, and every operation that
+        changes security state reads it again (``_strong``). Extends the idle
+        deadline at most once per touch interval, with a precondition so that a
+        concurrently revoked session stays revoked. Raises ``Unauthenticated`` for
+        anything but a live session of an enabled user.
         """
         parsed = tokens.parse(token)
         if parsed is None:
             raise errors.Unauthenticated(Reason.MALFORMED)
-        session, user = await self.store.read_auth(parsed.username, parsed.token_hash)
+        if not fresh and self.cache is not None:
+            cached = await self._cached(self.cache, parsed.token_hash)
+            if cached is not None:
+                return cached
+        return await self._read(parsed.username, parsed.token_hash)
+
+    async def _read(self, username: str, token_hash: str) -> AuthContext:
+        """``authenticate`` from the store; keeps what it read in the cache, if there is one."""
+        cache = self.cache
+        # Taken before the read is sent: the snapshot is at least this recent, and a revocation
+        # through this instance from now on keeps this read out of the cache.
+        read_at, revision = (cache.monotonic(), cache.revision) if cache is not None else (0.0, 0)
+        session, user = await self.store.read_auth(username, token_hash)
         now = self.clock()
         if session is None:
+            if cache is not None:
+                cache.drop(token_hash)
             raise errors.Unauthenticated(Reason.UNKNOWN)
         record = session.record
         reason = _is_live(record, user.record if user else None, now)
         if reason is not None or user is None:
+            if cache is not None:
+                cache.drop(token_hash)
             raise errors.Unauthenticated(reason or Reason.REVOKED)
+        ctx = await self._accept(token_hash, record, user, now, fresh=True)
+        if cache is not None:
+            cache.put(token_hash, ctx.session, user, read_at, revision)
+        return ctx
 
+    async def _cached(self, cache: SessionCache, token_hash: str) -> AuthContext | None:
+        """The session of ``token_hash`` from the cache, if this instance read it less than N seconds ago.
+
+        ``None`` (read the store) when there is no entry, it is N seconds old or more, or
+        by what it holds the session has expired (another instance may have extended it).
+        """
+        entry = cache.get(token_hash)
+        if entry is None:
+            return None
+        now = self.clock()
+        if (
+            cache.monotonic() - entry.read_at >= self._cache_seconds
+            or _is_live(entry.session, entry.user.record, now) is not None
+        ):
+            cache.drop(token_hash)
+            return None
+        return await self._accept(token_hash, entry.session, entry.user, now, fresh=False)
+
+    async def _accept(
+        self, token_hash: str, record: SessionRecord, user: Versioned[UserRecord], now: datetime, *, fresh: bool
+    ) -> AuthContext:
+        """A live session's ``AuthContext``, touching it first if its touch interval has passed.
+
+        The touch is a write with an exists-precondition and no read; when it finds the
+        session gone, the cache forgets it and ``Unauthenticated`` is raised.
+        """
         extended_for = None
         if now - record.last_seen_at >= self._touch:
             expires_at = min(now + self._idle, record.absolute_expires_at)
-            if not await self.store.touch_session(parsed.token_hash, now, expires_at):
+            if not await self.store.touch_session(token_hash, now, expires_at):
+                if self.cache is not None:
+                    self.cache.forget(token_hash)
                 raise errors.Unauthenticated(Reason.UNKNOWN)
             record = record.model_copy(update={"last_seen_at": now, "expires_at": expires_at})
             extended_for = seconds_until(expires_at - now)
+            if not fresh and self.cache is not None:
+                self.cache.touched(token_hash, now, expires_at)
 
         principal = Principal(
             user_id=user.record.user_id,
@@ -459,15 +520,43 @@ class SessionService:
             expires_at=record.expires_at,
         )
         return AuthContext(
-            principal=principal, token_hash=parsed.token_hash, session=record, user=user, extended_for=extended_for
+            principal=principal,
+            token_hash=token_hash,
+            session=record,
+            user=user,
+            extended_for=extended_for,
+            fresh=fresh,
         )
+
+    async def _strong(self, ctx: AuthContext) -> AuthContext:
+        """``ctx`` if it was read from the store for this request; else the session checked again there.
+
+        Every operation that changes security state, lists sessions or judges a password
+        starts here, so a cached ``AuthContext`` can never decide one. Raises ``Unauthenticated``.
+        """
+        if ctx.fresh:
+            return ctx
+        return await self._read(ctx.principal.username, ctx.token_hash)
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop the user's cached sessions: a change made through this instance takes effect on it at once."""
+        if self.cache is not None:
+            self.cache.forget_user(user_id)
+
+    def _forget(self, token_hash: str) -> None:
+        if self.cache is not None:
+            self.cache.forget(token_hash)
 
     async def logout(self, token: str) -> str | None:
         """Revoke the session of ``token``; idempotent. Returns the session's log id, if well-formed."""
         parsed = tokens.parse(token)
         if parsed is None:
             return None
-        await self.store.delete_session(parsed.token_hash)
+        self._forget(parsed.token_hash)
+        try:
+            await self.store.delete_session(parsed.token_hash)
+        finally:  # again: a read that was in flight during the delete must not be kept
+            self._forget(parsed.token_hash)
         return tokens.log_id(parsed.token_hash)
 
     # --- profile ---------------------------------------------------------------------------
@@ -483,6 +572,7 @@ class SessionService:
         including when a concurrent update got there first, and ``Unauthenticated``
         when the caller's session was revoked meanwhile.
         """
+        ctx = await self._strong(ctx)
         changes: dict[str, Any] = {name: getattr(req, name) for name in req.model_fields_set}
 
         async def write(current: Versioned[UserRecord] | None) -> ProfileOut:
@@ -493,7 +583,10 @@ class SessionService:
             if not changes:
                 return _profile_out(current.record, ctx.session)
             update = {**changes, "version": current.record.version + 1, "updated_at": self.clock()}
-            updated = await self.store.update_user(current, update)
+            try:
+                updated = await self.store.update_user(current, update)
+            finally:  # cached entries hold the user as it was
+                self.forget_user(ctx.principal.user_id)
             event("profile_updated", user_id=ctx.principal.user_id, version=updated.record.version)
             return _profile_out(updated.record, ctx.session)
 
@@ -528,6 +621,7 @@ class SessionService:
         ``WrongCurrentPassword`` (403) when it is wrong, ``Unauthenticated`` when
         the caller's session was ended meanwhile (by another change, say).
         """
+        ctx = await self._strong(ctx)
         now = self.clock()
         reservation = await self.store.reserve_attempt(
             tokens.counter_key(ctx.principal.username), now, now + self._window
@@ -551,6 +645,8 @@ class SessionService:
             )
         except CredentialsChanged:
             raise _revoked() from None
+        finally:
+            self.forget_user(ctx.principal.user_id)
         new_epoch = result.epoch
         revoked = await self.store.delete_user_sessions(
             ctx.principal.user_id, keep=tokens.hash_token(result.token), up_to_epoch=new_epoch - 1
@@ -562,6 +658,7 @@ class SessionService:
 
     async def list_sessions(self, ctx: AuthContext) -> SessionsOut:
         """The caller's live sessions, newest first."""
+        ctx = await self._strong(ctx)
         sessions = await self.live_sessions(ctx.user.record)
         return SessionsOut(sessions=[session_out(s, current=h == ctx.token_hash) for h, s in sessions])
 
@@ -577,10 +674,14 @@ class SessionService:
         """
         if not tokens.is_public_id(session_id):
             raise errors.NotFound("no such session")
+        ctx = await self._strong(ctx)
         found = await self.store.find_session(session_id)
         if found is None or found[1].user_id != ctx.principal.user_id:
             raise errors.NotFound("no such session")
-        await self.store.delete_session(found[0])
+        try:
+            await self.store.delete_session(found[0])
+        finally:
+            self._forget(found[0])
         event("session_revoked", user_id=ctx.principal.user_id, sid=tokens.log_id(found[0]))
         return found[0] == ctx.token_hash
 
@@ -593,6 +694,7 @@ class SessionService:
         read the user before it, even after the deletion, is void. Raises
         ``Unauthenticated`` when the caller's own session was ended meanwhile.
         """
+        ctx = await self._strong(ctx)
         keep = None if include_current else ctx.token_hash
         # Only what the caller's epoch covers: a password change that committed meanwhile opened a newer session.
         revoked = await self.store.delete_user_sessions(
@@ -610,12 +712,15 @@ class SessionService:
             )
 
         first: Versioned[UserRecord] | None = ctx.user
-        await retrying(
-            first,
-            bump,
-            lambda: self._still_allowed(ctx),
-            lambda: errors.ServiceUnavailable(1, "the account kept changing; try again"),
-        )
+        try:
+            await retrying(
+                first,
+                bump,
+                lambda: self._still_allowed(ctx),
+                lambda: errors.ServiceUnavailable(1, "the account kept changing; try again"),
+            )
+        finally:
+            self.forget_user(ctx.principal.user_id)
         event(
             "sessions_revoked_all",
             logging.WARNING,

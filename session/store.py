@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import weakref
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -26,6 +26,7 @@ from session.models import AttemptsRecord, SessionRecord, UserRecord
 
 if TYPE_CHECKING:  # the client library is heavy: import it on first use only
     from google.cloud.firestore import AsyncClient
+    from google.cloud.firestore_v1.async_collection import AsyncCollectionReference
     from google.cloud.firestore_v1.async_document import AsyncDocumentReference
     from google.cloud.firestore_v1.base_document import DocumentSnapshot
 
@@ -166,6 +167,72 @@ def _parse(model: type[R], data: dict[str, Any] | None, path: str) -> R:
         raise StoreCorrupt(path, model.__name__, problems) from None
 
 
+def _translate(exc: BaseException) -> StoreError | None:
+    """The store's own error for a failure of a Firestore call; ``None`` for anything else (let it through)."""
+    from google.api_core import exceptions as gexc  # only on a failure: the success path imports nothing
+
+    if isinstance(exc, gexc.AlreadyExists):
+        return AlreadyExists(str(exc.message))
+    if isinstance(exc, (gexc.FailedPrecondition, gexc.NotFound)):
+        return PreconditionFailed(str(exc.message))
+    if isinstance(
+        exc,
+        (
+            TimeoutError,  # our deadline
+            gexc.RetryError,  # the retry's deadline, over retryable errors only
+            gexc.ServiceUnavailable,  # unreachable (gRPC UNAVAILABLE: connection refused or reset)
+            gexc.GatewayTimeout,  # DeadlineExceeded
+            gexc.BadGateway,
+            gexc.TooManyRequests,  # ResourceExhausted: quota or overload
+            gexc.Aborted,  # contention; retrying succeeds
+            gexc.InternalServerError,  # Firestore asks clients to retry INTERNAL with backoff
+        ),
+    ):
+        return StoreUnavailable(type(exc).__name__)
+    if isinstance(exc, gexc.GoogleAPIError):  # InvalidArgument, PermissionDenied, ...: retrying cannot help
+        return StoreRejected(type(exc).__name__, str(getattr(exc, "message", exc)))
+    return None
+
+
+class _Guard:
+    """``async with``: bound a Firestore call by the deadline and translate its failures (``_translate``).
+
+    A plain class rather than an ``@asynccontextmanager`` generator: it runs on every
+    call, and the generator's machinery cost more than the work.
+    """
+
+    __slots__ = ("_deadline", "_timeout")
+
+    def __init__(self, deadline: float) -> None:
+        self._deadline = deadline
+
+    async def __aenter__(self) -> None:
+        self._timeout = asyncio.timeout(self._deadline)
+        await self._timeout.__aenter__()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self._timeout.__aexit__(exc_type, exc, tb)
+        except TimeoutError as expired:  # the deadline cancelled the call
+            raise StoreUnavailable(type(expired).__name__) from expired
+        if exc is not None:
+            translated = _translate(exc)
+            if translated is not None:
+                raise translated from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Bound:
+    """One event loop's client and its three collections, made once (the references are immutable)."""
+
+    client: AsyncClient
+    users: AsyncCollectionReference
+    sessions: AsyncCollectionReference
+    attempts: AsyncCollectionReference
+
+
 class Store(Protocol):
     """What the session rules need from storage, and nothing more: persistence, no rules.
 
@@ -279,7 +346,7 @@ class FirestoreStore:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._deadline = settings.firestore_timeout_seconds
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = weakref.WeakKeyDictionary()
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bound] = weakref.WeakKeyDictionary()
         self._retry: Any = None
         self._write_retry: Any = None
 
@@ -287,16 +354,27 @@ class FirestoreStore:
 
     def client(self) -> AsyncClient:
         """The client of the running event loop, created on first use."""
+        return self._bound().client
+
+    def _bound(self) -> _Bound:
+        """The running event loop's client and collection references, created on first use."""
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
+        bound = self._clients.get(loop)
+        if bound is None:
             from google.api_core import exceptions as gexc
             from google.api_core.retry import if_exception_type
             from google.api_core.retry_async import AsyncRetry
             from google.cloud.firestore import AsyncClient
 
             client = AsyncClient(project=self._settings.project, database=self._settings.database)
-            self._clients[loop] = client
+            settings = self._settings
+            bound = _Bound(
+                client,
+                client.collection(settings.users_collection),
+                client.collection(settings.sessions_collection),
+                client.collection(settings.attempts_collection),
+            )
+            self._clients[loop] = bound
             if self._retry is None:
                 backoff: dict[str, Any] = {
                     "initial": 0.05,
@@ -319,51 +397,31 @@ class FirestoreStore:
                     predicate=if_exception_type(gexc.ServiceUnavailable, gexc.TooManyRequests),
                     **backoff,
                 )
-        return client
+        return bound
 
     def _users(self, username: str) -> AsyncDocumentReference:
-        return self.client().collection(self._settings.users_collection).document(username)
+        return self._bound().users.document(username)
 
     def _sessions(self, token_hash: str) -> AsyncDocumentReference:
-        return self.client().collection(self._settings.sessions_collection).document(token_hash)
+        return self._bound().sessions.document(token_hash)
 
     def _attempts(self, key: str) -> AsyncDocumentReference:
-        return self.client().collection(self._settings.attempts_collection).document(key)
+        return self._bound().attempts.document(key)
 
-    @asynccontextmanager
-    async def _guard(self) -> AsyncIterator[None]:
-        """Bound a Firestore call by the deadline and translate its failures."""
-        from google.api_core import exceptions as gexc
-
-        try:
-            async with asyncio.timeout(self._deadline):
-                yield
-        except gexc.AlreadyExists as exc:
-            raise AlreadyExists(str(exc.message)) from exc
-        except (gexc.FailedPrecondition, gexc.NotFound) as exc:
-            raise PreconditionFailed(str(exc.message)) from exc
-        except (
-            TimeoutError,  # our deadline
-            gexc.RetryError,  # the retry's deadline, over retryable errors only
-            gexc.ServiceUnavailable,  # unreachable (gRPC UNAVAILABLE: connection refused or reset)
-            gexc.GatewayTimeout,  # DeadlineExceeded
-            gexc.BadGateway,
-            gexc.TooManyRequests,  # ResourceExhausted: quota or overload
-            gexc.Aborted,  # contention; retrying succeeds
-            gexc.InternalServerError,  # Firestore asks clients to retry INTERNAL with backoff
-        ) as exc:
-            raise StoreUnavailable(type(exc).__name__) from exc
-        except gexc.GoogleAPIError as exc:  # InvalidArgument, PermissionDenied, ...: retrying cannot help
-            raise StoreRejected(type(exc).__name__, str(getattr(exc, "message", exc))) from exc
+    def _guard(self) -> _Guard:
+        """Bound a Firestore call by the deadline and translate its failures (``async with``)."""
+        return _Guard(self._deadline)
 
     async def _call(self, pending: Awaitable[T]) -> T:
         """Await one Firestore call under the deadline, translating its failures."""
         async with self._guard():
             return await pending
 
-    async def _get_all(self, refs: list[AsyncDocumentReference]) -> dict[str, DocumentSnapshot[Any]]:
-        client = self.client()
-        async with self._guard():
+    async def _get_all(
+        self, refs: list[AsyncDocumentReference], client: AsyncClient | None = None
+    ) -> dict[str, DocumentSnapshot[Any]]:
+        client = client or self.client()
+        async with _Guard(self._deadline):
             snaps = [snap async for snap in client.get_all(refs, retry=self._retry, timeout=self._deadline)]
         _count(round_trips=1, reads=len(refs))
         return {snap.reference.path: snap for snap in snaps}
@@ -377,8 +435,9 @@ class FirestoreStore:
         self, username: str, token_hash: str
     ) -> tuple[Versioned[SessionRecord] | None, Versioned[UserRecord] | None]:
         """The session and its user, in one round trip."""
-        session_ref, user_ref = self._sessions(token_hash), self._users(username)
-        snaps = await self._get_all([session_ref, user_ref])
+        bound = self._bound()
+        session_ref, user_ref = bound.sessions.document(token_hash), bound.users.document(username)
+        snaps = await self._get_all([session_ref, user_ref], bound.client)
         return (
             self._versioned(SessionRecord, snaps.get(session_ref.path)),
             self._versioned(UserRecord, snaps.get(user_ref.path)),
@@ -631,6 +690,6 @@ class FirestoreStore:
     async def close(self) -> None:
         """Close the running loop's client, if any."""
         loop = asyncio.get_running_loop()
-        client = self._clients.pop(loop, None)
-        if client is not None:
-            client.close()  # type: ignore[no-untyped-call]
+        bound = self._clients.pop(loop, None)
+        if bound is not None:
+            bound.client.close()  # type: ignore[no-untyped-call]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -123,3 +124,66 @@ def test_json_is_the_default_format(make_client: AppFactory) -> None:
     logs.configure(load_settings(), stream=stream)
     logging.getLogger("session.security").info("probe", extra={"json_fields": {"event": "probe"}})
     assert json.loads(stream.getvalue().splitlines()[-1])["event"] == "probe"
+
+
+def _records() -> list[logging.LogRecord]:
+    """Records as the service makes them: a request line in a trace, an event, an error with a traceback."""
+    logger = logging.getLogger("session.request")
+    made = []
+    http_request = {"requestMethod": "GET", "requestUrl": "/profile", "status": 200, "latency": "0.001000s"}
+    made.append(
+        logger.makeRecord(
+            logger.name,
+            logging.INFO,
+            "/x/http.py",
+            7,
+            "GET /profile 200",
+            (),
+            None,
+            "_log",
+            {"http_request": http_request, "json_fields": {"entry_point": "profile", "firestore": {"reads": 2}}},
+        )
+    )
+    made.append(
+        logger.makeRecord(
+            "session.security",
+            logging.WARNING,
+            "/x/s.py",
+            9,
+            "login_failed",
+            (),
+            None,
+            "event",
+            {"json_fields": {"event": "login_failed", "attempt": 2, "note": "é ✓"}},
+        )
+    )
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        made.append(logger.makeRecord(logger.name, logging.ERROR, "/x/h.py", 3, "failed %s", ("x",), sys.exc_info()))
+    made.append(logger.makeRecord(logger.name, logging.INFO, "/x/h.py", 4, "plain", (), None))
+    made.append(
+        logger.makeRecord(
+            logger.name, logging.INFO, "/x/h.py", 5, "m", (), None, None, {"json_fields": {"severity": "X"}}
+        )
+    )
+    return made
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_json_line_handler_writes_the_structured_log_handlers_line(traced: bool) -> None:
+    from google.cloud.logging_v2.handlers.structured_log import StructuredLogHandler
+
+    from session import logs
+
+    theirs = StructuredLogHandler(project_id="demo", stream=io.StringIO())  # type: ignore[no-untyped-call]
+    ours = logs.JsonLineHandler(io.StringIO())
+    token = logs.current_trace.set(("projects/demo/traces/" + TRACE_ID, "00f067aa0ba902b7", True) if traced else None)
+    try:
+        for record in _records():
+            logs._TraceFilter().filter(record)
+            expected = copy.copy(record)
+            theirs.filter(expected)
+            assert json.loads(ours.format(copy.copy(record))) == json.loads(theirs.format(expected))
+    finally:
+        logs.current_trace.reset(token)

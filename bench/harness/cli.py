@@ -86,8 +86,10 @@ def base_env(project: str, workers: str, threads: str) -> dict[str, str]:
         **{k: v for k, v in os.environ.items() if not k.startswith("SESSION_")},
         "GOOGLE_CLOUD_PROJECT": project,
         "SESSION_COOKIE_SECURE": "false",
-        # Lockout off, so the failed-login rows measure the failure path and not the 429.
-        "SESSION_LOGIN_MAX_FAILURES": "1000000000",
+        # Lockout out of reach (the most failures allowed, in a 1 s window), so the failed-login rows measure
+        # the failure path and not the 429.
+        "SESSION_LOGIN_MAX_FAILURES": "1000",
+        "SESSION_LOGIN_WINDOW_SECONDS": "1",
         "WORKERS": workers,
         "THREADS": threads,
     }
