@@ -97,7 +97,8 @@ def _out(text: str) -> None:
 
 
 def _err(text: str) -> None:
-    print(logs.printable(text), file=sys.stderr)
+    """Print ``text`` on stderr, line by line, every control character escaped."""
+    print("\n".join(logs.printable(line) for line in text.split("\n")), file=sys.stderr)
 
 
 def _alias_names(field_name: str, model: type[Settings] = Settings) -> tuple[str, ...]:
