@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from session import errors  # noqa: E402
 from session.config import Settings  # noqa: E402
 from session.errors import PROBLEM_JSON, PROBLEM_TYPE  # noqa: E402
+from session.http import IF_MATCH_PATTERN, ROUTES  # noqa: E402
 from session.models import (  # noqa: E402
     LoginOut,
     LoginRequest,
@@ -62,20 +63,7 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (Problem, "serialization"),
 ]
 
-# Errors any operation that reads or writes a JSON body can answer with.
-BODY_ERRORS: list[type[errors.SessionError]] = [
-    errors.InvalidJson,
-    errors.InvalidRequest,
-    errors.PayloadTooLarge,
-    errors.UnsupportedMediaType,
-]
-AUTH_ERRORS: list[type[errors.SessionError]] = [errors.Unauthenticated]
-COOKIE_WRITE_ERRORS: list[type[errors.SessionError]] = [errors.CsrfRejected]
-STORE_ERRORS: list[type[errors.SessionError]] = [errors.ServiceUnavailable]
-
 SECURITY = [{"bearer": []}, {"cookie": []}]
-# What session.http accepts in If-Match: `*`, or a version as an entity tag (quotes and W/ optional).
-IF_MATCH_PATTERN = r'^(\*|(W/)?"[0-9]{1,18}"|(W/)?[0-9]{1,18})$'
 
 
 def _ref(name: str, kind: str = "schemas") -> dict[str, str]:
@@ -180,6 +168,16 @@ def _no_content(description: str, headers: dict[str, Any] | None = None) -> dict
     return response
 
 
+def _raises(path: str, method: str) -> list[type[errors.SessionError]]:
+    """The problems an operation can answer with, as the route table in session/http.py declares them."""
+    endpoint, *below = path.strip("/").split("/")
+    pattern = tuple("*" if part.startswith("{") else part for part in below)
+    for route, methods in ROUTES[endpoint]:
+        if route == pattern:
+            return list(methods[method].raises)
+    raise KeyError(f"{method} {path} is not in session.http.ROUTES")
+
+
 def _operation(
     operation_id: str,
     summary: str,
@@ -273,7 +271,7 @@ def build() -> dict[str, Any]:
                 "register",
                 "Create an account",
                 {"201": _ok(UserOut, "The new account.")},
-                [*BODY_ERRORS, errors.RegistrationDisabled, errors.UsernameTaken, *STORE_ERRORS],
+                _raises("/register", "POST"),
                 body=RegisterRequest,
             ),
         },
@@ -282,13 +280,7 @@ def build() -> dict[str, Any]:
                 "login",
                 "Open a session with a username and password",
                 {"200": _ok(LoginOut, "A new session; the token is also set as a cookie.", _set_cookie("set"))},
-                [
-                    *BODY_ERRORS,
-                    errors.InvalidCredentials,
-                    errors.AccountDisabled,
-                    errors.TooManyAttempts,
-                    *STORE_ERRORS,
-                ],
+                _raises("/login", "POST"),
                 body=LoginRequest,
             ),
         },
@@ -301,7 +293,7 @@ def build() -> dict[str, Any]:
                         "The session is gone (or never existed); the cookie is cleared.", _set_cookie("clear")
                     )
                 },
-                [*AUTH_ERRORS, *COOKIE_WRITE_ERRORS, *STORE_ERRORS],
+                _raises("/logout", "POST"),
                 secured=True,
             ),
         },
@@ -310,14 +302,14 @@ def build() -> dict[str, Any]:
                 "getProfile",
                 "The caller's profile and session",
                 {"200": _ok(ProfileOut, "The profile.", {"ETag": _ref("ETag", "headers")})},
-                [*AUTH_ERRORS, *STORE_ERRORS],
+                _raises("/profile", "GET"),
                 secured=True,
             ),
             "patch": _operation(
                 "updateProfile",
                 "Change the display name or email",
                 {"200": _ok(ProfileOut, "The updated profile.", {"ETag": _ref("ETag", "headers")})},
-                [*BODY_ERRORS, *AUTH_ERRORS, *COOKIE_WRITE_ERRORS, errors.VersionConflict, *STORE_ERRORS],
+                _raises("/profile", "PATCH"),
                 body=ProfileUpdateRequest,
                 parameters=[if_match],
                 secured=True,
@@ -328,14 +320,7 @@ def build() -> dict[str, Any]:
                 "changePassword",
                 "Change the password: every session of the user ends and a new one opens",
                 {"200": _ok(LoginOut, "The new session.", _set_cookie("set"))},
-                [
-                    *BODY_ERRORS,
-                    *AUTH_ERRORS,
-                    *COOKIE_WRITE_ERRORS,
-                    errors.WrongCurrentPassword,
-                    errors.TooManyAttempts,
-                    *STORE_ERRORS,
-                ],
+                _raises("/profile/password", "POST"),
                 body=PasswordChangeRequest,
                 secured=True,
             ),
@@ -345,14 +330,14 @@ def build() -> dict[str, Any]:
                 "listSessions",
                 "The caller's live sessions, newest first",
                 {"200": _ok(SessionsOut, "The sessions (never their tokens).")},
-                [*AUTH_ERRORS, *STORE_ERRORS],
+                _raises("/sessions", "GET"),
                 secured=True,
             ),
             "delete": _operation(
                 "revokeAllSessions",
                 "Revoke every session of the caller, except the current one unless asked",
                 {"204": _no_content("Revoked.", _set_cookie("clear"))},
-                [errors.InvalidRequest, *AUTH_ERRORS, *COOKIE_WRITE_ERRORS, *STORE_ERRORS],
+                _raises("/sessions", "DELETE"),
                 parameters=[include_current],
                 secured=True,
             ),
@@ -362,7 +347,7 @@ def build() -> dict[str, Any]:
                 "revokeSession",
                 "Revoke one of the caller's sessions",
                 {"204": _no_content("Revoked.", _set_cookie("clear"))},
-                [*AUTH_ERRORS, *COOKIE_WRITE_ERRORS, errors.NotFound, *STORE_ERRORS],
+                _raises("/sessions/{id}", "DELETE"),
                 secured=True,
             ),
             "parameters": [session_id],

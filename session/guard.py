@@ -197,10 +197,28 @@ def _check_request(runtime: Runtime, seen: _Presented) -> tuple[str, bool]:
     )
 
 
-def _authorize(principal: Principal, required: frozenset[str]) -> None:
-    missing = required - principal.permissions
-    if missing:
-        raise errors.Forbidden(f"missing permission: {', '.join(sorted(missing))}")
+class _Check:
+    """One guarded request: the credential it presents (checked before any store access), then its admission."""
+
+    def __init__(self, request: Any) -> None:
+        self.runtime = _get_runtime()
+        self.token, self.via_cookie = _check_request(
+            self.runtime, _presented(request, self.runtime.settings.cookie_name)
+        )
+        self.cookie: credentials.Cookie | None = None
+
+    def admit(self, ctx: AuthContext, required: frozenset[str]) -> Principal:
+        """Check the permissions of an authenticated request, and note the cookie to re-send. Raises ``Forbidden``."""
+        missing = required - ctx.principal.permissions
+        if missing:
+            raise errors.Forbidden(f"missing permission: {', '.join(sorted(missing))}")
+        self.cookie = credentials.refreshed_cookie(self.runtime.settings, self.token, self.via_cookie, ctx.extended_for)
+        return ctx.principal
+
+
+def _refusal(request: Any, exc: ConfigError | errors.SessionError) -> Any:
+    """The problem answer for a request the guard refuses (invalid settings are a 500, logged)."""
+    return _problem(request, _config_failure(exc) if isinstance(exc, ConfigError) else exc)
 
 
 def _problem(request: Any, exc: errors.SessionError) -> Any:
@@ -273,32 +291,22 @@ def require_session(permissions: Collection[str] = ()) -> Callable[[F], F]:
             @functools.wraps(fn)
             async def async_guarded(request: Any) -> Any:
                 try:
-                    runtime = _get_runtime()
-                    token, via_cookie = _check_request(runtime, _presented(request, runtime.settings.cookie_name))
-                    ctx = await _authenticate(runtime, token)
-                    _authorize(ctx.principal, required)
-                except ConfigError as exc:
-                    return _problem(request, _config_failure(exc))
-                except errors.SessionError as exc:
-                    return _problem(request, exc)
-                cookie = credentials.refreshed_cookie(runtime.settings, token, via_cookie, ctx.extended_for)
-                return _with_cookie(request, await fn(request, ctx.principal), cookie)
+                    check = _Check(request)
+                    admitted = check.admit(await _authenticate(check.runtime, check.token), required)
+                except (ConfigError, errors.SessionError) as exc:
+                    return _refusal(request, exc)
+                return _with_cookie(request, await fn(request, admitted), check.cookie)
 
             return cast(F, async_guarded)
 
         @functools.wraps(fn)
         def guarded(request: Any) -> Any:
             try:
-                runtime = _get_runtime()
-                token, via_cookie = _check_request(runtime, _presented(request, runtime.settings.cookie_name))
-                ctx = _blocking_authenticate(runtime, token)
-                _authorize(ctx.principal, required)
-            except ConfigError as exc:
-                return _problem(request, _config_failure(exc))
-            except errors.SessionError as exc:
-                return _problem(request, exc)
-            cookie = credentials.refreshed_cookie(runtime.settings, token, via_cookie, ctx.extended_for)
-            return _with_cookie(request, fn(request, ctx.principal), cookie)
+                check = _Check(request)
+                admitted = check.admit(_blocking_authenticate(check.runtime, check.token), required)
+            except (ConfigError, errors.SessionError) as exc:
+                return _refusal(request, exc)
+            return _with_cookie(request, fn(request, admitted), check.cookie)
 
         return cast(F, guarded)
 

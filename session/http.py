@@ -13,6 +13,7 @@ import functools
 import gc
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -203,19 +204,22 @@ def _profile_response(profile: ProfileOut) -> Response:
     return json_response(profile, headers={"ETag": f'"{profile.version}"'})
 
 
+# The one If-Match grammar (the OpenAPI document uses it too): `*`, or a version as an entity tag,
+# quotes and W/ optional.
+IF_MATCH_PATTERN = r'^(\*|(W/)?"([0-9]{1,18})"|(W/)?([0-9]{1,18}))$'
+_IF_MATCH = re.compile(IF_MATCH_PATTERN)
+
+
 def _parse_if_match(value: str | None) -> int | None:
     """The version named by ``If-Match``; ``None`` for no header or ``*``."""
-    if value is None or value.strip() == "*":
+    if value is None:
         return None
-    text = value.strip()
-    if text.startswith("W/"):
-        text = text[2:]
-    if len(text) >= 2 and text[0] == text[-1] == '"':
-        text = text[1:-1]
-    # ASCII only: str.isdigit() accepts "²" (a Latin-1 byte in a header), which int() then rejects.
-    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+    # fullmatch: `$` alone would accept a trailing newline. [0-9]: str.isdigit() would accept "²".
+    match = _IF_MATCH.fullmatch(value.strip())
+    if match is None:
         raise errors.InvalidRequest([{"loc": ["header", "if-match"], "msg": 'expected an ETag like "3"'}])
-    return int(text)
+    version = match.group(3) or match.group(5)
+    return int(version) if version else None
 
 
 def _parse_bool(call: Call, name: str) -> bool:
@@ -297,23 +301,97 @@ async def _revoke_one(call: Call) -> Response:
 
 
 Handler = Callable[[Call], Awaitable[Response]]
-# endpoint -> [(path pattern below the endpoint, {method: handler})]; "*" matches one segment.
-ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Handler]]]] = {
-    "register": [((), {"POST": _register})],
-    "login": [((), {"POST": _login})],
-    "logout": [((), {"POST": _logout})],
+
+# What any operation can answer besides its own errors; the route table composes them, and the OpenAPI
+# document is generated from it, so the spec and the router cannot disagree.
+BODY_ERRORS: tuple[type[errors.SessionError], ...] = (
+    errors.InvalidJson,
+    errors.InvalidRequest,
+    errors.PayloadTooLarge,
+    errors.UnsupportedMediaType,
+)
+AUTH_ERRORS: tuple[type[errors.SessionError], ...] = (errors.Unauthenticated,)
+COOKIE_WRITE_ERRORS: tuple[type[errors.SessionError], ...] = (errors.CsrfRejected,)
+STORE_ERRORS: tuple[type[errors.SessionError], ...] = (errors.ServiceUnavailable,)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One method of one route: its handler and every problem it can answer with."""
+
+    handler: Handler
+    raises: tuple[type[errors.SessionError], ...]
+
+
+def _signed_in(
+    *own: type[errors.SessionError], body: bool = False, writes: bool = False
+) -> tuple[type[errors.SessionError], ...]:
+    """An authenticated operation's errors: body, authentication, CSRF (if it writes), its own, the store's."""
+    return (*(BODY_ERRORS if body else ()), *AUTH_ERRORS, *(COOKIE_WRITE_ERRORS if writes else ()), *own, *STORE_ERRORS)
+
+
+# endpoint -> [(path pattern below the endpoint, {method: operation})]; "*" matches one segment.
+ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Operation]]]] = {
+    "register": [
+        (
+            (),
+            {
+                "POST": Operation(
+                    _register, (*BODY_ERRORS, errors.RegistrationDisabled, errors.UsernameTaken, *STORE_ERRORS)
+                )
+            },
+        )
+    ],
+    "login": [
+        (
+            (),
+            {
+                "POST": Operation(
+                    _login,
+                    (
+                        *BODY_ERRORS,
+                        errors.InvalidCredentials,
+                        errors.AccountDisabled,
+                        errors.TooManyAttempts,
+                        *STORE_ERRORS,
+                    ),
+                )
+            },
+        )
+    ],
+    "logout": [((), {"POST": Operation(_logout, (*AUTH_ERRORS, *COOKIE_WRITE_ERRORS, *STORE_ERRORS))})],
     "profile": [
-        ((), {"GET": _get_profile, "PATCH": _patch_profile}),
-        (("password",), {"POST": _change_password}),
+        (
+            (),
+            {
+                "GET": Operation(_get_profile, _signed_in()),
+                "PATCH": Operation(_patch_profile, _signed_in(errors.VersionConflict, body=True, writes=True)),
+            },
+        ),
+        (
+            ("password",),
+            {
+                "POST": Operation(
+                    _change_password,
+                    _signed_in(errors.WrongCurrentPassword, errors.TooManyAttempts, body=True, writes=True),
+                )
+            },
+        ),
     ],
     "sessions": [
-        ((), {"GET": _list_sessions, "DELETE": _revoke_all}),
-        (("*",), {"DELETE": _revoke_one}),
+        (
+            (),
+            {
+                "GET": Operation(_list_sessions, _signed_in()),
+                "DELETE": Operation(_revoke_all, (errors.InvalidRequest, *_signed_in(writes=True))),
+            },
+        ),
+        (("*",), {"DELETE": Operation(_revoke_one, _signed_in(errors.NotFound, writes=True))}),
     ],
 }
 
 
-def resolve(endpoint: str, segments: tuple[str, ...]) -> tuple[dict[str, Handler], tuple[str, ...]]:
+def resolve(endpoint: str, segments: tuple[str, ...]) -> tuple[dict[str, Operation], tuple[str, ...]]:
     """The methods of the route matching ``segments`` below ``endpoint``, and its parameters."""
     for pattern, methods in ROUTES.get(endpoint, ()):
         if len(pattern) == len(segments) and all(p in ("*", s) for p, s in zip(pattern, segments, strict=True)):
@@ -431,6 +509,35 @@ def path_segments(request: Request) -> tuple[str, ...]:
 # --- the application ---------------------------------------------------------------------------
 
 
+class _RequestScope:
+    """The per-request context: the trace for every log record, the Firestore op count, the clock.
+
+    Entered once per routed request; ``first`` is True until structured logging is set up.
+    """
+
+    def __init__(self, settings: Settings, request: Request) -> None:
+        self.settings = settings
+        self.request = request
+        self.ops = OpCounts()
+        self.started = 0.0
+        self.first = False
+
+    def __enter__(self) -> _RequestScope:
+        self.first = logs.hold(self.settings)
+        self.started = time.perf_counter()
+        headers = self.request.headers
+        trace = logs.parse_trace(headers.get("traceparent"), headers.get("x-cloud-trace-context"))
+        self._ops_token = current_ops.set(self.ops)
+        self._trace_token = logs.current_trace.set(
+            (f"projects/{self.settings.project}/traces/{trace[0]}", trace[1], trace[2]) if trace else None
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logs.current_trace.reset(self._trace_token)
+        current_ops.reset(self._ops_token)
+
+
 class Api:
     """Settings, store and service for one instance, and the request pipeline around them."""
 
@@ -460,7 +567,7 @@ class Api:
             response.headers["Access-Control-Allow-Credentials"] = "true"
             response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
 
-    def _preflight(self, request: Request, methods: dict[str, Handler]) -> Response:
+    def _preflight(self, request: Request, methods: dict[str, Operation]) -> Response:
         response = Response(status_code=204)
         origin = request.headers.get("origin")
         if origin and credentials.origin_allowed(origin, self.origins):
@@ -474,63 +581,67 @@ class Api:
     # --- the pipeline ---
 
     async def handle(self, request: Request, endpoint: str | None = None) -> Response:
-        """Serve one request for ``endpoint`` (``None``: route by the first path segment)."""
-        segments = path_segments(request)
-        if endpoint is not None and segments[:1] == (endpoint,):
-            # A Firebase Hosting rewrite (or a proxy) forwards "/login" to the `login` function unchanged.
-            segments = segments[1:]
+        """Serve one request for ``endpoint`` (``None``: route by the first path segment).
+
+        A short pipeline: the public files of ``api`` need nothing else; every other
+        request is routed, dispatched with its errors mapped to problem documents,
+        finished (caching, the refreshed cookie, CORS) and logged as one line, inside
+        the request's trace and Firestore op count.
+        """
+        endpoint, segments = self._route_target(request, endpoint)
         if endpoint is None:
             endpoint, segments = (segments[0], segments[1:]) if segments else ("", ())
             if request.method in ("GET", "HEAD"):
                 page = public_file(endpoint, segments, self.settings.page_api_origin)
                 if page is not None:
                     return page
-        set_up_logging = logs.hold(self.settings)
-        started = time.perf_counter()
-        ops = OpCounts()
-        ops_token = current_ops.set(ops)
-        trace = logs.parse_trace(request.headers.get("traceparent"), request.headers.get("x-cloud-trace-context"))
-        trace_token = logs.current_trace.set(
-            (f"projects/{self.settings.project}/traces/{trace[0]}", trace[1], trace[2]) if trace else None
-        )
-        call = Call(self, request, endpoint, ())
-        code = "ok"
+        with _RequestScope(self.settings, request) as scope:
+            call = Call(self, request, endpoint, ())
+            response, code = await self._dispatch(call, segments)
+            self._finish(call, response)
+            self._log(request, endpoint, response.status_code, code, scope.started, scope.ops, call)
+            if scope.first and response.background is None:
+                response.background = BackgroundTask(self._after_first_response)
+        return response
+
+    @staticmethod
+    def _route_target(request: Request, endpoint: str | None) -> tuple[str | None, tuple[str, ...]]:
+        """The endpoint and the path below it; a Hosting rewrite's "/login" reaching `login` loses its prefix."""
+        segments = path_segments(request)
+        if endpoint is not None and segments[:1] == (endpoint,):
+            segments = segments[1:]
+        return endpoint, segments
+
+    async def _dispatch(self, call: Call, segments: tuple[str, ...]) -> tuple[Response, str]:
+        """Route and run the handler; every failure becomes a problem response. Returns it and its code."""
         try:
             try:
-                methods, call.params = resolve(endpoint, segments)
-                if request.method == "OPTIONS":
-                    response = self._preflight(request, methods)
-                else:
-                    handler = methods.get(request.method)
-                    if handler is None:
-                        raise errors.MethodNotAllowed([*methods, "OPTIONS"])
-                    response = await handler(call)
+                methods, call.params = resolve(call.endpoint, segments)
+                if call.request.method == "OPTIONS":
+                    return self._preflight(call.request, methods), "ok"
+                operation = methods.get(call.request.method)
+                if operation is None:
+                    raise errors.MethodNotAllowed([*methods, "OPTIONS"])
+                return await operation.handler(call), "ok"
             except StoreError as exc:
                 raise store_failure(self.settings, exc) from exc
         except errors.SessionError as exc:
-            code = exc.code
-            response = problem_response(exc)
+            return problem_response(exc), exc.code
         except Exception as exc:  # the last line of defence: never a stack trace to the client
             log.error("unhandled error", exc_info=exc)
-            code = "internal_error"
-            response = problem_response(errors.InternalError("internal error"))
-        try:
-            response.headers.setdefault("Cache-Control", "no-store")
-            if call.refreshed_cookie and response.status_code < 400 and "set-cookie" not in response.headers:
-                credentials.set_cookie(response, call.refreshed_cookie)
-            self._cors_headers(request, response)
-            self._log(request, endpoint, response.status_code, code, started, ops, call)
-            if set_up_logging and response.background is None:
-                response.background = BackgroundTask(self._after_first_response)
-        finally:
-            logs.current_trace.reset(trace_token)
-            current_ops.reset(ops_token)
-        return response
+            return problem_response(errors.InternalError("internal error")), "internal_error"
+
+    def _finish(self, call: Call, response: Response) -> None:
+        """What every answer carries: no caching, the re-sent cookie of an extended session, CORS."""
+        response.headers.setdefault("Cache-Control", "no-store")
+        if call.refreshed_cookie and response.status_code < 400 and "set-cookie" not in response.headers:
+            credentials.set_cookie(response, call.refreshed_cookie)
+        self._cors_headers(call.request, response)
 
     def _after_first_response(self) -> None:
         """Once per instance, after a response has gone out: the work that need not delay it.
 
-        Sets up structured logging (importing google-cloud-logging), then moves
+        Sets up structured logging, then moves
         everything allocated so far (imports, clients) out of the garbage
         collector's reach, so that collections triggered by requests stop
         re-scanning it.
