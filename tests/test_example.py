@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 from starlette.testclient import TestClient
 
 from session import guard
-from session.http import PROBLEM_TYPE
+from session.errors import PROBLEM_TYPE
 from tests.conftest import ROOT, AppFactory, bearer, login, register
 
 EXAMPLE = ROOT / "examples" / "orders"
