@@ -193,8 +193,8 @@ def test_logout_is_idempotent(client: TestClient) -> None:
     assert client.post("/logout", headers=bearer(token)).status_code == 204
 
 
-def test_logout_without_credentials_is_401(client: TestClient) -> None:
-    response = client.post("/logout")
+def test_logout_without_credentials_is_401(static_client: TestClient) -> None:
+    response = static_client.post("/logout")
     assert response.status_code == 401
     assert response.json()["code"] == "unauthenticated"
 
