@@ -144,6 +144,7 @@ def test_validation_errors_never_echo_the_password(static_client: TestClient) ->
 
 def test_oversized_body_is_refused_from_content_length_alone(static_client: TestClient) -> None:
     client = static_client
+
     def never_ending() -> Any:
         yield b'{"username": "'
         while True:  # the server must answer without reading all of this
