@@ -1,7 +1,10 @@
 """Fixtures: a real Firestore emulator, apps built by functions-framework, a live `make run` server.
 
-Every test gets its own `demo-` project on the shared emulator, wiped afterwards,
-so tests never see each other's documents.
+Every test that uses the store gets its own `demo-` project on the shared emulator,
+wiped afterwards, so tests never see each other's documents. Tests whose requests
+are answered before any store access (bad input, routing, static files) use
+`static_client` instead: no project, no emulator, and a test that reaches the
+store after all fails.
 """
 
 from __future__ import annotations
@@ -68,27 +71,73 @@ def project(emulator_host: str) -> Iterator[str]:
 AppFactory = Callable[..., TestClient]
 
 
-@pytest.fixture
-def make_client(project: str) -> Iterator[AppFactory]:
-    """Build `api` (or another target) from main.py with extra settings, as a started TestClient."""
-    clients: list[TestClient] = []
+class _Clients:
+    """The started TestClients of one test, each with the runtime its main.py built, stopped at teardown."""
 
-    def factory(target: str = "api", **env: str) -> TestClient:
+    def __init__(self) -> None:
+        self.started: list[tuple[TestClient, Any]] = []
+
+    def start(self, target: str, env: dict[str, str]) -> TestClient:
         os.environ.update(env)
         app = create_app(target, str(ROOT / "main.py"))
         client = TestClient(app, base_url="https://testserver", raise_server_exceptions=False)
         client.__enter__()
-        clients.append(client)
+        self.started.append((client, main_module().api_instance.runtime))
         return client
 
+    def stop(self) -> None:
+        for client, runtime in self.started:
+            # The Firestore client belongs to the app's event loop: closed on it, before the loop ends.
+            # Left open, its grpc aio channel is finalised after the loop has closed (an unraisable error).
+            if client.portal is not None:
+                client.portal.call(runtime.store.close)
+            client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def make_client(project: str) -> Iterator[AppFactory]:
+    """Build `api` (or another target) from main.py with extra settings, as a started TestClient."""
+    clients = _Clients()
+
+    def factory(target: str = "api", **env: str) -> TestClient:
+        return clients.start(target, env)
+
     yield factory
-    for client in clients:
-        client.__exit__(None, None, None)
+    clients.stop()
 
 
 @pytest.fixture
 def client(make_client: AppFactory) -> TestClient:
     return make_client()
+
+
+@pytest.fixture
+def make_static_client() -> Iterator[AppFactory]:
+    """Like `make_client`, for requests answered before any store access: no project, no emulator.
+
+    FIRESTORE_EMULATOR_HOST names a port nobody listens on, and at teardown the
+    test fails if any of its apps so much as created a Firestore client.
+    """
+    os.environ["FIRESTORE_EMULATOR_HOST"] = f"127.0.0.1:{free_port()}"
+    os.environ["GOOGLE_CLOUD_PROJECT"] = "demo-no-store"
+    os.environ["SESSION_FIRESTORE_TIMEOUT_SECONDS"] = "0.5"
+    os.environ.update(BASE_ENV)
+    clients = _Clients()
+
+    def factory(target: str = "api", **env: str) -> TestClient:
+        return clients.start(target, env)
+
+    yield factory
+    reached = [type(runtime.store).__name__ for _, runtime in clients.started if runtime.store._clients]
+    clients.stop()
+    if reached:
+        pytest.fail(f"a static_client test reached the store ({reached}): use `client` instead")
+
+
+@pytest.fixture
+def static_client(make_static_client: AppFactory) -> TestClient:
+    """`api` for a test whose requests never reach the store."""
+    return make_static_client()
 
 
 def main_module() -> Any:

@@ -119,9 +119,9 @@ CASES: list[tuple[str, str, str, dict[str, str], Any, int, str]] = [
     ids=[case[0] for case in CASES],
 )
 def test_bad_input_gets_a_problem(
-    client: TestClient, method: str, path: str, headers: dict[str, str], body: Any, status: int, code: str
+    static_client: TestClient, method: str, path: str, headers: dict[str, str], body: Any, status: int, code: str
 ) -> None:
-    response = client.request(method, path, headers=headers, content=body)
+    response = static_client.request(method, path, headers=headers, content=body)
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
@@ -136,13 +136,15 @@ def test_bad_input_gets_a_problem(
         assert method not in response.headers["allow"].split(", ")
 
 
-def test_validation_errors_never_echo_the_password(client: TestClient) -> None:
-    response = client.post("/register", json={"username": "a", "password": "s3cr3t!"})
+def test_validation_errors_never_echo_the_password(static_client: TestClient) -> None:
+    response = static_client.post("/register", json={"username": "a", "password": "s3cr3t!"})
     assert response.status_code == 400
     assert "s3cr3t!" not in response.text
 
 
-def test_oversized_body_is_refused_from_content_length_alone(client: TestClient) -> None:
+def test_oversized_body_is_refused_from_content_length_alone(static_client: TestClient) -> None:
+    client = static_client
+
     def never_ending() -> Any:
         yield b'{"username": "'
         while True:  # the server must answer without reading all of this

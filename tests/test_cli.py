@@ -16,8 +16,9 @@ from starlette.testclient import TestClient
 
 import session
 from session import cli as session_cli
+from session import tokens
 from session.config import Settings
-from tests.conftest import ROOT, AppFactory, bearer, free_port, login, register
+from tests.conftest import ROOT, bearer, free_port, login, register
 
 # What the CLI may print on stderr besides its one error line: the lines naming its target and log.
 TARGET_PREFIX = "session: "
@@ -225,20 +226,28 @@ def test_check_config_hides_secrets_by_type_not_by_name() -> None:
     assert "s3cr3t" not in text and "pepper-value" not in text
 
 
-def test_stored_user_agents_print_escaped(make_client: AppFactory) -> None:
-    client = make_client()
+def test_stored_user_agents_print_escaped(client: TestClient, project: str, emulator_host: str) -> None:
+    """Stored data is untrusted: a user agent holding terminal escapes prints escaped.
+
+    The HTTP edge already replaces control characters before storing (test_hardening), so the hostile
+    value is written straight into the session document, as an older release or another writer could have.
+    """
     register(client)
+    token = login(client)
     hostile = "ua\x1b]0;pwned\x07\x1b[2J"
-    response = client.post(
-        "/login", json={"username": "alice", "password": "correct horse battery"}, headers={"User-Agent": hostile}
+    url = (
+        f"http://{emulator_host}/v1/projects/{project}/databases/(default)/documents/"
+        f"sessions/{tokens.hash_token(token)}?updateMask.fieldPaths=user_agent"
     )
-    assert response.status_code == 200
+    body = json.dumps({"fields": {"user_agent": {"stringValue": hostile}}}).encode()
+    request = urllib.request.Request(url, data=body, method="PATCH", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10):
+        pass
     listed = cli("sessions", "list", "alice")
     assert listed.returncode == 0, listed.stderr
     for raw in ("\x1b", "\x07"):
         assert raw not in listed.stdout
-    # Stored as sent, it prints escaped; stored with the control characters stripped, it prints without them.
-    assert "ua\\x1b]0;pwned\\x07\\x1b[2J" in listed.stdout or "ua]0;pwned[2J" in listed.stdout
+    assert "ua\\x1b]0;pwned\\x07\\x1b[2J" in listed.stdout
 
 
 def test_printable_escapes_controls_and_bidi_only() -> None:

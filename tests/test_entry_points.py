@@ -38,14 +38,14 @@ def test_single_function_deploys(make_client: AppFactory) -> None:
     ("target", "method", "path"),
     [("login", "GET", "/"), ("logout", "GET", "/"), ("register", "PATCH", "/"), ("sessions", "POST", "/")],
 )
-def test_single_function_wrong_method(make_client: AppFactory, target: str, method: str, path: str) -> None:
-    response = make_client(target).request(method, path)
+def test_single_function_wrong_method(make_static_client: AppFactory, target: str, method: str, path: str) -> None:
+    response = make_static_client(target).request(method, path)
     assert response.status_code == 405
     assert response.json()["code"] == "method_not_allowed"
 
 
-def test_single_function_other_paths_are_404(make_client: AppFactory) -> None:
-    login = make_client("login")
+def test_single_function_other_paths_are_404(make_static_client: AppFactory) -> None:
+    login = make_static_client("login")
     response = login.post("/profile", json={"username": "erin", "password": PASSWORD})
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+from urllib.error import HTTPError
 
 import httpx2 as httpx
 import pytest
@@ -101,10 +102,16 @@ def _store_calls(http: httpx.Client, token: str, newcomer: str) -> dict[str, Cal
 
 
 def _user(host: str, project: str, username: str) -> dict[str, Any] | None:
+    """The user document's fields, read straight from the emulator; None only if it answers 404.
+
+    An emulator that does not answer raises (URLError): "no such user" must never be a guess.
+    """
     try:
         return emulator_get(host, project, f"users/{username}")["fields"]  # type: ignore[no-any-return]
-    except OSError:  # urllib's HTTPError for a 404 is an OSError
-        return None
+    except HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
 
 
 def test_stopped_emulator_answers_503_and_the_same_process_recovers(own_emulator: Emulator) -> None:

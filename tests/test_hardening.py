@@ -64,7 +64,8 @@ def test_reserved_usernames_are_refused_at_validation(client: TestClient, path: 
 
 
 @pytest.mark.parametrize("name", ["__x__", "__name__", "____"])
-def test_a_token_naming_a_reserved_id_is_401(client: TestClient, name: str) -> None:
+def test_a_token_naming_a_reserved_id_is_401(static_client: TestClient, name: str) -> None:
+    client = static_client
     token = forged(name)
     assert tokens.parse(token) is None
     for method, path in [("GET", "/profile"), ("GET", "/sessions"), ("DELETE", "/sessions"), ("PATCH", "/profile")]:
@@ -77,7 +78,7 @@ def test_a_token_naming_a_reserved_id_is_401(client: TestClient, name: str) -> N
     assert client.get("/profile").status_code == 401
 
 
-def test_verify_and_the_decorator_refuse_a_reserved_id_with_401(client: TestClient) -> None:
+def test_verify_and_the_decorator_refuse_a_reserved_id_with_401(static_client: TestClient) -> None:
     guard.reset()
     try:
         with pytest.raises(errors.Unauthenticated):
@@ -264,7 +265,8 @@ def test_a_user_agent_is_capped_after_cleaning(make_client: AppFactory) -> None:
 # --- the page talks to its own origin, or the one the deployment names ---------------------------------------
 
 
-def test_the_page_may_connect_only_to_itself_by_default(client: TestClient) -> None:
+def test_the_page_may_connect_only_to_itself_by_default(static_client: TestClient) -> None:
+    client = static_client
     from session.http import PAGE_API_META
 
     page = client.get("/")
@@ -275,10 +277,10 @@ def test_the_page_may_connect_only_to_itself_by_default(client: TestClient) -> N
     assert client.get("/static/app.js").headers["content-security-policy"] == csp
 
 
-def test_the_page_names_the_configured_api_origin(make_client: AppFactory) -> None:
+def test_the_page_names_the_configured_api_origin(make_static_client: AppFactory) -> None:
     from session.http import PAGE_API_META, PAGE_CSP_META, page_csp
 
-    client = make_client(SESSION_PAGE_API_ORIGIN="https://API.example.com:8443")
+    client = make_static_client(SESSION_PAGE_API_ORIGIN="https://API.example.com:8443")
     page = client.get("/", params={"api": "https://evil.example"})
     origin = "https://api.example.com:8443"
     assert page.headers["content-security-policy"].startswith(f"default-src 'self'; connect-src 'self' {origin};")

@@ -4,7 +4,6 @@ versioned profile updates, lockout, disabled users, CSRF and CORS. All against t
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,6 +12,7 @@ from urllib.error import HTTPError
 import pytest
 from starlette.testclient import TestClient
 
+from session import tokens
 from session.admin import AdminService
 from tests.conftest import AppFactory, bearer, emulator_get, login, main_module, register
 
@@ -47,7 +47,7 @@ def use_clock(clock: FakeClock) -> None:
 
 def session_doc(host: str, project: str, token: str) -> dict[str, Any] | None:
     try:
-        return emulator_get(host, project, f"sessions/{hashlib.sha256(token.encode()).hexdigest()}")
+        return emulator_get(host, project, f"sessions/{tokens.hash_token(token)}")
     except HTTPError as exc:
         if exc.code == 404:
             return None
@@ -177,10 +177,12 @@ def test_list_sessions_newest_first_only_mine(client: TestClient) -> None:
     assert [s["current"] for s in sessions] == [True, False]
     assert sessions[0]["created_at"] > sessions[1]["created_at"]
     assert set(sessions[0]) == {"id", "created_at", "last_seen_at", "expires_at", "user_agent", "current"}
-    for s in sessions:
-        assert s["id"] not in (first, second)
-        assert s["id"] not in (hashlib.sha256(first.encode()).hexdigest(), hashlib.sha256(second.encode()).hexdigest())
-        assert s["user_agent"] == "testclient"
+    # Each id is the public handle of one of alice's sessions, newest first: never the token or its hash.
+    assert [s["id"] for s in sessions] == [tokens.public_id(tokens.hash_token(t)) for t in (second, first)]
+    assert all(tokens.is_public_id(s["id"]) for s in sessions)
+    secrets = [*(first, second), *(tokens.hash_token(t) for t in (first, second))]
+    assert not any(s["id"] in secret for s in sessions for secret in secrets)  # no part of a token or hash
+    assert all(s["user_agent"] == "testclient" for s in sessions)
 
 
 def test_list_hides_expired_sessions(make_client: AppFactory, clock: FakeClock) -> None:
@@ -208,13 +210,44 @@ def test_revoke_one_session(client: TestClient) -> None:
     assert again.status_code == 404 and again.json()["code"] == "not_found"
 
 
-@pytest.mark.parametrize("session_id", ["AAAAAAAAAAAAAAAAAAAAAAAA", "short", "../../users/alice", "x" * 300])
-def test_revoke_unknown_session_is_404(client: TestClient, session_id: str) -> None:
+@pytest.mark.parametrize(
+    ("raw_path", "session_id"),
+    [
+        ("/sessions/AAAAAAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAAAA"),  # the shape of an id, of no session
+        ("/sessions/short", "short"),
+        ("/sessions/" + "x" * 300, "x" * 300),
+        # Dot segments pre-encoded: the client would otherwise resolve them away before sending.
+        ("/sessions/%2E%2E", ".."),
+        ("/sessions/%2E%2E%5C%2E%2E%5Cusers%5Calice", "..\\..\\users\\alice"),
+        ("/sessions/%2E%2E/%2E%2E/users/alice", None),  # more segments: no route, not an id
+        ("/sessions/%2E%2E%2F%2E%2E%2Fusers%2Falice", None),  # an encoded slash separates segments too
+    ],
+    ids=["id-shaped", "short", "long", "dot-dot", "backslashes", "dot-dot-segments", "encoded-slashes"],
+)
+def test_revoke_unknown_session_is_404(
+    client: TestClient, project: str, emulator_host: str, raw_path: str, session_id: str | None
+) -> None:
     register(client)
     token = login(client)
-    response = client.delete(f"/sessions/{session_id}", headers=bearer(token))
-    assert response.status_code == 404
+    service = main_module().api_instance.service
+    seen: list[str] = []
+    revoke = service.revoke_session
+
+    async def spy(ctx: Any, sid: str) -> bool:
+        seen.append(sid)
+        return bool(await revoke(ctx, sid))
+
+    service.revoke_session = spy
+    try:
+        response = client.delete(raw_path, headers=bearer(token))
+    finally:
+        service.revoke_session = revoke
+    assert response.status_code == 404, response.text
     assert response.json()["code"] == "not_found"
+    # The path reached the service as sent: one segment is the id, as is; a longer path is no id at all.
+    assert seen == ([] if session_id is None else [session_id])
+    assert client.get("/profile", headers=bearer(token)).status_code == 200
+    assert emulator_get(emulator_host, project, "users/alice")["fields"]["username"]["stringValue"] == "alice"
 
 
 def test_cannot_revoke_another_users_session(client: TestClient) -> None:
@@ -392,9 +425,9 @@ def test_success_clears_the_counter(client: TestClient, project: str, emulator_h
     for _ in range(4):
         _attempt(client, "alice", "wrong password")
     assert login(client)
-    key = hashlib.sha256(b"login-attempts\x00alice").hexdigest()
-    with pytest.raises(HTTPError):
-        emulator_get(emulator_host, project, f"login_attempts/{key}")
+    with pytest.raises(HTTPError) as gone:
+        emulator_get(emulator_host, project, f"login_attempts/{tokens.counter_key('alice')}")
+    assert gone.value.code == 404
     for _ in range(4):  # a fresh budget
         assert _attempt(client, "alice", "wrong password").status_code == 401
     assert login(client)
@@ -411,8 +444,7 @@ def test_parallel_failures_all_count(make_client: AppFactory, project: str, emul
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=10) as pool:
         assert list(pool.map(fail, range(10))) == [401] * 10
-    key = hashlib.sha256(b"login-attempts\x00alice").hexdigest()
-    doc = emulator_get(emulator_host, project, f"login_attempts/{key}")
+    doc = emulator_get(emulator_host, project, f"login_attempts/{tokens.counter_key('alice')}")
     assert doc["fields"]["count"]["integerValue"] == "10"
     assert "timestampValue" in doc["fields"]["expires_at"]  # its own TTL field
 

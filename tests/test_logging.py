@@ -118,8 +118,8 @@ def test_text_format_is_one_readable_line_per_record(make_client: AppFactory) ->
 
 
 @pytest.mark.usefixtures("_restore_logging")
-def test_json_is_the_default_format(make_client: AppFactory) -> None:
-    make_client()
+def test_json_is_the_default_format(make_static_client: AppFactory) -> None:
+    make_static_client()
     stream = io.StringIO()
     logs.configure(load_settings(), stream=stream)
     logging.getLogger("session.security").info("probe", extra={"json_fields": {"event": "probe"}})

@@ -140,6 +140,10 @@ def example(venv: Path, project: str, emulator_host: str) -> Iterator[str]:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()  # left open, the pipe is finalised later as an unraisable ResourceWarning
 
 
 def test_the_example_runs_with_one_command(make_client: AppFactory, example: str) -> None:

@@ -41,3 +41,22 @@ def test_the_dummy_costs_what_a_real_hash_costs(env: dict[str, str]) -> None:
 def test_each_instance_has_its_own_random_dummy() -> None:
     settings = load_settings({})
     assert Passwords(settings)._dummy != Passwords(settings)._dummy
+
+
+def test_hash_verify_and_rehash() -> None:
+    passwords = Passwords(load_settings({}))
+    stored = passwords.hash("correct horse battery")
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert passwords.verify(stored, "correct horse battery") is True
+    assert passwords.verify(stored, "correct horse batterY") is False
+    assert not passwords.needs_rehash(stored)
+    stronger = Passwords(load_settings({"SESSION_ARGON2_TIME_COST": "3"}))
+    assert stronger.needs_rehash(stored)
+    assert stronger.verify(stored, "correct horse battery") is True  # old hashes keep working until rehashed
+
+
+@pytest.mark.parametrize("stored", ["", "not a hash", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$"])
+def test_a_corrupt_stored_hash_is_a_mismatch_and_needs_rehash(stored: str) -> None:
+    passwords = Passwords(load_settings({}))
+    assert passwords.verify(stored, "correct horse battery") is False
+    assert passwords.needs_rehash(stored)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import pytest
 from pydantic import ValidationError
@@ -83,3 +84,23 @@ def test_the_one_username_rule(name: str, valid: bool, stored: bool) -> None:
         else:
             with pytest.raises(ValidationError):
                 model.model_validate(body)
+
+
+def test_hash_and_handles_of_a_token() -> None:
+    token = tokens.mint("alice")
+    token_hash = tokens.hash_token(token)
+    assert token_hash == hashlib.sha256(token.encode()).hexdigest()  # the documented storage key
+    public = tokens.public_id(token_hash)
+    assert public == tokens.public_id(token_hash)  # stable: the same session, the same handle
+    assert public not in token_hash and public not in token  # no part of what authenticates
+    assert tokens.log_id(token_hash) == token_hash[:12]
+    assert tokens.mint("alice") != token  # a fresh secret every time
+    assert tokens.public_id(tokens.hash_token(tokens.mint("alice"))) != public
+
+
+def test_counter_keys_are_per_username_hashes() -> None:
+    key = tokens.counter_key("alice")
+    assert len(key) == 64 and int(key, 16) >= 0
+    assert "alice" not in key
+    assert key == tokens.counter_key("alice")
+    assert len({key, tokens.counter_key("bob"), tokens.counter_key("alice ")}) == 3
