@@ -43,48 +43,71 @@ def _race_logins_against(
     action: Callable[[], None],
     *,
     attackers: int = ATTACKERS,
-    in_flight_only: bool = False,
+    in_flight_of: str | None = None,
 ) -> list[str]:
     """Log in as ``username`` with the old password from ``attackers`` threads while ``action`` runs.
 
     The attackers start with ``action`` (a barrier), keep logging in until it has returned,
     and finish the login they have in flight. Returns every token they were given, or with
-    ``in_flight_only`` those of logins sent before ``action`` was: each of those read the
-    user before the change took effect (the app serves requests in the order they arrive,
-    and the change's effect comes several Firestore round trips after its start).
+    ``in_flight_of`` (a ``SessionService`` method that ``action`` calls) those of logins the
+    service had begun before it began that method: each of those was in flight when the
+    change started. The order is taken inside the app (its one event loop serves requests in
+    the order it starts them), not in the test's threads, whose scheduling is noise.
     """
     start = threading.Barrier(attackers + 1)
     done = threading.Event()
-    stolen: list[tuple[float, str]] = []
+    service = main_module().api_instance.service
+    logins: list[tuple[float, str]] = []
     began: list[float] = []
     lock = threading.Lock()
+    real_login = service.login
+
+    async def timed_login(*args: Any, **kwargs: Any) -> Any:
+        entered = time.monotonic()
+        result = await real_login(*args, **kwargs)
+        with lock:
+            logins.append((entered, result.token))
+        return result
 
     def attack() -> None:
         start.wait()
         while not done.is_set():
-            sent = time.monotonic()
-            status, token = _login_status(client, username, PASSWORD)
+            status, _ = _login_status(client, username, PASSWORD)
             assert status in (200, 401, 403, 429), status  # 403: the account is disabled
-            if token is not None:
-                with lock:
-                    stolen.append((sent, token))
 
     def act() -> None:
         start.wait()
         time.sleep(0.02)  # let the first logins get under way
-        began.append(time.monotonic())
         try:
             action()
         finally:
             done.set()
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=attackers + 1) as pool:
-        futures = [pool.submit(attack) for _ in range(attackers)]
-        owner = pool.submit(act)
-        owner.result()
-        for future in futures:
-            future.result()
-    return [token for sent, token in stolen if not in_flight_only or sent < began[0]]
+    patched = {"login": timed_login}
+    if in_flight_of is not None:
+        real_action = getattr(service, in_flight_of)
+
+        async def timed_action(*args: Any, **kwargs: Any) -> Any:
+            began.append(time.monotonic())
+            return await real_action(*args, **kwargs)
+
+        patched[in_flight_of] = timed_action
+    for name, wrapper in patched.items():
+        setattr(service, name, wrapper)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=attackers + 1) as pool:
+            futures = [pool.submit(attack) for _ in range(attackers)]
+            owner = pool.submit(act)
+            owner.result()
+            for future in futures:
+                future.result()
+    finally:
+        for name in patched:
+            delattr(service, name)  # back to the class's method
+    if in_flight_of is None:
+        return [token for _, token in logins]
+    assert began, f"the action never called {in_flight_of}"
+    return [token for entered, token in logins if entered < began[0]]
 
 
 def _rate(caught: list[int]) -> str:
@@ -151,7 +174,7 @@ def test_login_in_flight_does_not_survive_revoke_all(make_client: AppFactory) ->
 
         # The password stays the same: a login that reads the user after revoke-all took effect is a new,
         # legitimate one. A login sent before revoke-all was in flight when it began: it must not survive.
-        stolen = _race_logins_against(client, username, revoke_all, in_flight_only=True)
+        stolen = _race_logins_against(client, username, revoke_all, in_flight_of="revoke_all")
         caught.append(len(_still_working(client, stolen)))
         # "all but the current one": the caller's own session stays.
         assert client.get("/profile", headers=bearer(owner)).status_code == 200
