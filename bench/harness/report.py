@@ -15,7 +15,17 @@ from .load import Phase, wrk_version
 from .opslog import PRICE_PER_100K
 from .peers import PEER_NAMES
 from .profiling import Profile
-from .scenarios import CACHE_SECONDS, CACHED, DECORATED, FLOOR, LOGIN_LOAD_C, PROFILE_C, SERVICE, Results
+from .scenarios import (
+    CACHE_SECONDS,
+    CACHED,
+    DECORATED,
+    FLOOR,
+    LOGIN_LOAD_C,
+    PROFILE_C,
+    SERVICE,
+    SETUP_ATTEMPTS,
+    Results,
+)
 from .stats import NOISY, Figure, ratio, verdict
 
 Row = tuple[str, str, str, str]  # what, measured, target, verdict
@@ -343,6 +353,11 @@ def profile_section(label: str, prof: Profile) -> list[str]:
 
 def footer(res: Results) -> list[str]:
     lines = [f"Note: {note}" for note in res.notes]
+    lines.append(
+        f"Set-up requests tried again (a 429, a 5xx or a connection error, up to {SETUP_ATTEMPTS} attempts each): "
+        f"{len(res.setup_retries)}" + ("." if not res.setup_retries else ":")
+    )
+    lines += [f"- {retry}" for retry in res.setup_retries]
     return [
         *lines,
         *([""] if lines else []),

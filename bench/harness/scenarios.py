@@ -13,6 +13,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
+import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +34,8 @@ CACHE_SECONDS = "30"
 CACHE_ENV = {"SESSION_CACHE_SECONDS": CACHE_SECONDS}
 PROFILE_C = 32  # the concurrency of the CPU, throughput and memory targets
 LOGIN_LOAD_C = 4  # logins in flight during the login memory run: more than the cores, as under a burst
+SETUP_ATTEMPTS = 4  # a set-up request (a login for the next phase) is tried this often before the run stops
+SETUP_PAUSE_S = 1.0  # first pause between attempts; doubled after each (1 + 2 + 4 s at most)
 
 
 @dataclass
@@ -63,6 +68,41 @@ class Results:
     notes: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     cache_setting_known: bool = False
+    setup_retries: list[str] = field(default_factory=list)  # each set-up attempt that failed and was tried again
+
+
+def _transient(status: int) -> bool:
+    """A set-up answer worth trying again: the shared emulator or the server stalled for a moment."""
+    return status == 429 or status >= 500
+
+
+def with_retries(what: str, attempt: Callable[[], tuple[int, Any]], ok: int, res: Results) -> Any:
+    """``attempt()`` until it answers ``ok``: at most ``SETUP_ATTEMPTS`` tries, pausing between them.
+
+    ``attempt`` returns (status, value); its value is returned once the status is ``ok``. A 429, a 5xx or a
+    connection error is tried again after a pause, and each such failure is recorded in ``res.setup_retries``
+    (the report lists them). Any other status, or the last failure, raises ``RuntimeError``: a real fault stops
+    the run, it is not retried away.
+    """
+    pause = SETUP_PAUSE_S
+    for n in range(1, SETUP_ATTEMPTS + 1):
+        try:
+            status, value = attempt()
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            status, value, why = 0, None, f"{type(exc).__name__}: {exc}"
+        else:
+            if status == ok:
+                return value
+            why = f"{status} {value}"
+            if not _transient(status):
+                raise RuntimeError(f"{what}: {why}")
+        if n == SETUP_ATTEMPTS:
+            raise RuntimeError(f"{what}: {why} (attempt {n} of {SETUP_ATTEMPTS}, giving up)")
+        res.setup_retries.append(f"{time.strftime('%H:%M:%S')} {what}: {why}"[:300])
+        log(f"{what}: {why}; trying again in {pause:.0f} s (attempt {n} of {SETUP_ATTEMPTS})")
+        time.sleep(pause)
+        pause *= 2
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -85,10 +125,17 @@ class Bench:
         return self.server(SERVICE)
 
     def token(self) -> str:
-        """A fresh session of the bench user (a new one per phase keeps every read inside the touch window)."""
-        status, body, _ = call(f"{self.service.base}/login", "POST", {"username": self.user, "password": PASSWORD})
-        if status != 200:
-            raise RuntimeError(f"login {self.user}: {status} {body}")
+        """A fresh session of the bench user (a new one per phase keeps every read inside the touch window).
+
+        A login that fails for a moment (a 503 when the shared emulator stalls) is tried again; see
+        ``with_retries``.
+        """
+
+        def login() -> tuple[int, Any]:
+            status, body, _ = call(f"{self.service.base}/login", "POST", {"username": self.user, "password": PASSWORD})
+            return status, body
+
+        body = with_retries(f"login {self.user}", login, 200, self.res)
         return str(body["token"])
 
     def bearer(self) -> dict[str, str]:
