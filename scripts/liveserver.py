@@ -102,14 +102,19 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def make_run(env: Mapping[str, str] | None = None, port: int | None = None, timeout: float = 90) -> Iterator[Server]:
-    """``make -s run`` with ``env`` on top of this process's environment; yields the running ``Server``."""
+def make_run(
+    env: Mapping[str, str] | None = None, port: int | None = None, timeout: float = 90, log_path: Path | None = None
+) -> Iterator[Server]:
+    """``make -s run`` with ``env`` on top of this process's environment; yields the running ``Server``.
+
+    The one launcher of a live server: the test suite's ``live_server``, the fault tests, fuzz and soak.
+    """
     port = port or free_port()
     full_env = dict(os.environ)
     full_env.pop("FIRESTORE_EMULATOR_HOST", None)
     full_env.update(env or {})
     full_env["PORT"] = str(port)
-    log_path = Path(tempfile.gettempdir()) / f"session-make-run-{port}.log"
+    log_path = log_path or Path(tempfile.gettempdir()) / f"session-make-run-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             ["make", "-s", "run"],

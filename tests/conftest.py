@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx2 as httpx
 import pytest
 from functions_framework import create_app
 from starlette.testclient import TestClient
@@ -163,35 +160,17 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture
 def live_server(project: str, emulator_host: str) -> Iterator[str]:
-    """`make run` on a free port, against the shared emulator; stopped with SIGTERM afterwards."""
+    """`make run` on a free port, against the shared emulator (scripts/liveserver.py, the one launcher)."""
+    from liveserver import make_run
+
     port = free_port()
-    env = dict(os.environ, PORT=str(port), FIRESTORE_EMULATOR_HOST=emulator_host, GOOGLE_CLOUD_PROJECT=project)
-    log = open(ROOT / f".pytest-make-run-{port}.log", "wb")
-    proc = subprocess.Popen(
-        ["make", "-s", "run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    log_path = ROOT / f".pytest-make-run-{port}.log"  # tests read the server's log here
+    env = {"FIRESTORE_EMULATOR_HOST": emulator_host, "GOOGLE_CLOUD_PROJECT": project}
     try:
-        while True:
-            try:
-                httpx.get(f"{base}/nope", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((ROOT / f".pytest-make-run-{port}.log").read_text()) from None
-                time.sleep(0.2)
-        yield base
+        with make_run(env, port=port, timeout=60, log_path=log_path) as server:
+            yield server.base
     finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            raise
-        finally:
-            log.close()
-            (ROOT / f".pytest-make-run-{port}.log").unlink(missing_ok=True)
+        log_path.unlink(missing_ok=True)
 
 
 def emulator_get(host: str, project: str, path: str) -> dict[str, Any]:
