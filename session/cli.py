@@ -39,8 +39,8 @@ from pydantic import SecretBytes, SecretStr, TypeAdapter, ValidationError
 from session import __version__, errors, logs
 from session.config import ConfigError, Settings, load_settings
 from session.models import Permission, RegisterRequest
-from session.runtime import build
-from session.store import StoreCorrupt, StoreError, StoreUnavailable
+from session.runtime import build, store_failure
+from session.store import StoreCorrupt, StoreError
 
 CLOUD_LOG_NAME = "session-admin"
 
@@ -279,13 +279,15 @@ def _translate(exc: Exception, settings: Settings) -> CliError:
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
         return CliError(f"invalid {'.'.join(map(str, first['loc'])) or 'value'}: {first['msg']}")
-    if isinstance(exc, StoreUnavailable):
-        where = f"the Firestore emulator at {settings.emulator_host}" if settings.emulator_host else "Firestore"
-        cause = exc.__cause__ or exc
-        return CliError(f"{where} is unavailable: {type(cause).__name__}: {_one_line(cause)}")
-    if isinstance(exc, StoreCorrupt):
-        return CliError(f"a stored document does not match its model: {_one_line(exc)}")
     if isinstance(exc, StoreError):
+        # Classified (and logged) as the service does it, worded for an admin with the cause.
+        problem = store_failure(settings, exc)
+        if isinstance(problem, errors.ServiceUnavailable):
+            where = f"the Firestore emulator at {settings.emulator_host}" if settings.emulator_host else "Firestore"
+            cause = exc.__cause__ or exc
+            return CliError(f"{where} is unavailable: {type(cause).__name__}: {_one_line(cause)}")
+        if isinstance(exc, StoreCorrupt):
+            return CliError(f"a stored document does not match its model: {_one_line(exc)}")
         return CliError(f"Firestore refused the change: {_one_line(exc)}")
     from google.auth import exceptions as auth_exceptions
 
