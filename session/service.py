@@ -459,17 +459,12 @@ class SessionService:
         read_at, revision = (cache.monotonic(), cache.revision) if cache is not None else (0.0, 0)
         session, user = await self.store.read_auth(username, token_hash)
         now = self.clock()
-        if session is None:
-            if cache is not None:
-                cache.drop(token_hash)
-            raise errors.Unauthenticated(Reason.UNKNOWN)
-        record = session.record
-        reason = _is_live(record, user.record if user else None, now)
-        if reason is not None or user is None:
+        reason = Reason.UNKNOWN if session is None else _is_live(session.record, user.record if user else None, now)
+        if session is None or user is None or reason is not None:
             if cache is not None:
                 cache.drop(token_hash)
             raise errors.Unauthenticated(reason or Reason.REVOKED)
-        ctx = await self._accept(token_hash, record, user, now, fresh=True)
+        ctx = await self._accept(token_hash, session.record, user, now, fresh=True)
         if cache is not None:
             cache.put(token_hash, ctx.session, user, read_at, revision)
         return ctx
@@ -504,8 +499,7 @@ class SessionService:
         if now - record.last_seen_at >= self._touch:
             expires_at = min(now + self._idle, record.absolute_expires_at)
             if not await self.store.touch_session(token_hash, now, expires_at):
-                if self.cache is not None:
-                    self.cache.forget(token_hash)
+                self._forget(token_hash)
                 raise errors.Unauthenticated(Reason.UNKNOWN)
             record = record.model_copy(update={"last_seen_at": now, "expires_at": expires_at})
             extended_for = seconds_until(expires_at - now)
