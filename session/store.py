@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from session.config import Settings
-from session.models import AttemptsRecord, SessionRecord, UserRecord
+from session.models import AttemptsRecord, DeviceRecord, SessionRecord, UserRecord
 
 if TYPE_CHECKING:  # the client library is heavy: import it on first use only
     from google.cloud.firestore import AsyncClient
@@ -32,6 +32,8 @@ if TYPE_CHECKING:  # the client library is heavy: import it on first use only
 
 R = TypeVar("R", bound=BaseModel)
 T = TypeVar("T")
+# The subcollection of a user document that holds its trusted devices (deleted with the user's subcollections).
+DEVICES = "devices"
 
 
 class StoreError(Exception):
@@ -265,6 +267,19 @@ class Store(Protocol):
         """Add one to counter ``key`` and return the value this call produced (atomic, never shared)."""
         ...
 
+    async def reserve_attempts(self, counters: Sequence[tuple[str, datetime]], now: datetime) -> list[Reservation]:
+        """``reserve_attempt`` on each ``(key, expires_at)`` in one atomic commit; the reservations in that order."""
+        ...
+
+    async def reserve_and_read_login(
+        self, counters: Sequence[tuple[str, datetime]], now: datetime, username: str, device: str | None
+    ) -> tuple[list[Reservation], Versioned[UserRecord] | None, Versioned[DeviceRecord] | None]:
+        """``reserve_attempts``, the user and (if ``device``) that device of the user: one round trip.
+
+        The counts are committed when this returns.
+        """
+        ...
+
     async def restart_attempts(self, reservation: Reservation, now: datetime, expires_at: datetime) -> Reservation:
         """Reset the counter to 1 from ``now``, only if unchanged since ``reservation``; else ``PreconditionFailed``."""
         ...
@@ -307,13 +322,16 @@ class Store(Protocol):
         user_changes: dict[str, Any] | None = None,
         clear: Reservation | None = None,
         release: Reservation | None = None,
+        release_also: Reservation | None = None,
+        device: tuple[str, DeviceRecord] | None = None,
     ) -> None:
         """Insert a session only if ``user`` (if given) is unchanged, applying ``user_changes`` atomically with it.
 
-        ``clear`` deletes that counter, only if unchanged since it; ``release`` takes one off it, if it
-        still exists; both in the same write. Without ``user_changes``, the user's version must not
-        change (parallel logins must not collide). ``PreconditionFailed`` when the user or the counter
-        changed (or the counter to release is gone); then nothing is written.
+        ``clear`` deletes that counter, only if unchanged since it; ``release`` (and ``release_also``,
+        another counter) takes one off it, if it still exists; ``device`` (its hash and record) is written
+        under the session's user; all in the same write. Without ``user_changes``, the user's version must
+        not change (parallel logins must not collide). ``PreconditionFailed`` when the user or the counter
+        changed (or a counter to release is gone); then nothing is written.
         """
         ...
 
@@ -408,6 +426,10 @@ class FirestoreStore:
     def _attempts(self, key: str) -> AsyncDocumentReference:
         return self._bound().attempts.document(key)
 
+    def _device(self, username: str, device: str) -> AsyncDocumentReference:
+        ref: AsyncDocumentReference = self._bound().users.document(username).collection(DEVICES).document(device)
+        return ref
+
     def _guard(self) -> _Guard:
         """Bound a Firestore call by the deadline and translate its failures (``async with``)."""
         return _Guard(self._deadline)
@@ -464,6 +486,26 @@ class FirestoreStore:
         if ops is not None:
             ops.round_trips -= 1  # the two calls overlapped: one wait, not two
         return reservation, user
+
+    async def reserve_and_read_login(
+        self, counters: Sequence[tuple[str, datetime]], now: datetime, username: str, device: str | None
+    ) -> tuple[list[Reservation], Versioned[UserRecord] | None, Versioned[DeviceRecord] | None]:
+        """Count one guess on each counter while the user (and the device ``device`` of it) is read: one round trip.
+
+        The commit and the batched read go out together; the counts are committed before this returns.
+        """
+        reserve = asyncio.ensure_future(self.reserve_attempts(counters, now))
+        try:
+            user_ref = self._users(username)
+            refs = [user_ref] if device is None else [user_ref, self._device(username, device)]
+            snaps = await self._get_all(refs)
+        finally:
+            reservations = await reserve
+        ops = current_ops.get()
+        if ops is not None:
+            ops.round_trips -= 1  # the two calls overlapped: one wait, not two
+        found = self._versioned(DeviceRecord, snaps.get(refs[1].path)) if device is not None else None
+        return reservations, self._versioned(UserRecord, snaps.get(user_ref.path)), found
 
     @staticmethod
     def _versioned(model: type[R], snap: DocumentSnapshot[Any] | None) -> Versioned[R] | None:
@@ -543,6 +585,8 @@ class FirestoreStore:
         user_changes: dict[str, Any] | None = None,
         clear: Reservation | None = None,
         release: Reservation | None = None,
+        release_also: Reservation | None = None,
+        device: tuple[str, DeviceRecord] | None = None,
     ) -> None:
         """Insert a session only if its user is unchanged since ``user`` was read, in one commit.
 
@@ -569,10 +613,18 @@ class FirestoreStore:
             batch.delete(self._attempts(clear.key), option=self._precondition_time(clear.update_time))
         if release is not None:
             batch.update(self._attempts(release.key), {"count": Increment(-1)})
+        if release_also is not None:
+            batch.update(self._attempts(release_also.key), {"count": Increment(-1)})
+        if device is not None:
+            batch.set(self._device(record.username, device[0]), device[1].model_dump())
         await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
         _count(
             round_trips=1,
-            writes=1 + int(user is not None) + int(release is not None),
+            writes=1
+            + int(user is not None)
+            + int(release is not None)
+            + int(release_also is not None)
+            + int(device is not None),
             deletes=int(clear is not None),
         )
 
@@ -636,30 +688,39 @@ class FirestoreStore:
         return len(refs)
 
     async def reserve_attempt(self, key: str, now: datetime, expires_at: datetime) -> Reservation:
-        """Count one guess on counter ``key`` and return the count this guess got, atomically.
+        """Count one guess on counter ``key`` and return the count this guess got, atomically (``reserve_attempts``)."""
+        (reservation,) = await self.reserve_attempts([(key, expires_at)], now)
+        return reservation
 
-        One commit of two server-side transforms: ``count`` is incremented and
+    async def reserve_attempts(self, counters: Sequence[tuple[str, datetime]], now: datetime) -> list[Reservation]:
+        """Count one guess on each counter ``(key, expires_at)`` and return the counts they got, in one commit.
+
+        Per counter, two server-side transforms: ``count`` is incremented and
         ``window_start`` (seconds since the epoch) becomes the minimum of its value
         and ``now``; the commit returns both results. A missing counter is created.
         """
         from google.cloud.firestore import Increment, Minimum
         from google.cloud.firestore_v1 import _helpers
 
-        ref = self._attempts(key)
         batch = self.client().batch()
-        batch.set(
-            ref,
-            {"count": Increment(1), "window_start": Minimum(now.timestamp()), "expires_at": expires_at},
-            merge=True,
-        )
+        for key, expires_at in counters:
+            batch.set(
+                self._attempts(key),
+                {"count": Increment(1), "window_start": Minimum(now.timestamp()), "expires_at": expires_at},
+                merge=True,
+            )
         try:
-            (result,) = await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
+            results = await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
         finally:
-            _count(round_trips=1, writes=1)
-        # Transform results come in the order of their field paths: count, window_start.
-        values: list[Any] = [_helpers.decode_value(v, self.client()) for v in result.transform_results]
-        count, window_start = values
-        return Reservation(key, int(count), datetime.fromtimestamp(float(window_start), UTC), result.update_time)
+            _count(round_trips=1, writes=len(counters))
+        reservations = []
+        for (key, _), result in zip(counters, results, strict=True):
+            # Transform results come in the order of their field paths: count, window_start.
+            values: list[Any] = [_helpers.decode_value(v, self.client()) for v in result.transform_results]
+            count, window_start = values
+            start = datetime.fromtimestamp(float(window_start), UTC)
+            reservations.append(Reservation(key, int(count), start, result.update_time))
+        return reservations
 
     async def restart_attempts(self, reservation: Reservation, now: datetime, expires_at: datetime) -> Reservation:
         """Start a new window with this guess as its first, if nobody counted since ``reservation``.
