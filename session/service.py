@@ -117,6 +117,15 @@ class LoginResult:
 
 
 @dataclass(frozen=True, slots=True)
+class _TrustedDevice:
+    """A presented device cookie that is a live device of the user logging in."""
+
+    token: str
+    device_hash: str
+    record: Versioned[DeviceRecord]
+
+
+@dataclass(frozen=True, slots=True)
 class _NewSession:
     token_hash: str
     record: SessionRecord
@@ -273,7 +282,7 @@ class SessionService:
         returns the device cookie to set (``LoginResult.device_token``).
         """
         now = self.clock()
-        reservations, user, trusted, presented = await self._reserve(req.username, device, address, now)
+        reservations, user, trusted = await self._reserve(req.username, device, address, now)
         limit = self.settings.device_max_failures if trusted is not None else None
         reservation = await self._judge_attempt(reservations[0], now, limit=limit)
         by_address = None
@@ -309,8 +318,8 @@ class SessionService:
             return again if again is not None and _same_credentials(verified, again.record) else None
 
         # The device cookie: the trusted one presented (its life renewed), else a new one bound to this user.
-        if trusted is not None and presented is not None and device is not None:
-            device_token, device_hash, created_at = device, presented.token_hash, trusted.record.created_at
+        if trusted is not None:
+            device_token, device_hash, created_at = trusted.token, trusted.device_hash, trusted.record.record.created_at
         else:
             device_token = tokens.mint(verified.username)
             device_hash, created_at = tokens.device_hash(device_token), self.clock()
@@ -340,14 +349,12 @@ class SessionService:
 
     async def _reserve(
         self, username: str, device: str | None, address: str | None, now: datetime
-    ) -> tuple[
-        list[Reservation], Versioned[UserRecord] | None, Versioned[DeviceRecord] | None, tokens.ParsedToken | None
-    ]:
+    ) -> tuple[list[Reservation], Versioned[UserRecord] | None, _TrustedDevice | None]:
         """Count a login's guess on the counters that will judge it; read the user (and the presented device).
 
         Returns the reservations (the username's or the trusted device's first, then the
-        address's if that limit is on), the user, the trusted device (``None`` if none was
-        presented, or it is unknown, expired or another user's) and the parsed cookie.
+        address's if that limit is on), the user, and the trusted device (``None`` if none was
+        presented, or it is unknown, expired or another user's).
 
         Without a device cookie naming ``username``: one round trip counts on the username's
         counter (and the address's) and reads the user. With one: one round trip counts on
@@ -361,12 +368,13 @@ class SessionService:
         presented = tokens.parse_device(device) if device else None
         if presented is None or presented.username != username:  # issued to another user: as good as none
             reservations, user, _ = await self.store.reserve_and_read_login(shared, now, username, None)
-            return reservations, user, None, None
+            return reservations, user, None
         own = [(tokens.device_counter_key(presented.token_hash), now + self._window)]
         reservations, user, found = await self.store.reserve_and_read_login(own, now, username, presented.token_hash)
-        if _trusted(found, user, now):
-            return reservations, user, found, presented
-        return await self.store.reserve_attempts(shared, now), user, None, presented
+        if found is not None and _trusted(found, user, now):
+            assert device is not None
+            return reservations, user, _TrustedDevice(device, presented.token_hash, found)
+        return await self.store.reserve_attempts(shared, now), user, None
 
     async def _judge_attempt(
         self, reservation: Reservation, now: datetime, *, limit: int | None = None, window: timedelta | None = None

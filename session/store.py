@@ -473,18 +473,8 @@ class FirestoreStore:
     async def reserve_and_read_user(
         self, key: str, now: datetime, expires_at: datetime, username: str
     ) -> tuple[Reservation, Versioned[UserRecord] | None]:
-        """Count one guess on counter ``key`` and read the user, both in one round trip.
-
-        The two calls go out together; the count is committed before this returns.
-        """
-        reserve = asyncio.ensure_future(self.reserve_attempt(key, now, expires_at))
-        try:
-            user = await self.read_user(username)
-        finally:
-            reservation = await reserve
-        ops = current_ops.get()
-        if ops is not None:
-            ops.round_trips -= 1  # the two calls overlapped: one wait, not two
+        """Count one guess on counter ``key`` and read the user, both in one round trip (``reserve_and_read_login``)."""
+        (reservation,), user, _ = await self.reserve_and_read_login([(key, expires_at)], now, username, None)
         return reservation, user
 
     async def reserve_and_read_login(
