@@ -283,12 +283,20 @@ class SessionService:
         """
         now = self.clock()
         reservations, user, trusted = await self._reserve(req.username, device, address, now)
-        limit = self.settings.device_max_failures if trusted is not None else None
-        reservation = await self._judge_attempt(reservations[0], now, limit=limit)
+        if trusted is not None:
+            reservation = await self._judge_attempt(
+                reservations[0], now, limit=self.settings.device_max_failures, counter="device"
+            )
+        else:
+            reservation = await self._judge_attempt(reservations[0], now)
         by_address = None
         if len(reservations) > 1:  # judged after the username's: each guess refused by either is refused
             by_address = await self._judge_attempt(
-                reservations[1], now, limit=self.settings.address_max_failures, window=self._address_window
+                reservations[1],
+                now,
+                limit=self.settings.address_max_failures,
+                window=self._address_window,
+                counter="address",
             )
         if user is None:
             ok = await self.passwords.verify_dummy_async(req.password)
@@ -377,13 +385,20 @@ class SessionService:
         return await self.store.reserve_attempts(shared, now), user, None
 
     async def _judge_attempt(
-        self, reservation: Reservation, now: datetime, *, limit: int | None = None, window: timedelta | None = None
+        self,
+        reservation: Reservation,
+        now: datetime,
+        *,
+        limit: int | None = None,
+        window: timedelta | None = None,
+        counter: str = "username",
     ) -> Reservation:
         """Decide on a counted guess: start a new window if the old one is over, refuse it past the limit.
 
         Raises ``TooManyAttempts`` (with the seconds until the window ends) when this
         guess is beyond ``limit`` (default ``login_max_failures``) in the ``window``
-        (default ``login_window_seconds``): it must not be judged.
+        (default ``login_window_seconds``): it must not be judged. ``counter`` names the
+        kind of counter in the log (username, device, address).
         """
         limit = self.settings.login_max_failures if limit is None else limit
         window = self._window if window is None else window
@@ -405,7 +420,13 @@ class SessionService:
                 basis = reservation
         if reservation.count > limit or reservation.window_start + window <= now:
             retry_after = seconds_until(reservation.window_start + window - now)
-            event("login_locked_out", logging.WARNING, username_key=reservation.key[:12], retry_after=retry_after)
+            event(
+                "login_locked_out",
+                logging.WARNING,
+                username_key=reservation.key[:12],
+                retry_after=retry_after,
+                counter=counter,
+            )
             raise errors.TooManyAttempts(retry_after, f"too many failed logins; try again in {retry_after} s")
         return reservation
 

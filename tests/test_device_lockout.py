@@ -143,7 +143,9 @@ def test_another_users_login_from_the_same_browser_replaces_the_cookie(make_clie
 # --- which counter judges a guess ---------------------------------------------------------------------
 
 
-def test_a_trusted_device_has_its_own_limit_and_leaves_the_shared_one_alone(make_client: AppFactory) -> None:
+def test_a_trusted_device_has_its_own_limit_and_leaves_the_shared_one_alone(
+    make_client: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     owner = make_client(SESSION_LOGIN_MAX_FAILURES="3", SESSION_DEVICE_MAX_FAILURES="2")
     register(owner)
     assert _status(owner, "alice", PASSWORD) == 200
@@ -152,6 +154,8 @@ def test_a_trusted_device_has_its_own_limit_and_leaves_the_shared_one_alone(make
     assert responses[2].json()["code"] == "too_many_attempts"
     assert 1 <= int(responses[2].headers["retry-after"]) <= 900
     assert _status(owner, "alice", PASSWORD) == 429  # this device is locked, right password or not ...
+    locked = [r.json_fields for r in caplog.records if r.getMessage() == "login_locked_out"]  # type: ignore[attr-defined]
+    assert locked and {f["counter"] for f in locked} == {"device"}
     other = make_client(SESSION_LOGIN_MAX_FAILURES="3")
     assert _status(other, "alice", PASSWORD) == 200  # ... but the shared counter never saw its guesses
 
