@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from session.config import Settings
-from session.models import AttemptsRecord, SessionRecord, UserRecord
+from session.models import AttemptsRecord, LedgerRecord, SessionRecord, UserRecord
 
 if TYPE_CHECKING:  # the client library is heavy: import it on first use only
     from google.cloud.firestore import AsyncClient
@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # the client library is heavy: import it on first use only
     from google.cloud.firestore_v1.base_document import DocumentSnapshot
 
 R = TypeVar("R", bound=BaseModel)
+# The session ledger of a user lives below the user's document: users/{username}/ledger/sessions.
+LEDGER_COLLECTION = "ledger"
+LEDGER_DOCUMENT = "sessions"
 T = TypeVar("T")
 
 
@@ -102,6 +105,24 @@ class Reservation:
     count: int
     window_start: datetime
     update_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerChange:
+    """A new value for a user's session ledger, written in the commit that creates a session.
+
+    ``base`` is the ledger as read (it must exist: ``Store.create_ledger``): the write happens
+    only if it is still unchanged, so two logins can never both take the last free place.
+    ``force`` writes regardless, creating it if need be (a password
+    change, which voids every other session in the same commit). ``evict`` are sessions
+    deleted in the same commit: those the new ledger no longer lists.
+    """
+
+    username: str
+    record: LedgerRecord
+    base: Versioned[LedgerRecord] | None
+    evict: tuple[str, ...] = ()
+    force: bool = False
 
 
 @dataclass(slots=True)
@@ -273,6 +294,24 @@ class Store(Protocol):
         """Counter ``key`` as it is now (its count, window start and version), without counting."""
         ...
 
+    async def reserve_and_read_account(
+        self, key: str, now: datetime, expires_at: datetime, username: str
+    ) -> tuple[Reservation, Versioned[UserRecord] | None, Versioned[LedgerRecord] | None]:
+        """``reserve_and_read_user``, with the user's session ledger read in the same round trip."""
+        ...
+
+    async def read_ledger(self, username: str) -> Versioned[LedgerRecord] | None:
+        """The user's session ledger, with the version it was read at."""
+        ...
+
+    async def create_ledger(self, username: str, record: LedgerRecord) -> Versioned[LedgerRecord]:
+        """Insert the user's session ledger; ``AlreadyExists`` when there is one (atomic)."""
+        ...
+
+    async def read_sessions(self, token_hashes: list[str]) -> dict[str, SessionRecord]:
+        """The sessions of these keys that exist, by key (one round trip)."""
+        ...
+
     async def list_sessions(self, user_id: str) -> list[tuple[str, SessionRecord]]:
         """A user's session documents with their keys, newest first (expired ones too)."""
         ...
@@ -281,8 +320,8 @@ class Store(Protocol):
         """The session with this public id, with its key."""
         ...
 
-    async def create_user(self, record: UserRecord) -> None:
-        """Insert a user; ``AlreadyExists`` when the username is taken (atomic)."""
+    async def create_user(self, record: UserRecord, *, ledger: LedgerRecord | None = None) -> None:
+        """Insert a user (with its session ``ledger``, in one commit); ``AlreadyExists`` when the username is taken."""
         ...
 
     async def update_user(
@@ -307,13 +346,16 @@ class Store(Protocol):
         user_changes: dict[str, Any] | None = None,
         clear: Reservation | None = None,
         release: Reservation | None = None,
+        ledger: LedgerChange | None = None,
     ) -> None:
         """Insert a session only if ``user`` (if given) is unchanged, applying ``user_changes`` atomically with it.
 
         ``clear`` deletes that counter, only if unchanged since it; ``release`` takes one off it, if it
         still exists; both in the same write. Without ``user_changes``, the user's version must not
-        change (parallel logins must not collide). ``PreconditionFailed`` when the user or the counter
-        changed (or the counter to release is gone); then nothing is written.
+        change (parallel logins must not collide). ``ledger`` is written in the same commit, only if
+        unchanged since its ``base`` (unless ``force``), and its ``evict`` sessions deleted.
+        ``PreconditionFailed`` when the user, the counter or the ledger changed (or the counter to
+        release is gone); then nothing is written.
         """
         ...
 
@@ -408,6 +450,12 @@ class FirestoreStore:
     def _attempts(self, key: str) -> AsyncDocumentReference:
         return self._bound().attempts.document(key)
 
+    def _ledger(self, username: str) -> AsyncDocumentReference:
+        ref: AsyncDocumentReference = (
+            self._bound().users.document(username).collection(LEDGER_COLLECTION).document(LEDGER_DOCUMENT)
+        )
+        return ref
+
     def _guard(self) -> _Guard:
         """Bound a Firestore call by the deadline and translate its failures (``async with``)."""
         return _Guard(self._deadline)
@@ -465,6 +513,50 @@ class FirestoreStore:
             ops.round_trips -= 1  # the two calls overlapped: one wait, not two
         return reservation, user
 
+    async def reserve_and_read_account(
+        self, key: str, now: datetime, expires_at: datetime, username: str
+    ) -> tuple[Reservation, Versioned[UserRecord] | None, Versioned[LedgerRecord] | None]:
+        """Count one guess on counter ``key`` and read the user and its ledger, in one round trip."""
+        reserve = asyncio.ensure_future(self.reserve_attempt(key, now, expires_at))
+        try:
+            bound = self._bound()
+            user_ref, ledger_ref = bound.users.document(username), self._ledger(username)
+            snaps = await self._get_all([user_ref, ledger_ref], bound.client)
+        finally:
+            reservation = await reserve
+        ops = current_ops.get()
+        if ops is not None:
+            ops.round_trips -= 1  # the two calls overlapped: one wait, not two
+        return (
+            reservation,
+            self._versioned(UserRecord, snaps.get(user_ref.path)),
+            self._versioned(LedgerRecord, snaps.get(ledger_ref.path)),
+        )
+
+    async def read_ledger(self, username: str) -> Versioned[LedgerRecord] | None:
+        ref = self._ledger(username)
+        return self._versioned(LedgerRecord, (await self._get_all([ref])).get(ref.path))
+
+    async def create_ledger(self, username: str, record: LedgerRecord) -> Versioned[LedgerRecord]:
+        """Insert the user's session ledger; ``AlreadyExists`` when another request made it first."""
+        ref = self._ledger(username)
+        result = await self._call(ref.create(record.model_dump(), retry=self._write_retry, timeout=self._deadline))
+        _count(round_trips=1, writes=1)
+        return Versioned(record, result.update_time)
+
+    async def read_sessions(self, token_hashes: list[str]) -> dict[str, SessionRecord]:
+        """The sessions of these keys that exist, by key, in one round trip."""
+        if not token_hashes:
+            return {}
+        refs = [self._sessions(h) for h in token_hashes]
+        snaps = await self._get_all(refs)
+        found = {}
+        for ref in refs:
+            versioned = self._versioned(SessionRecord, snaps.get(ref.path))
+            if versioned is not None:
+                found[ref.id] = versioned.record
+        return found
+
     @staticmethod
     def _versioned(model: type[R], snap: DocumentSnapshot[Any] | None) -> Versioned[R] | None:
         if snap is None or not snap.exists:
@@ -506,11 +598,18 @@ class FirestoreStore:
 
     # --- writes -----------------------------------------------------------------------
 
-    async def create_user(self, record: UserRecord) -> None:
-        """Insert a user; raises ``AlreadyExists`` when the username is taken (atomic)."""
-        ref = self._users(record.username)
-        await self._call(ref.create(record.model_dump(), retry=self._write_retry, timeout=self._deadline))
-        _count(round_trips=1, writes=1)
+    async def create_user(self, record: UserRecord, *, ledger: LedgerRecord | None = None) -> None:
+        """Insert a user; raises ``AlreadyExists`` when the username is taken (atomic).
+
+        With ``ledger``, the user's session ledger is written in the same commit (replacing a
+        deleted namesake's, which lists only dead sessions).
+        """
+        batch = self.client().batch()
+        batch.create(self._users(record.username), record.model_dump())
+        if ledger is not None:
+            batch.set(self._ledger(record.username), ledger.model_dump())
+        await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
+        _count(round_trips=1, writes=1 + int(ledger is not None))
 
     async def update_user(
         self,
@@ -543,6 +642,7 @@ class FirestoreStore:
         user_changes: dict[str, Any] | None = None,
         clear: Reservation | None = None,
         release: Reservation | None = None,
+        ledger: LedgerChange | None = None,
     ) -> None:
         """Insert a session only if its user is unchanged since ``user`` was read, in one commit.
 
@@ -552,8 +652,10 @@ class FirestoreStore:
         changes nothing keeps its update time, so parallel logins do not collide).
         ``clear`` deletes that failed-login counter in the same commit, if nobody has
         counted on it since; ``release`` takes one off it (``update`` with its
-        implicit exists precondition). Raises ``PreconditionFailed`` (the user or the
-        counter changed) or ``AlreadyExists``.
+        implicit exists precondition). ``ledger`` is updated with a precondition on its
+        ``base`` (set outright when ``force``), and its ``evict`` sessions deleted, in the same
+        commit. Raises ``PreconditionFailed`` (the user, the counter or the ledger changed) or
+        ``AlreadyExists`` (the session, when a resent commit had landed).
         """
         from google.cloud.firestore import Increment
 
@@ -569,11 +671,23 @@ class FirestoreStore:
             batch.delete(self._attempts(clear.key), option=self._precondition_time(clear.update_time))
         if release is not None:
             batch.update(self._attempts(release.key), {"count": Increment(-1)})
+        if ledger is not None:
+            data = ledger.record.model_dump()
+            if ledger.force:
+                batch.set(self._ledger(ledger.username), data)
+            elif ledger.base is None:  # create_ledger makes it first: a set here could undo another login's entry
+                raise ValueError("a ledger change needs the ledger it was based on, or force")
+            else:
+                batch.update(
+                    self._ledger(ledger.username), data, option=self._precondition_time(ledger.base.update_time)
+                )
+            for evicted in ledger.evict:
+                batch.delete(self._sessions(evicted))
         await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
         _count(
             round_trips=1,
-            writes=1 + int(user is not None) + int(release is not None),
-            deletes=int(clear is not None),
+            writes=1 + int(user is not None) + int(release is not None) + int(ledger is not None),
+            deletes=int(clear is not None) + (len(ledger.evict) if ledger is not None else 0),
         )
 
     async def touch_session(self, token_hash: str, last_seen_at: datetime, expires_at: datetime) -> bool:

@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 
 from session.models import LoginRequest
 from session.store import OpCounts, current_ops
-from tests.conftest import main_module, register
+from tests.conftest import AppFactory, main_module, register
 
 PASSWORD = "correct horse battery"
 
@@ -30,24 +30,46 @@ def _counted(client: TestClient, call: Callable[[], Awaitable[Any]]) -> tuple[Op
     return client.portal.call(run)  # type: ignore[union-attr]
 
 
+def _login(client: TestClient, username: str = "alice", password: str = PASSWORD) -> tuple[OpCounts, Any]:
+    service = main_module().api_instance.service
+    return _counted(client, lambda: service.login(LoginRequest(username=username, password=password)))
+
+
 def test_a_successful_login_is_two_round_trips(client: TestClient) -> None:
     register(client)
-    service = main_module().api_instance.service
-    ops, result = _counted(client, lambda: service.login(LoginRequest(username="alice", password=PASSWORD)))
+    ops, result = _login(client)
     assert result.token
-    # Round trip 1: the guess is counted (1 write) while the user is read (1 read), together.
+    # Round trip 1: the guess is counted (1 write) while the user and its session ledger are read (2 reads).
     # Round trip 2: one commit creates the session (1 write), checks the user is unchanged (1 write that
-    # changes nothing) and deletes the counter (1 delete).
+    # changes nothing), adds the session to the ledger (1 write) and deletes the counter (1 delete).
+    assert ops.as_dict() == {"round_trips": 2, "reads": 2, "writes": 4, "deletes": 1}
+
+
+def test_without_a_cap_a_login_reads_no_ledger(make_client: AppFactory) -> None:
+    client = make_client(SESSION_MAX_PER_USER="0")
+    register(client)
+    ops, result = _login(client)
+    assert result.token
     assert ops.as_dict() == {"round_trips": 2, "reads": 1, "writes": 3, "deletes": 1}
+
+
+def test_a_login_at_the_cap_reads_the_sessions_and_ends_one(make_client: AppFactory) -> None:
+    client = make_client(SESSION_MAX_PER_USER="3")
+    register(client)
+    for _ in range(3):
+        assert _login(client)[1].token
+    ops, result = _login(client)
+    assert result.token
+    # One more round trip reads the 3 sessions the full ledger lists; the commit deletes the least recently used.
+    assert ops.as_dict() == {"round_trips": 3, "reads": 2 + 3, "writes": 4, "deletes": 1 + 1}
 
 
 def test_a_failed_login_is_one_round_trip(client: TestClient) -> None:
     register(client)
-    service = main_module().api_instance.service
     for username in ("alice", "nobody"):  # the same work for an unknown user
-        ops, result = _counted(client, lambda u=username: service.login(LoginRequest(username=u, password="wrong!")))
+        ops, result = _login(client, username, "wrong!")
         assert type(result).__name__ == "InvalidCredentials"
-        assert ops.as_dict() == {"round_trips": 1, "reads": 1, "writes": 1, "deletes": 0}
+        assert ops.as_dict() == {"round_trips": 1, "reads": 2, "writes": 1, "deletes": 0}
 
 
 def test_a_refused_guess_verifies_no_password(client: TestClient) -> None:
