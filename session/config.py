@@ -52,6 +52,8 @@ DEFAULT_TOUCH_SECONDS = 60
 # The staleness a cached session may reach, and the entries an instance may keep (≈ 4 to 6 KiB each; README).
 MAX_CACHE_SECONDS = 3600
 MAX_CACHE_SIZE = 1_000_000
+# A ledger entry is a 64-character key: a thousand keep the ledger document far below Firestore's 1 MiB.
+MAX_SESSIONS_PER_USER = 1000
 
 # Collection ids: no '/', and not Firestore's reserved __…__ form.
 COLLECTION_PATTERN = r"^(?!__.*__$)[A-Za-z0-9_-]{1,100}$"
@@ -167,6 +169,10 @@ class Settings(BaseModel):
     # is the one it appended; unset: the peer address of the connection, and no header is believed.
     client_ip_header: str | None = Field(default=None, validation_alias="SESSION_CLIENT_IP_HEADER")
     client_ip_hops: int = Field(default=1, ge=1, le=10, validation_alias="SESSION_CLIENT_IP_HOPS")
+    # The most sessions a user may have at once; a login beyond it ends the least recently used one. 0: no cap.
+    max_sessions_per_user: int = Field(
+        default=20, ge=0, le=MAX_SESSIONS_PER_USER, validation_alias="SESSION_MAX_PER_USER"
+    )
 
     firestore_timeout_seconds: float = Field(
         default=5.0, ge=0.5, le=60, allow_inf_nan=False, validation_alias="SESSION_FIRESTORE_TIMEOUT_SECONDS"

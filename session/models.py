@@ -229,6 +229,20 @@ class SessionRecord(_Record):
     auth_epoch: int = 0
 
 
+class LedgerRecord(_Record):
+    """``users/{username}/ledger/sessions``: the keys of the user's sessions, for the cap on sessions.
+
+    Every session is committed together with its key's entry here, under a
+    precondition on this document, so the user never has more sessions than
+    ``SESSION_MAX_PER_USER`` (see ``SessionService._ledger_change``). An entry may
+    outlive its session (a logout, an expiry): it is dropped when the ledger is full.
+    ``user_id`` tells a deleted user's ledger from that of a namesake registered later.
+    """
+
+    user_id: str
+    sessions: list[str] = Field(default_factory=list)
+
+
 class AttemptsRecord(_Record):
     """``login_attempts/{sha256(username)}``: guesses counted in the current window.
 

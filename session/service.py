@@ -35,6 +35,7 @@ from session.config import Settings
 from session.errors import UnauthenticatedReason as Reason
 from session.models import (
     DeviceRecord,
+    LedgerRecord,
     LoginOut,
     LoginRequest,
     PasswordChangeRequest,
@@ -51,6 +52,7 @@ from session.models import (
 from session.passwords import Passwords
 from session.store import (
     AlreadyExists,
+    LedgerChange,
     PreconditionFailed,
     Reservation,
     Store,
@@ -63,6 +65,9 @@ T = TypeVar("T")
 log = logging.getLogger("session.security")
 # How often a precondition write is retried after a concurrent change before giving up.
 RETRIES = 5
+# How often a session's commit may find the user's ledger changed by other logins of the same user:
+# each round of a burst lets one of them through, so this is the burst a cap absorbs without a 503.
+LEDGER_RETRIES = 64
 
 
 def utc_now() -> datetime:
@@ -72,10 +77,6 @@ def utc_now() -> datetime:
 
 class CredentialsChanged(Exception):
     """The user's password, enablement or session epoch changed while a session was being opened."""
-
-
-class _Conflict(Exception):
-    """The first, preconditioned commit of a login met a changed user."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +190,24 @@ def _is_live(session: SessionRecord, user: UserRecord | None, now: datetime) -> 
     return None
 
 
+def _gone(session: SessionRecord, user: UserRecord, now: datetime) -> bool:
+    """True when ``session`` can never be accepted again: expired, or voided by its account.
+
+    A session at a newer epoch than ``user`` was read at (a revoke-all re-stamped it since)
+    is not judged gone: it may well be live.
+    """
+    return _is_live(session, user, now) is not None and session.auth_epoch <= user.auth_epoch
+
+
+def _ledger_turns(ledger: Versioned[LedgerRecord] | None) -> int:
+    """A rough count of the logins a burst has let through (for the retry's wait): the ledger's length."""
+    return len(ledger.record.sessions) if ledger is not None else 0
+
+
+async def _nothing() -> None:
+    return None
+
+
 def _same_credentials(before: UserRecord, after: UserRecord) -> bool:
     """True when a re-read user still accepts what was verified against ``before``."""
     return after.user_id == before.user_id and not after.disabled and after.auth_epoch == before.auth_epoch
@@ -253,8 +272,10 @@ class SessionService:
             created_at=now,
             updated_at=now,
         )
+        # With a cap on sessions, the user's (empty) session ledger is made with it: its first login costs no more.
+        ledger = LedgerRecord(user_id=record.user_id) if self.settings.max_sessions_per_user else None
         try:
-            await self.store.create_user(record)
+            await self.store.create_user(record, ledger=ledger)
         except AlreadyExists:
             raise errors.UsernameTaken(f"the username {req.username!r} is taken") from None
         event("user_registered", user_id=record.user_id)
@@ -282,7 +303,7 @@ class SessionService:
         returns the device cookie to set (``LoginResult.device_token``).
         """
         now = self.clock()
-        reservations, user, trusted = await self._reserve(req.username, device, address, now)
+        reservations, user, trusted, ledger = await self._reserve(req.username, device, address, now)
         if trusted is not None:
             reservation = await self._judge_attempt(
                 reservations[0], now, limit=self.settings.device_max_failures, counter="device"
@@ -334,12 +355,14 @@ class SessionService:
         expires_at = self.clock() + self._device_lifetime
         record = DeviceRecord(user_id=verified.user_id, created_at=created_at, expires_at=expires_at)
         try:
-            result = await self._open_login_session(
+            result = await self._open_session(
                 user,
                 user_agent,
-                rehash,
-                still_verified,
-                reservation,
+                changes=lambda _: rehash,
+                reread=still_verified,
+                reservation=reservation,
+                ledger=ledger,
+                lenient=True,
                 release_also=by_address,
                 device=(device_hash, record),
             )
@@ -357,12 +380,13 @@ class SessionService:
 
     async def _reserve(
         self, username: str, device: str | None, address: str | None, now: datetime
-    ) -> tuple[list[Reservation], Versioned[UserRecord] | None, _TrustedDevice | None]:
+    ) -> tuple[list[Reservation], Versioned[UserRecord] | None, _TrustedDevice | None, Versioned[LedgerRecord] | None]:
         """Count a login's guess on the counters that will judge it; read the user (and the presented device).
 
         Returns the reservations (the username's or the trusted device's first, then the
-        address's if that limit is on), the user, and the trusted device (``None`` if none was
-        presented, or it is unknown, expired or another user's).
+        address's if that limit is on), the user, the trusted device (``None`` if none was
+        presented, or it is unknown, expired or another user's) and, with a cap on sessions, the
+        user's session ledger.
 
         Without a device cookie naming ``username``: one round trip counts on the username's
         counter (and the address's) and reads the user. With one: one round trip counts on
@@ -373,16 +397,21 @@ class SessionService:
         shared = [(tokens.counter_key(username), now + self._window)]
         if address is not None and self.settings.address_max_failures > 0:
             shared.append((tokens.address_counter_key(address), now + self._address_window))
+        with_ledger = self.settings.max_sessions_per_user > 0
         presented = tokens.parse_device(device) if device else None
         if presented is None or presented.username != username:  # issued to another user: as good as none
-            reservations, user, _ = await self.store.reserve_and_read_login(shared, now, username, None)
-            return reservations, user, None
+            reservations, user, _, ledger = await self.store.reserve_and_read_login(
+                shared, now, username, None, with_ledger=with_ledger
+            )
+            return reservations, user, None, ledger
         own = [(tokens.device_counter_key(presented.token_hash), now + self._window)]
-        reservations, user, found = await self.store.reserve_and_read_login(own, now, username, presented.token_hash)
+        reservations, user, found, ledger = await self.store.reserve_and_read_login(
+            own, now, username, presented.token_hash, with_ledger=with_ledger
+        )
         if found is not None and _trusted(found, user, now):
             assert device is not None
-            return reservations, user, _TrustedDevice(device, presented.token_hash, found)
-        return await self.store.reserve_attempts(shared, now), user, None
+            return reservations, user, _TrustedDevice(device, presented.token_hash, found), ledger
+        return await self.store.reserve_attempts(shared, now), user, None, ledger
 
     async def _judge_attempt(
         self,
@@ -430,62 +459,6 @@ class SessionService:
             raise errors.TooManyAttempts(retry_after, f"too many failed logins; try again in {retry_after} s")
         return reservation
 
-    async def _open_login_session(
-        self,
-        user: Versioned[UserRecord],
-        user_agent: str | None,
-        rehash: dict[str, Any] | None,
-        still_verified: Callable[[], Awaitable[Versioned[UserRecord] | None]],
-        reservation: Reservation,
-        *,
-        release_also: Reservation | None = None,
-        device: tuple[str, DeviceRecord] | None = None,
-    ) -> LoginResult:
-        """``_open_session`` for a login, which never loops on a user that keeps changing.
-
-        The first commit carries the precondition on the user as read (2 round trips in
-        all). If the user changed meanwhile (a profile edit would do), the session is
-        instead committed first and the user read afterwards: if it still accepts what
-        was verified, any later change will void the session by its epoch; if not, the
-        session is deleted again and ``CredentialsChanged`` raised. So parallel profile
-        edits cannot starve a login, and a login racing a change still cannot keep a session.
-        """
-        try:
-            return await self._open_session(
-                user,
-                user_agent,
-                changes=lambda _: rehash,
-                reread=self._conflict,
-                reservation=reservation,
-                release_also=release_also,
-                device=device,
-            )
-        except _Conflict:
-            pass
-        current = await still_verified()
-        if current is None:
-            raise CredentialsChanged()
-        result = self._new_session(current.record, user_agent, current.record.auth_epoch)
-        try:
-            await self.store.create_session(
-                result.token_hash,
-                result.record,
-                user=None,
-                release=reservation,
-                release_also=release_also,
-                device=device,
-            )
-        except PreconditionFailed:  # the counter is gone (a success cleared it): nothing to give back
-            await self.store.create_session(result.token_hash, result.record, user=None, device=device)
-        if await still_verified() is None:
-            await self.store.delete_session(result.token_hash)
-            raise CredentialsChanged()
-        return result.login
-
-    @staticmethod
-    async def _conflict() -> Versioned[UserRecord] | None:
-        raise _Conflict()
-
     def _new_session(self, user: UserRecord, user_agent: str | None, epoch: int) -> _NewSession:
         """A fresh token and its session record, not yet stored."""
         now = self.clock()
@@ -522,6 +495,9 @@ class SessionService:
         changes: Callable[[UserRecord], dict[str, Any] | None],
         reread: Callable[[], Awaitable[Versioned[UserRecord] | None]],
         reservation: Reservation,
+        ledger: Versioned[LedgerRecord] | None = None,
+        lenient: bool = False,
+        reset_ledger: bool = False,
         release_also: Reservation | None = None,
         device: tuple[str, DeviceRecord] | None = None,
     ) -> LoginResult:
@@ -535,41 +511,141 @@ class SessionService:
         Otherwise (a password change, a disable, a revoke-all) ``CredentialsChanged``
         is raised and no session exists.
 
+        ``lenient`` (a login): once the user is seen changed in a way that keeps what was
+        verified, the retried commit carries no precondition on the user; the user is read
+        again after it instead, and the session deleted if the credentials changed meanwhile.
+        So parallel profile edits cannot starve a login, and a login racing a change still
+        cannot keep a session.
+
+        With a cap on sessions, the commit also writes the user's ledger (``_ledger_change``)
+        under a precondition, so parallel logins of one user take turns: each retry reads
+        the ledger again. ``reset_ledger`` (a password change, which voids every other
+        session in the same commit) writes it outright.
+
         The guess ``reservation`` counted is given back in the same commit: the
         counter is deleted if nobody counted since (a success clears it), or else one
         is taken off it, so right passwords never use up the limit. ``release_also`` (the
         address's guess) is taken off its counter, and ``device`` written, in that commit too.
         """
-        attempt = 0
-
-        async def commit(current: Versioned[UserRecord] | None) -> LoginResult:
-            nonlocal attempt
-            attempt += 1
-            if current is None:
-                raise CredentialsChanged()
-            user_changes = changes(current.record)
+        current = user
+        strict = True  # the commit carries the precondition on the user as read
+        user_conflicts = 0
+        clear: Reservation | None = reservation  # delete the counter: nobody counted since the guess
+        release: Reservation | None = None  # take the guess off it: others counted since
+        for _ in range(LEDGER_RETRIES):
+            user_changes = changes(current.record) if strict else None
             new = self._new_session(
                 current.record, user_agent, int((user_changes or {}).get("auth_epoch", current.record.auth_epoch))
             )
+            change, ledger = await self._ledger_change(current.record, ledger, new.token_hash, reset=reset_ledger)
             try:
                 await self.store.create_session(
                     new.token_hash,
                     new.record,
-                    user=current,
+                    user=current if strict else None,
                     user_changes=user_changes,
-                    clear=reservation if attempt == 1 else None,
-                    release=reservation if attempt == 2 else None,
+                    clear=clear,
+                    release=release,
+                    ledger=change,
                     release_also=release_also,  # a failed commit wrote nothing: each try gives it back
                     device=device,
                 )
-            except AlreadyExists:  # a retried commit that had in fact landed: the hash is ours
+            except AlreadyExists:  # a resent commit that had in fact landed: the hash is ours
                 pass
+            except PreconditionFailed:
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.002 * (user_conflicts + 1 + _ledger_turns(ledger)))))
+                again, ledger, counter = await asyncio.gather(
+                    reread(),
+                    self._reread_ledger(current.record.username, change),
+                    self.store.read_attempts(reservation.key) if clear or release else _nothing(),
+                )
+                if again is None:
+                    raise CredentialsChanged() from None
+                if again.update_time != current.update_time:
+                    user_conflicts += 1
+                    if lenient:
+                        strict = False
+                    elif user_conflicts >= RETRIES:
+                        break
+                current = again
+                clear = reservation if counter is not None and counter.update_time == reservation.update_time else None
+                release = counter if counter is not None and clear is None else None
+                continue
+            if not strict and await reread() is None:
+                await self.store.delete_session(new.token_hash)
+                raise CredentialsChanged()
+            self._evicted(current.record, change)
             return new.login
+        raise errors.ServiceUnavailable(1, "the account kept changing; try again")
 
-        first: Versioned[UserRecord] | None = user
-        return await retrying(
-            first, commit, reread, lambda: errors.ServiceUnavailable(1, "the account kept changing; try again")
-        )
+    async def _ledger_change(
+        self, user: UserRecord, ledger: Versioned[LedgerRecord] | None, new_hash: str, *, reset: bool
+    ) -> tuple[LedgerChange | None, Versioned[LedgerRecord] | None]:
+        """The user's ledger with ``new_hash`` added, making room under ``SESSION_MAX_PER_USER`` if it is full.
+
+        The cap holds because every session is committed with its ledger entry, under a
+        precondition on the ledger as read here: at most ``cap`` entries, so at most ``cap``
+        sessions. ``None`` without a cap. A user with no ledger yet (the first login, or
+        sessions from before the cap) gets one made from the sessions stored now.
+        """
+        cap = self.settings.max_sessions_per_user
+        if cap == 0:
+            return None, ledger
+        record = LedgerRecord(user_id=user.user_id, sessions=[new_hash])
+        if reset:
+            return LedgerChange(user.username, record, base=ledger, force=True), ledger
+        if ledger is None:
+            ledger = await self._make_ledger(user)
+        # A namesake's ledger (the user was deleted and the name registered again) lists only dead sessions.
+        members = list(ledger.record.sessions) if ledger.record.user_id == user.user_id else []
+        evict: list[str] = []
+        if len(members) >= cap:
+            members, evict = await self._make_room(user, members, cap)
+        record = LedgerRecord(user_id=user.user_id, sessions=[*members, new_hash])
+        return LedgerChange(user.username, record, base=ledger, evict=tuple(evict)), ledger
+
+    async def _make_ledger(self, user: UserRecord) -> Versioned[LedgerRecord]:
+        """The user's first ledger: every session stored now that could still be accepted."""
+        now = self.clock()
+        stored = await self.store.list_sessions(user.user_id)
+        record = LedgerRecord(user_id=user.user_id, sessions=[h for h, s in stored if not _gone(s, user, now)])
+        try:
+            return await self.store.create_ledger(user.username, record)
+        except AlreadyExists:  # a parallel login made it first
+            made = await self.store.read_ledger(user.username)
+            if made is None:  # made and deleted again at once (an account deletion): nothing to cap
+                raise CredentialsChanged() from None
+            return made
+
+    async def _make_room(self, user: UserRecord, members: list[str], cap: int) -> tuple[list[str], list[str]]:
+        """Split a full ledger into the entries kept and the sessions to delete, leaving room for one more.
+
+        Entries whose session is gone are dropped; sessions that can never be accepted again
+        are deleted (an expired one too, so that a touch in flight cannot bring it back); then,
+        while still full, the least recently used sessions (``last_seen_at``) are ended.
+        """
+        stored = await self.store.read_sessions(members)
+        now = self.clock()
+        live = [h for h in members if h in stored and not _gone(stored[h], user, now)]
+        evict = [h for h in members if h in stored and _gone(stored[h], user, now)]
+        excess = len(live) - cap + 1
+        if excess > 0:
+            by_use = sorted(live, key=lambda h: (stored[h].last_seen_at, stored[h].created_at, h))
+            ended = set(by_use[:excess])
+            evict += by_use[:excess]
+            live = [h for h in live if h not in ended]
+        return live, evict
+
+    async def _reread_ledger(self, username: str, change: LedgerChange | None) -> Versioned[LedgerRecord] | None:
+        if change is None or change.force:
+            return None
+        return await self.store.read_ledger(username)
+
+    def _evicted(self, user: UserRecord, change: LedgerChange | None) -> None:
+        """Forget and log the sessions a new session's commit ended to stay under the cap."""
+        for token_hash in change.evict if change is not None else ():
+            self._forget(token_hash)
+            event("session_evicted", user_id=user.user_id, sid=tokens.log_id(token_hash))
 
     # --- authentication ------------------------------------------------------------------
 
@@ -777,7 +853,12 @@ class SessionService:
             # The new password, the new epoch (voiding every other session, even one being
             # committed right now) and the caller's new session: one atomic commit.
             result = await self._open_session(
-                user, user_agent, changes=changes, reread=lambda: self._still_allowed(ctx), reservation=reservation
+                user,
+                user_agent,
+                changes=changes,
+                reread=lambda: self._still_allowed(ctx),
+                reservation=reservation,
+                reset_ledger=True,
             )
         except CredentialsChanged:
             raise _revoked() from None

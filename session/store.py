@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from session.config import Settings
-from session.models import AttemptsRecord, DeviceRecord, SessionRecord, UserRecord
+from session.models import AttemptsRecord, DeviceRecord, LedgerRecord, SessionRecord, UserRecord
 
 if TYPE_CHECKING:  # the client library is heavy: import it on first use only
     from google.cloud.firestore import AsyncClient
@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # the client library is heavy: import it on first use only
     from google.cloud.firestore_v1.base_document import DocumentSnapshot
 
 R = TypeVar("R", bound=BaseModel)
+# The session ledger of a user lives below the user's document: users/{username}/ledger/sessions.
+LEDGER_COLLECTION = "ledger"
+LEDGER_DOCUMENT = "sessions"
 T = TypeVar("T")
 # The subcollection of a user document that holds its trusted devices (deleted with the user's subcollections).
 DEVICES = "devices"
@@ -104,6 +107,24 @@ class Reservation:
     count: int
     window_start: datetime
     update_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerChange:
+    """A new value for a user's session ledger, written in the commit that creates a session.
+
+    ``base`` is the ledger as read (it must exist: ``Store.create_ledger``): the write happens
+    only if it is still unchanged, so two logins can never both take the last free place.
+    ``force`` writes regardless, creating it if need be (a password
+    change, which voids every other session in the same commit). ``evict`` are sessions
+    deleted in the same commit: those the new ledger no longer lists.
+    """
+
+    username: str
+    record: LedgerRecord
+    base: Versioned[LedgerRecord] | None
+    evict: tuple[str, ...] = ()
+    force: bool = False
 
 
 @dataclass(slots=True)
@@ -272,11 +293,18 @@ class Store(Protocol):
         ...
 
     async def reserve_and_read_login(
-        self, counters: Sequence[tuple[str, datetime]], now: datetime, username: str, device: str | None
-    ) -> tuple[list[Reservation], Versioned[UserRecord] | None, Versioned[DeviceRecord] | None]:
-        """``reserve_attempts``, the user and (if ``device``) that device of the user: one round trip.
-
-        The counts are committed when this returns.
+        self,
+        counters: Sequence[tuple[str, datetime]],
+        now: datetime,
+        username: str,
+        device: str | None,
+        *,
+        with_ledger: bool = False,
+    ) -> tuple[
+        list[Reservation], Versioned[UserRecord] | None, Versioned[DeviceRecord] | None, Versioned[LedgerRecord] | None
+    ]:
+        """``reserve_attempts``, the user, (if ``device``) that device of the user and (``with_ledger``) the user's
+        session ledger: one round trip. The counts are committed when this returns.
         """
         ...
 
@@ -288,6 +316,24 @@ class Store(Protocol):
         """Counter ``key`` as it is now (its count, window start and version), without counting."""
         ...
 
+    async def reserve_and_read_account(
+        self, key: str, now: datetime, expires_at: datetime, username: str
+    ) -> tuple[Reservation, Versioned[UserRecord] | None, Versioned[LedgerRecord] | None]:
+        """``reserve_and_read_user``, with the user's session ledger read in the same round trip."""
+        ...
+
+    async def read_ledger(self, username: str) -> Versioned[LedgerRecord] | None:
+        """The user's session ledger, with the version it was read at."""
+        ...
+
+    async def create_ledger(self, username: str, record: LedgerRecord) -> Versioned[LedgerRecord]:
+        """Insert the user's session ledger; ``AlreadyExists`` when there is one (atomic)."""
+        ...
+
+    async def read_sessions(self, token_hashes: list[str]) -> dict[str, SessionRecord]:
+        """The sessions of these keys that exist, by key (one round trip)."""
+        ...
+
     async def list_sessions(self, user_id: str) -> list[tuple[str, SessionRecord]]:
         """A user's session documents with their keys, newest first (expired ones too)."""
         ...
@@ -296,8 +342,8 @@ class Store(Protocol):
         """The session with this public id, with its key."""
         ...
 
-    async def create_user(self, record: UserRecord) -> None:
-        """Insert a user; ``AlreadyExists`` when the username is taken (atomic)."""
+    async def create_user(self, record: UserRecord, *, ledger: LedgerRecord | None = None) -> None:
+        """Insert a user (with its session ``ledger``, in one commit); ``AlreadyExists`` when the username is taken."""
         ...
 
     async def update_user(
@@ -324,14 +370,17 @@ class Store(Protocol):
         release: Reservation | None = None,
         release_also: Reservation | None = None,
         device: tuple[str, DeviceRecord] | None = None,
+        ledger: LedgerChange | None = None,
     ) -> None:
         """Insert a session only if ``user`` (if given) is unchanged, applying ``user_changes`` atomically with it.
 
         ``clear`` deletes that counter, only if unchanged since it; ``release`` (and ``release_also``,
         another counter) takes one off it, if it still exists; ``device`` (its hash and record) is written
         under the session's user; all in the same write. Without ``user_changes``, the user's version must
-        not change (parallel logins must not collide). ``PreconditionFailed`` when the user or the counter
-        changed (or a counter to release is gone); then nothing is written.
+        not change (parallel logins must not collide). ``ledger`` is written in the same commit, only if
+        unchanged since its ``base`` (unless ``force``), and its ``evict`` sessions deleted.
+        ``PreconditionFailed`` when the user, the counter or the ledger changed (or a counter to
+        release is gone); then nothing is written.
         """
         ...
 
@@ -430,6 +479,12 @@ class FirestoreStore:
         ref: AsyncDocumentReference = self._bound().users.document(username).collection(DEVICES).document(device)
         return ref
 
+    def _ledger(self, username: str) -> AsyncDocumentReference:
+        ref: AsyncDocumentReference = (
+            self._bound().users.document(username).collection(LEDGER_COLLECTION).document(LEDGER_DOCUMENT)
+        )
+        return ref
+
     def _guard(self) -> _Guard:
         """Bound a Firestore call by the deadline and translate its failures (``async with``)."""
         return _Guard(self._deadline)
@@ -474,28 +529,75 @@ class FirestoreStore:
         self, key: str, now: datetime, expires_at: datetime, username: str
     ) -> tuple[Reservation, Versioned[UserRecord] | None]:
         """Count one guess on counter ``key`` and read the user, both in one round trip (``reserve_and_read_login``)."""
-        (reservation,), user, _ = await self.reserve_and_read_login([(key, expires_at)], now, username, None)
+        (reservation,), user, _, _ = await self.reserve_and_read_login([(key, expires_at)], now, username, None)
         return reservation, user
 
     async def reserve_and_read_login(
-        self, counters: Sequence[tuple[str, datetime]], now: datetime, username: str, device: str | None
-    ) -> tuple[list[Reservation], Versioned[UserRecord] | None, Versioned[DeviceRecord] | None]:
-        """Count one guess on each counter while the user (and the device ``device`` of it) is read: one round trip.
+        self,
+        counters: Sequence[tuple[str, datetime]],
+        now: datetime,
+        username: str,
+        device: str | None,
+        *,
+        with_ledger: bool = False,
+    ) -> tuple[
+        list[Reservation], Versioned[UserRecord] | None, Versioned[DeviceRecord] | None, Versioned[LedgerRecord] | None
+    ]:
+        """Count one guess on each counter while the user, the device ``device`` of it and (``with_ledger``) its
+        session ledger are read: one round trip.
 
         The commit and the batched read go out together; the counts are committed before this returns.
         """
         reserve = asyncio.ensure_future(self.reserve_attempts(counters, now))
         try:
             user_ref = self._users(username)
-            refs = [user_ref] if device is None else [user_ref, self._device(username, device)]
-            snaps = await self._get_all(refs)
+            device_ref = self._device(username, device) if device is not None else None
+            ledger_ref = self._ledger(username) if with_ledger else None
+            snaps = await self._get_all([ref for ref in (user_ref, device_ref, ledger_ref) if ref is not None])
         finally:
             reservations = await reserve
         ops = current_ops.get()
         if ops is not None:
             ops.round_trips -= 1  # the two calls overlapped: one wait, not two
-        found = self._versioned(DeviceRecord, snaps.get(refs[1].path)) if device is not None else None
-        return reservations, self._versioned(UserRecord, snaps.get(user_ref.path)), found
+        return (
+            reservations,
+            self._versioned(UserRecord, snaps.get(user_ref.path)),
+            self._versioned(DeviceRecord, snaps.get(device_ref.path)) if device_ref is not None else None,
+            self._versioned(LedgerRecord, snaps.get(ledger_ref.path)) if ledger_ref is not None else None,
+        )
+
+    async def reserve_and_read_account(
+        self, key: str, now: datetime, expires_at: datetime, username: str
+    ) -> tuple[Reservation, Versioned[UserRecord] | None, Versioned[LedgerRecord] | None]:
+        """Count one guess on counter ``key`` and read the user and its ledger, in one round trip."""
+        (reservation,), user, _, ledger = await self.reserve_and_read_login(
+            [(key, expires_at)], now, username, None, with_ledger=True
+        )
+        return reservation, user, ledger
+
+    async def read_ledger(self, username: str) -> Versioned[LedgerRecord] | None:
+        ref = self._ledger(username)
+        return self._versioned(LedgerRecord, (await self._get_all([ref])).get(ref.path))
+
+    async def create_ledger(self, username: str, record: LedgerRecord) -> Versioned[LedgerRecord]:
+        """Insert the user's session ledger; ``AlreadyExists`` when another request made it first."""
+        ref = self._ledger(username)
+        result = await self._call(ref.create(record.model_dump(), retry=self._write_retry, timeout=self._deadline))
+        _count(round_trips=1, writes=1)
+        return Versioned(record, result.update_time)
+
+    async def read_sessions(self, token_hashes: list[str]) -> dict[str, SessionRecord]:
+        """The sessions of these keys that exist, by key, in one round trip."""
+        if not token_hashes:
+            return {}
+        refs = [self._sessions(h) for h in token_hashes]
+        snaps = await self._get_all(refs)
+        found = {}
+        for ref in refs:
+            versioned = self._versioned(SessionRecord, snaps.get(ref.path))
+            if versioned is not None:
+                found[ref.id] = versioned.record
+        return found
 
     @staticmethod
     def _versioned(model: type[R], snap: DocumentSnapshot[Any] | None) -> Versioned[R] | None:
@@ -538,11 +640,18 @@ class FirestoreStore:
 
     # --- writes -----------------------------------------------------------------------
 
-    async def create_user(self, record: UserRecord) -> None:
-        """Insert a user; raises ``AlreadyExists`` when the username is taken (atomic)."""
-        ref = self._users(record.username)
-        await self._call(ref.create(record.model_dump(), retry=self._write_retry, timeout=self._deadline))
-        _count(round_trips=1, writes=1)
+    async def create_user(self, record: UserRecord, *, ledger: LedgerRecord | None = None) -> None:
+        """Insert a user; raises ``AlreadyExists`` when the username is taken (atomic).
+
+        With ``ledger``, the user's session ledger is written in the same commit (replacing a
+        deleted namesake's, which lists only dead sessions).
+        """
+        batch = self.client().batch()
+        batch.create(self._users(record.username), record.model_dump())
+        if ledger is not None:
+            batch.set(self._ledger(record.username), ledger.model_dump())
+        await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
+        _count(round_trips=1, writes=1 + int(ledger is not None))
 
     async def update_user(
         self,
@@ -577,6 +686,7 @@ class FirestoreStore:
         release: Reservation | None = None,
         release_also: Reservation | None = None,
         device: tuple[str, DeviceRecord] | None = None,
+        ledger: LedgerChange | None = None,
     ) -> None:
         """Insert a session only if its user is unchanged since ``user`` was read, in one commit.
 
@@ -586,8 +696,10 @@ class FirestoreStore:
         changes nothing keeps its update time, so parallel logins do not collide).
         ``clear`` deletes that failed-login counter in the same commit, if nobody has
         counted on it since; ``release`` takes one off it (``update`` with its
-        implicit exists precondition). Raises ``PreconditionFailed`` (the user or the
-        counter changed) or ``AlreadyExists``.
+        implicit exists precondition). ``ledger`` is updated with a precondition on its
+        ``base`` (set outright when ``force``), and its ``evict`` sessions deleted, in the same
+        commit. Raises ``PreconditionFailed`` (the user, the counter or the ledger changed) or
+        ``AlreadyExists`` (the session, when a resent commit had landed).
         """
         from google.cloud.firestore import Increment
 
@@ -607,6 +719,18 @@ class FirestoreStore:
             batch.update(self._attempts(release_also.key), {"count": Increment(-1)})
         if device is not None:
             batch.set(self._device(record.username, device[0]), device[1].model_dump())
+        if ledger is not None:
+            data = ledger.record.model_dump()
+            if ledger.force:
+                batch.set(self._ledger(ledger.username), data)
+            elif ledger.base is None:  # create_ledger makes it first: a set here could undo another login's entry
+                raise ValueError("a ledger change needs the ledger it was based on, or force")
+            else:
+                batch.update(
+                    self._ledger(ledger.username), data, option=self._precondition_time(ledger.base.update_time)
+                )
+            for evicted in ledger.evict:
+                batch.delete(self._sessions(evicted))
         await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
         _count(
             round_trips=1,
@@ -614,8 +738,9 @@ class FirestoreStore:
             + int(user is not None)
             + int(release is not None)
             + int(release_also is not None)
-            + int(device is not None),
-            deletes=int(clear is not None),
+            + int(device is not None)
+            + int(ledger is not None),
+            deletes=int(clear is not None) + (len(ledger.evict) if ledger is not None else 0),
         )
 
     async def touch_session(self, token_hash: str, last_seen_at: datetime, expires_at: datetime) -> bool:

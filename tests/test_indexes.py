@@ -21,7 +21,7 @@ from pydantic import AwareDatetime, BaseModel
 
 from session import cli, models
 from session.config import Settings
-from session.store import DEVICES, FirestoreStore, QueryShape
+from session.store import DEVICES, LEDGER_COLLECTION, FirestoreStore, QueryShape
 
 SETTINGS_DEFAULTS = Settings.model_construct()
 DEFAULT_COLLECTIONS = {
@@ -186,27 +186,31 @@ def _records() -> Iterator[type[BaseModel]]:
 def test_ttl_fields_of_the_code_are_declared_and_enabled(
     make_client: AppFactory, emulator_host: str, project: str
 ) -> None:
-    # Write one document of each kind with the real service: a user, a session, a failed-login counter, and
-    # (a subcollection of the user) the device of the device cookie.
+    # Write one document of each kind with the real service: a user, its session ledger, a session, a counter,
+    # and (below the user too) the device of the device cookie.
     client = make_client()
     register(client, "alice")
     login(client, "alice")
     assert client.post("/login", json={"username": "mallory", "password": "guess"}).status_code == 401
 
     # Which collection holds which record: the one whose documents carry exactly that model's fields.
+    # Collection groups (what a TTL policy names): the top-level collections and those below their documents.
     written: dict[str, list[dict[str, Any]]] = {}
     for collection in _emulator(emulator_host, project, ":listCollectionIds", {})["collectionIds"]:
-        written[collection] = [d["fields"] for d in _emulator(emulator_host, project, f"/{collection}")["documents"]]
-    users = SETTINGS_DEFAULTS.users_collection
-    for sub in _emulator(emulator_host, project, f"/{users}/alice:listCollectionIds", {})["collectionIds"]:
-        written[sub] = [d["fields"] for d in _emulator(emulator_host, project, f"/{users}/alice/{sub}")["documents"]]
+        documents = _emulator(emulator_host, project, f"/{collection}")["documents"]
+        written.setdefault(collection, []).extend(d["fields"] for d in documents)
+        for document in documents:
+            path = document["name"].split("/documents/", 1)[1]
+            for group in _emulator(emulator_host, project, f"/{path}:listCollectionIds", {}).get("collectionIds", []):
+                below = _emulator(emulator_host, project, f"/{path}/{group}")["documents"]
+                written.setdefault(group, []).extend(d["fields"] for d in below)
     collection_of: dict[type[BaseModel], str] = {}
     for model in _records():
         for collection, docs in written.items():
             if all(set(doc) == set(model.model_fields) for doc in docs):
                 collection_of[model] = collection
     assert set(collection_of) == set(_records()), f"no documents written for {set(_records()) - set(collection_of)}"
-    assert set(collection_of.values()) == DEFAULT_COLLECTIONS | {DEVICES}
+    assert set(collection_of.values()) == DEFAULT_COLLECTIONS | {LEDGER_COLLECTION, DEVICES}
 
     # A TTL field is a record's aware-datetime `expires_at`, stored as a Timestamp (TTL ignores anything else).
     code_ttl = set()

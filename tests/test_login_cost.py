@@ -31,21 +31,55 @@ def _counted(client: TestClient, call: Callable[[], Awaitable[Any]]) -> tuple[Op
     return client.portal.call(run)  # type: ignore[union-attr]
 
 
+def _login(client: TestClient, username: str = "alice", password: str = PASSWORD) -> tuple[OpCounts, Any]:
+    service = main_module().api_instance.service
+    return _counted(client, lambda: service.login(LoginRequest(username=username, password=password)))
+
+
 def test_a_successful_login_is_two_round_trips(client: TestClient) -> None:
     register(client)
-    service = main_module().api_instance.service
-    ops, result = _counted(client, lambda: service.login(LoginRequest(username="alice", password=PASSWORD)))
-    assert result.token and result.device_token
-    # Round trip 1: the guess is counted (1 write) while the user is read (1 read), together.
+    ops, result = _login(client)
+    assert result.token
+    # Round trip 1: the guess is counted (1 write) while the user and its session ledger are read (2 reads).
     # Round trip 2: one commit creates the session (1 write), checks the user is unchanged (1 write that
-    # changes nothing), writes the device of the device cookie (1 write) and deletes the counter (1 delete).
+    # changes nothing), adds the session to the ledger (1 write), writes the device of the device cookie
+    # (1 write) and deletes the counter (1 delete).
+    assert result.device_token
+    assert ops.as_dict() == {"round_trips": 2, "reads": 2, "writes": 5, "deletes": 1}
+
+
+def test_without_a_cap_a_login_reads_no_ledger(make_client: AppFactory) -> None:
+    client = make_client(SESSION_MAX_PER_USER="0")
+    register(client)
+    ops, result = _login(client)
+    assert result.token
     assert ops.as_dict() == {"round_trips": 2, "reads": 1, "writes": 4, "deletes": 1}
 
 
-def test_a_login_from_a_trusted_device_is_two_round_trips(client: TestClient) -> None:
+def test_a_login_at_the_cap_reads_the_sessions_and_ends_one(make_client: AppFactory) -> None:
+    client = make_client(SESSION_MAX_PER_USER="3")
+    register(client)
+    for _ in range(3):
+        assert _login(client)[1].token
+    ops, result = _login(client)
+    assert result.token
+    # One more round trip reads the 3 sessions the full ledger lists; the commit deletes the least recently used.
+    assert ops.as_dict() == {"round_trips": 3, "reads": 2 + 3, "writes": 5, "deletes": 1 + 1}
+
+
+def test_a_failed_login_is_one_round_trip(client: TestClient) -> None:
+    register(client)
+    for username in ("alice", "nobody"):  # the same work for an unknown user
+        ops, result = _login(client, username, "wrong!")
+        assert type(result).__name__ == "InvalidCredentials"
+        assert ops.as_dict() == {"round_trips": 1, "reads": 2, "writes": 1, "deletes": 0}
+
+
+def test_a_login_from_a_trusted_device_is_two_round_trips(make_client: AppFactory) -> None:
+    client = make_client(SESSION_MAX_PER_USER="0")  # the ledger's read and write are counted above
     register(client)
     service = main_module().api_instance.service
-    device = _counted(client, lambda: service.login(LoginRequest(username="alice", password=PASSWORD)))[1].device_token
+    device = _login(client)[1].device_token
     ops, result = _counted(
         client, lambda: service.login(LoginRequest(username="alice", password=PASSWORD), device=device)
     )
@@ -68,7 +102,7 @@ def test_a_login_from_a_trusted_device_is_two_round_trips(client: TestClient) ->
 
 
 def test_the_address_limit_adds_writes_not_round_trips(make_client: AppFactory) -> None:
-    client = make_client(SESSION_ADDRESS_MAX_FAILURES="100")
+    client = make_client(SESSION_ADDRESS_MAX_FAILURES="100", SESSION_MAX_PER_USER="0")
     register(client)
     service = main_module().api_instance.service
     ops, result = _counted(
@@ -83,15 +117,6 @@ def test_the_address_limit_adds_writes_not_round_trips(make_client: AppFactory) 
     )
     assert type(result).__name__ == "InvalidCredentials"
     assert ops.as_dict() == {"round_trips": 1, "reads": 1, "writes": 2, "deletes": 0}
-
-
-def test_a_failed_login_is_one_round_trip(client: TestClient) -> None:
-    register(client)
-    service = main_module().api_instance.service
-    for username in ("alice", "nobody"):  # the same work for an unknown user
-        ops, result = _counted(client, lambda u=username: service.login(LoginRequest(username=u, password="wrong!")))
-        assert type(result).__name__ == "InvalidCredentials"
-        assert ops.as_dict() == {"round_trips": 1, "reads": 1, "writes": 1, "deletes": 0}
 
 
 def test_a_refused_guess_verifies_no_password(client: TestClient) -> None:

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from session.config import load_settings
-from session.models import DeviceRecord, SessionRecord, UserRecord
-from session.store import AlreadyExists, FirestoreStore, PreconditionFailed, Store, Versioned
+from session.models import DeviceRecord, LedgerRecord, SessionRecord, UserRecord
+from session.store import AlreadyExists, FirestoreStore, LedgerChange, PreconditionFailed, Store, Versioned
 
 # Whole seconds: a counter's window start may travel as seconds since the epoch.
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -397,7 +397,7 @@ class StoreContract:
         k, h, device = key(), token_hash(), token_hash()
         record = device_record(alice.record)
         runner.run(store.create_session(h, session_record(alice.record), user=alice, device=(device, record)))
-        (reservation,), user, found = runner.run(store.reserve_and_read_login([(k, EXPIRES)], NOW, "alice", device))
+        (reservation,), user, found, _ = runner.run(store.reserve_and_read_login([(k, EXPIRES)], NOW, "alice", device))
         assert user is not None and user.record == alice.record
         assert found is not None and found.record == record
         assert (reservation.key, reservation.count, reservation.window_start) == (k, 1, NOW)
@@ -406,7 +406,7 @@ class StoreContract:
         runner.run(store.create_user(user_record("bob")))
         assert runner.run(store.reserve_and_read_login([(k, EXPIRES)], NOW, "bob", device))[2] is None
         assert runner.run(store.reserve_and_read_login([(k, EXPIRES)], NOW, "alice", token_hash()))[2] is None
-        reservations, user, found = runner.run(store.reserve_and_read_login([(k, EXPIRES)], NOW, "nobody", None))
+        reservations, user, found, _ = runner.run(store.reserve_and_read_login([(k, EXPIRES)], NOW, "nobody", None))
         assert (reservations[0].count, user, found) == (4, None, None)
 
     def test_create_session_with_a_device_writes_it_under_the_user_and_overwrites_it(
@@ -471,6 +471,79 @@ class StoreContract:
         assert (restarted.key, restarted.count, restarted.window_start) == (k, 1, LATER)
         assert runner.run(store.read_attempts(k)) == restarted
         assert runner.run(store.reserve_attempt(k, LATER, EXPIRES)).count == 2
+
+    # --- the session ledger (the cap on sessions) ---------------------------------------------
+
+    def test_create_user_with_a_ledger_writes_both(self, store: Store, runner: asyncio.Runner) -> None:
+        record = user_record()
+        runner.run(store.create_user(record, ledger=LedgerRecord(user_id=record.user_id)))
+        ledger = runner.run(store.read_ledger("alice"))
+        assert ledger is not None and ledger.record == LedgerRecord(user_id=record.user_id, sessions=[])
+        assert runner.run(store.read_ledger("nobody")) is None
+
+    def test_create_ledger_twice_raises_already_exists_and_keeps_the_first(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        first = runner.run(store.create_ledger("alice", LedgerRecord(user_id="u-alice", sessions=["a" * 64])))
+        with pytest.raises(AlreadyExists):
+            runner.run(store.create_ledger("alice", LedgerRecord(user_id="u-alice", sessions=[])))
+        assert runner.run(store.read_ledger("alice")) == first
+
+    def test_read_sessions_returns_those_that_exist(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        h, missing = token_hash(), token_hash()
+        record = session_record(alice.record)
+        runner.run(store.create_session(h, record, user=None))
+        assert runner.run(store.read_sessions([h, missing])) == {h: record}
+        assert runner.run(store.read_sessions([])) == {}
+
+    def test_create_session_with_a_ledger_change_writes_it_and_evicts(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        old, new = token_hash(), token_hash()
+        runner.run(store.create_session(old, session_record(alice.record), user=None))
+        base = runner.run(store.create_ledger("alice", LedgerRecord(user_id="u-alice", sessions=[old])))
+        change = LedgerChange("alice", LedgerRecord(user_id="u-alice", sessions=[new]), base=base, evict=(old,))
+        runner.run(store.create_session(new, session_record(alice.record), user=alice, ledger=change))
+        ledger = runner.run(store.read_ledger("alice"))
+        assert ledger is not None and ledger.record.sessions == [new]
+        assert runner.run(store.read_sessions([old, new])).keys() == {new}
+
+    def test_create_session_on_a_changed_ledger_raises_and_writes_nothing(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        kept, h = token_hash(), token_hash()
+        runner.run(store.create_session(kept, session_record(alice.record), user=None))
+        base = runner.run(store.create_ledger("alice", LedgerRecord(user_id="u-alice", sessions=[])))
+        first = LedgerChange("alice", LedgerRecord(user_id="u-alice", sessions=[kept]), base=base)
+        runner.run(store.create_session(token_hash(), session_record(alice.record), user=None, ledger=first))
+        stale = LedgerChange("alice", LedgerRecord(user_id="u-alice", sessions=[h]), base=base, evict=(kept,))
+        with pytest.raises(PreconditionFailed):
+            runner.run(store.create_session(h, session_record(alice.record), user=alice, ledger=stale))
+        assert runner.run(store.read_sessions([kept, h])).keys() == {kept}
+        ledger = runner.run(store.read_ledger("alice"))
+        assert ledger is not None and ledger.record.sessions == [kept]
+
+    def test_a_forced_ledger_change_needs_no_base(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        runner.run(store.create_ledger("alice", LedgerRecord(user_id="u-alice", sessions=["x" * 64])))
+        h = token_hash()
+        change = LedgerChange("alice", LedgerRecord(user_id="u-alice", sessions=[h]), base=None, force=True)
+        runner.run(store.create_session(h, session_record(alice.record), user=alice, ledger=change))
+        ledger = runner.run(store.read_ledger("alice"))
+        assert ledger is not None and ledger.record.sessions == [h]
+
+    def test_reserve_and_read_account_counts_and_reads_user_and_ledger(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        k = key()
+        made = runner.run(store.create_ledger("alice", LedgerRecord(user_id="u-alice")))
+        reservation, user, ledger = runner.run(store.reserve_and_read_account(k, NOW, EXPIRES, "alice"))
+        assert (reservation.count, user, ledger) == (1, alice, made)
+        reservation, user, ledger = runner.run(store.reserve_and_read_account(k, NOW, EXPIRES, "nobody"))
+        assert (reservation.count, user, ledger) == (2, None, None)
 
     def test_read_attempts_does_not_count(self, store: Store, runner: asyncio.Runner) -> None:
         k = key()
