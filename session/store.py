@@ -307,13 +307,15 @@ class Store(Protocol):
         user_changes: dict[str, Any] | None = None,
         clear: Reservation | None = None,
         release: Reservation | None = None,
+        replaces: str | None = None,
     ) -> None:
         """Insert a session only if ``user`` (if given) is unchanged, applying ``user_changes`` atomically with it.
 
         ``clear`` deletes that counter, only if unchanged since it; ``release`` takes one off it, if it
-        still exists; both in the same write. Without ``user_changes``, the user's version must not
-        change (parallel logins must not collide). ``PreconditionFailed`` when the user or the counter
-        changed (or the counter to release is gone); then nothing is written.
+        still exists; ``replaces`` deletes that session, only if it still exists; all in the same write.
+        Without ``user_changes``, the user's version must not change (parallel logins must not collide).
+        ``PreconditionFailed`` when the user or the counter changed (or the counter to release, or the
+        session replaced, is gone); then nothing is written.
         """
         ...
 
@@ -543,6 +545,7 @@ class FirestoreStore:
         user_changes: dict[str, Any] | None = None,
         clear: Reservation | None = None,
         release: Reservation | None = None,
+        replaces: str | None = None,
     ) -> None:
         """Insert a session only if its user is unchanged since ``user`` was read, in one commit.
 
@@ -552,8 +555,10 @@ class FirestoreStore:
         changes nothing keeps its update time, so parallel logins do not collide).
         ``clear`` deletes that failed-login counter in the same commit, if nobody has
         counted on it since; ``release`` takes one off it (``update`` with its
-        implicit exists precondition). Raises ``PreconditionFailed`` (the user or the
-        counter changed) or ``AlreadyExists``.
+        implicit exists precondition). ``replaces`` (a rotation) deletes that session with
+        an exists precondition: of two rotations of one session, only one can commit.
+        Raises ``PreconditionFailed`` (the user or the counter changed, the replaced
+        session is gone) or ``AlreadyExists``.
         """
         from google.cloud.firestore import Increment
 
@@ -569,11 +574,13 @@ class FirestoreStore:
             batch.delete(self._attempts(clear.key), option=self._precondition_time(clear.update_time))
         if release is not None:
             batch.update(self._attempts(release.key), {"count": Increment(-1)})
+        if replaces is not None:
+            batch.delete(self._sessions(replaces), option=self.client().write_option(exists=True))
         await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
         _count(
             round_trips=1,
             writes=1 + int(user is not None) + int(release is not None),
-            deletes=int(clear is not None),
+            deletes=int(clear is not None) + int(replaces is not None),
         )
 
     async def touch_session(self, token_hash: str, last_seen_at: datetime, expires_at: datetime) -> bool:
