@@ -21,9 +21,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from session import tokens
-from session.models import SessionRecord
+from session.models import ReauthenticateRequest, SessionRecord
 from session.service import utc_now
 from tests.conftest import AppFactory, bearer, emulator_get, login, main_module, register
+from tests.test_login_cost import _counted as counted
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new passphrase"
@@ -322,6 +323,26 @@ def test_a_right_password_gives_its_guess_back(make_client: AppFactory) -> None:
         assert reply.status_code == 200, reply.text
         token = reply.json()["token"]
     assert [reauth(client, token, f"guess {i}").status_code for i in range(3)] == [403] * 3
+
+
+def test_what_a_reauthentication_costs(client: TestClient) -> None:
+    register(client)
+    token = login(client)
+    service = main_module().api_instance.service
+
+    async def reauthenticate(password: str) -> Any:
+        ctx = await service.authenticate(token)
+        return await service.reauthenticate(ctx, ReauthenticateRequest(password=password))
+
+    ops, result = counted(client, lambda: reauthenticate("wrong password"))
+    assert type(result).__name__ == "WrongCurrentPassword"
+    # The session and user read (1 round trip, 2 reads), then the guess counted (1 write).
+    assert ops.as_dict() == {"round_trips": 2, "reads": 2, "writes": 1, "deletes": 0}
+    ops, result = counted(client, lambda: reauthenticate(PASSWORD))
+    assert result.token
+    # The same two round trips, then one commit: the new session and the check on the user (2 writes), the
+    # counter and the old session (2 deletes).
+    assert ops.as_dict() == {"round_trips": 3, "reads": 2, "writes": 3, "deletes": 2}
 
 
 # --- races ----------------------------------------------------------------------------------------------------
