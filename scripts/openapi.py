@@ -57,6 +57,7 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (LoginRequest, "validation"),
     (ProfileUpdateRequest, "validation"),
     (PasswordChangeRequest, "validation"),
+    (ReauthenticateRequest, "validation"),
     (UserOut, "serialization"),
     (LoginOut, "serialization"),
     (ProfileOut, "serialization"),
