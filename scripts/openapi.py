@@ -39,6 +39,7 @@ from session.models import (  # noqa: E402
     Problem,
     ProfileOut,
     ProfileUpdateRequest,
+    ReauthenticateRequest,
     RegisterRequest,
     SessionsOut,
     UserOut,
@@ -56,6 +57,7 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (LoginRequest, "validation"),
     (ProfileUpdateRequest, "validation"),
     (PasswordChangeRequest, "validation"),
+    (ReauthenticateRequest, "validation"),
     (UserOut, "serialization"),
     (LoginOut, "serialization"),
     (ProfileOut, "serialization"),
@@ -64,6 +66,10 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
 ]
 
 SECURITY = [{"bearer": []}, {"cookie": []}]
+REAUTH_NOTE = (
+    "Needs the password proved within `SESSION_REAUTH_SECONDS` (the session's `auth_time`); otherwise"
+    " `403 reauthentication_required`, whose `max_age` says how recent: `POST /reauthenticate`, then retry."
+)
 
 
 def _ref(name: str, kind: str = "schemas") -> dict[str, str]:
@@ -313,6 +319,7 @@ def build() -> dict[str, Any]:
                 body=ProfileUpdateRequest,
                 parameters=[if_match],
                 secured=True,
+                description=REAUTH_NOTE.replace("Needs", "A new `email` (one other than the stored one) needs"),
             ),
         },
         "/profile/password": {
@@ -325,6 +332,21 @@ def build() -> dict[str, Any]:
                 secured=True,
             ),
         },
+        "/reauthenticate": {
+            "post": _operation(
+                "reauthenticate",
+                "Prove the password again: the session is replaced by a new one with `auth_time` now",
+                {"200": _ok(LoginOut, "The new session; the old token is ended.", _set_cookie("set"))},
+                _raises("/reauthenticate", "POST"),
+                body=ReauthenticateRequest,
+                secured=True,
+                description=(
+                    "The answer to `403 reauthentication_required`. The password is counted on the same"
+                    " failed-login limit as `POST /login` before it is judged. Of parallel requests with one"
+                    " token, one succeeds and the others get 401."
+                ),
+            ),
+        },
         "/sessions": {
             "get": _operation(
                 "listSessions",
@@ -332,6 +354,7 @@ def build() -> dict[str, Any]:
                 {"200": _ok(SessionsOut, "The sessions (never their tokens).")},
                 _raises("/sessions", "GET"),
                 secured=True,
+                description=REAUTH_NOTE,
             ),
             "delete": _operation(
                 "revokeAllSessions",
@@ -340,6 +363,7 @@ def build() -> dict[str, Any]:
                 _raises("/sessions", "DELETE"),
                 parameters=[include_current],
                 secured=True,
+                description=REAUTH_NOTE,
             ),
         },
         "/sessions/{id}": {
@@ -349,6 +373,7 @@ def build() -> dict[str, Any]:
                 {"204": _no_content("Revoked.", _set_cookie("clear"))},
                 _raises("/sessions/{id}", "DELETE"),
                 secured=True,
+                description=REAUTH_NOTE + " Revoking the current session needs none.",
             ),
             "parameters": [session_id],
         },

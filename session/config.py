@@ -157,6 +157,10 @@ class Settings(BaseModel):
         default=20, ge=0, le=MAX_SESSIONS_PER_USER, validation_alias="SESSION_MAX_PER_USER"
     )
 
+    # How recently the password must have been proved (SessionRecord.auth_time) for the sensitive
+    # operations (a new email, listing or revoking other sessions). At most a day: older is no step-up.
+    reauth_seconds: int = Field(default=600, ge=1, le=DAY, validation_alias="SESSION_REAUTH_SECONDS")
+
     firestore_timeout_seconds: float = Field(
         default=5.0, ge=0.5, le=60, allow_inf_nan=False, validation_alias="SESSION_FIRESTORE_TIMEOUT_SECONDS"
     )

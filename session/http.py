@@ -35,6 +35,7 @@ from session.models import (
     PasswordChangeRequest,
     ProfileOut,
     ProfileUpdateRequest,
+    ReauthenticateRequest,
     RegisterRequest,
 )
 from session.runtime import Runtime, build, store_failure
@@ -280,6 +281,14 @@ async def _change_password(call: Call) -> Response:
     return _login_response(call.api.settings, result)
 
 
+async def _reauthenticate(call: Call) -> Response:
+    ctx = await call.authenticate()
+    req = await call.body(ReauthenticateRequest)
+    result = await call.api.service.reauthenticate(ctx, req)
+    call.log_fields["new_sid"] = tokens.log_id(tokens.hash_token(result.token))
+    return _login_response(call.api.settings, result)
+
+
 async def _list_sessions(call: Call) -> Response:
     ctx = await call.authenticate()
     return json_response(await call.api.service.list_sessions(ctx))
@@ -365,7 +374,10 @@ ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Operation]]]] = {
             (),
             {
                 "GET": Operation(_get_profile, _signed_in()),
-                "PATCH": Operation(_patch_profile, _signed_in(errors.VersionConflict, body=True, writes=True)),
+                "PATCH": Operation(
+                    _patch_profile,
+                    _signed_in(errors.VersionConflict, errors.ReauthenticationRequired, body=True, writes=True),
+                ),
             },
         ),
         (
@@ -382,11 +394,31 @@ ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Operation]]]] = {
         (
             (),
             {
-                "GET": Operation(_list_sessions, _signed_in()),
-                "DELETE": Operation(_revoke_all, (errors.InvalidRequest, *_signed_in(writes=True))),
+                "GET": Operation(_list_sessions, _signed_in(errors.ReauthenticationRequired)),
+                "DELETE": Operation(
+                    _revoke_all, (errors.InvalidRequest, *_signed_in(errors.ReauthenticationRequired, writes=True))
+                ),
             },
         ),
-        (("*",), {"DELETE": Operation(_revoke_one, _signed_in(errors.NotFound, writes=True))}),
+        (
+            ("*",),
+            {
+                "DELETE": Operation(
+                    _revoke_one, _signed_in(errors.NotFound, errors.ReauthenticationRequired, writes=True)
+                )
+            },
+        ),
+    ],
+    "reauthenticate": [
+        (
+            (),
+            {
+                "POST": Operation(
+                    _reauthenticate,
+                    _signed_in(errors.WrongCurrentPassword, errors.TooManyAttempts, body=True, writes=True),
+                )
+            },
+        )
     ],
 }
 

@@ -39,6 +39,7 @@ from session.models import (
     PasswordChangeRequest,
     ProfileOut,
     ProfileUpdateRequest,
+    ReauthenticateRequest,
     RegisterRequest,
     SessionInfo,
     SessionOut,
@@ -221,6 +222,7 @@ class SessionService:
         self._idle = timedelta(seconds=settings.idle_seconds)
         self._touch = timedelta(seconds=settings.touch_seconds)
         self._window = timedelta(seconds=settings.login_window_seconds)
+        self._reauth = timedelta(seconds=settings.reauth_seconds)
         self._cache_seconds = settings.cache_seconds
         # Per instance; None in the strong mode (SESSION_CACHE_SECONDS=0).
         self.cache: SessionCache | None = SessionCache(settings.cache_size) if settings.cache_seconds > 0 else None
@@ -359,6 +361,7 @@ class SessionService:
             expires_at=min(now + self._idle, absolute),
             user_agent=user_agent or None,  # cleaned and capped at the HTTP edge (Call.user_agent)
             auth_epoch=epoch,
+            auth_time=now,  # every new session is opened by a proof of the password
         )
         body = LoginOut(
             token=token,
@@ -382,6 +385,7 @@ class SessionService:
         ledger: Versioned[LedgerRecord] | None = None,
         lenient: bool = False,
         reset_ledger: bool = False,
+        replaces: str | None = None,
     ) -> LoginResult:
         """Commit a new session, only while the credentials it was opened with are still current.
 
@@ -407,6 +411,10 @@ class SessionService:
         The guess ``reservation`` counted is given back in the same commit: the
         counter is deleted if nobody counted since (a success clears it), or else one
         is taken off it, so right passwords never use up the limit.
+
+        ``replaces`` (a reauthentication) is the token hash of a session deleted in the
+        same commit, only if it still exists: ``reread`` must then return ``None`` once
+        it is gone, so that of two rotations of one session only one commits.
         """
         current = user
         strict = True  # the commit carries the precondition on the user as read
@@ -418,7 +426,9 @@ class SessionService:
             new = self._new_session(
                 current.record, user_agent, int((user_changes or {}).get("auth_epoch", current.record.auth_epoch))
             )
-            change, ledger = await self._ledger_change(current.record, ledger, new.token_hash, reset=reset_ledger)
+            change, ledger = await self._ledger_change(
+                current.record, ledger, new.token_hash, reset=reset_ledger, replaces=replaces
+            )
             try:
                 await self.store.create_session(
                     new.token_hash,
@@ -428,6 +438,7 @@ class SessionService:
                     clear=clear,
                     release=release,
                     ledger=change,
+                    replaces=replaces,
                 )
             except AlreadyExists:  # a resent commit that had in fact landed: the hash is ours
                 pass
@@ -458,9 +469,17 @@ class SessionService:
         raise errors.ServiceUnavailable(1, "the account kept changing; try again")
 
     async def _ledger_change(
-        self, user: UserRecord, ledger: Versioned[LedgerRecord] | None, new_hash: str, *, reset: bool
+        self,
+        user: UserRecord,
+        ledger: Versioned[LedgerRecord] | None,
+        new_hash: str,
+        *,
+        reset: bool,
+        replaces: str | None = None,
     ) -> tuple[LedgerChange | None, Versioned[LedgerRecord] | None]:
         """The user's ledger with ``new_hash`` added, making room under ``SESSION_MAX_PER_USER`` if it is full.
+
+        ``replaces`` (a rotation) leaves the ledger with the session it ends, which the commit deletes itself.
 
         The cap holds because every session is committed with its ledger entry, under a
         precondition on the ledger as read here: at most ``cap`` entries, so at most ``cap``
@@ -473,10 +492,10 @@ class SessionService:
         record = LedgerRecord(user_id=user.user_id, sessions=[new_hash])
         if reset:
             return LedgerChange(user.username, record, base=ledger, force=True), ledger
-        if ledger is None:
-            ledger = await self._make_ledger(user)
+        if ledger is None:  # not read yet (a reauthentication), or none made yet
+            ledger = await self.store.read_ledger(user.username) or await self._make_ledger(user)
         # A namesake's ledger (the user was deleted and the name registered again) lists only dead sessions.
-        members = list(ledger.record.sessions) if ledger.record.user_id == user.user_id else []
+        members = [h for h in ledger.record.sessions if h != replaces] if ledger.record.user_id == user.user_id else []
         evict: list[str] = []
         if len(members) >= cap:
             members, evict = await self._make_room(user, members, cap)
@@ -660,8 +679,9 @@ class SessionService:
         """Apply a profile change, bumping ``version`` atomically.
 
         Raises ``VersionConflict`` when ``if_match`` is not the stored version,
-        including when a concurrent update got there first, and ``Unauthenticated``
-        when the caller's session was revoked meanwhile.
+        including when a concurrent update got there first, ``Unauthenticated``
+        when the caller's session was revoked meanwhile, and ``ReauthenticationRequired``
+        when it changes the email address (to a value other than the stored one).
         """
         ctx = await self._strong(ctx)
         changes: dict[str, Any] = {name: getattr(req, name) for name in req.model_fields_set}
@@ -669,6 +689,8 @@ class SessionService:
         async def write(current: Versioned[UserRecord] | None) -> ProfileOut:
             if current is None:
                 raise _revoked()
+            if "email" in changes and changes["email"] != current.record.email:
+                self._require_recent_auth(ctx)
             if if_match is not None and current.record.version != if_match:
                 raise errors.VersionConflict(f"the profile is at version {current.record.version}, not {if_match}")
             if not changes:
@@ -750,11 +772,72 @@ class SessionService:
         event("password_changed", logging.WARNING, user_id=ctx.principal.user_id, sessions_revoked=revoked)
         return result
 
+    async def reauthenticate(self, ctx: AuthContext, req: ReauthenticateRequest) -> LoginResult:
+        """Prove the password again: the caller's session is replaced by a new one with ``auth_time`` now.
+
+        The password is a guess like a login's, counted on the username's
+        failed-login counter before it is judged. The new session is opened like a
+        login's (new token, fresh deadlines, the old session's user agent) and the
+        old one deleted in the same commit, with an exists precondition on it and
+        the precondition on the user. Raises ``TooManyAttempts`` past the limit
+        (even for the right password), ``WrongCurrentPassword`` (403) when it is
+        wrong, ``Unauthenticated`` when the session was ended meanwhile, including
+        by a parallel reauthentication with the same token (only one can win).
+        """
+        ctx = await self._strong(ctx)
+        now = self.clock()
+        key = tokens.counter_key(ctx.principal.username)
+        ledger: Versioned[LedgerRecord] | None = None
+        if self.settings.max_sessions_per_user:  # the ledger is read while the guess is counted: no extra wait
+            reservation, ledger = await self.store.reserve_and_read_ledger(
+                key, now, now + self._window, ctx.principal.username
+            )
+        else:
+            reservation = await self.store.reserve_attempt(key, now, now + self._window)
+        reservation = await self._judge_attempt(reservation, now)
+        user = ctx.user
+        if not await self.passwords.verify_async(user.record.password_hash, req.password):
+            event("reauthentication_rejected", logging.WARNING, user_id=ctx.principal.user_id)
+            raise errors.WrongCurrentPassword("the password is wrong")
+        try:
+            result = await self._open_session(
+                user,
+                ctx.session.user_agent,
+                changes=lambda _: None,
+                reread=lambda: self._still_allowed(ctx),
+                reservation=reservation,
+                ledger=ledger,
+                replaces=ctx.token_hash,
+            )
+        except CredentialsChanged:
+            raise _revoked() from None
+        finally:
+            self._forget(ctx.token_hash)
+        event(
+            "reauthenticated",
+            user_id=ctx.principal.user_id,
+            sid=tokens.log_id(ctx.token_hash),
+            new_sid=tokens.log_id(tokens.hash_token(result.token)),
+        )
+        return result
+
+    def _require_recent_auth(self, ctx: AuthContext) -> None:
+        """Raise ``ReauthenticationRequired`` unless the password was proved within ``SESSION_REAUTH_SECONDS``.
+
+        Call it on a ``ctx`` from ``_strong``. A cached ``auth_time`` would do as well: a
+        session's ``auth_time`` never changes (a reauthentication makes a new session), but
+        every caller reads the session again anyway, for its own reasons.
+        """
+        if self.clock() - ctx.session.auth_time > self._reauth:
+            event("reauthentication_required", user_id=ctx.principal.user_id, sid=tokens.log_id(ctx.token_hash))
+            raise errors.ReauthenticationRequired(self.settings.reauth_seconds)
+
     # --- sessions --------------------------------------------------------------------------
 
     async def list_sessions(self, ctx: AuthContext) -> SessionsOut:
-        """The caller's live sessions, newest first."""
+        """The caller's live sessions, newest first. Raises ``ReauthenticationRequired``."""
         ctx = await self._strong(ctx)
+        self._require_recent_auth(ctx)
         sessions = await self.live_sessions(ctx.user.record)
         return SessionsOut(sessions=[session_out(s, current=h == ctx.token_hash) for h, s in sessions])
 
@@ -766,11 +849,14 @@ class SessionService:
     async def revoke_session(self, ctx: AuthContext, session_id: str) -> bool:
         """Revoke one of the caller's sessions by public id; True if it was the current one.
 
-        Raises ``NotFound`` for an unknown id or another user's.
+        Raises ``NotFound`` for an unknown id or another user's, ``ReauthenticationRequired``
+        for any but the current session (decided before the lookup: no answer about other ids).
         """
         if not tokens.is_public_id(session_id):
             raise errors.NotFound("no such session")
         ctx = await self._strong(ctx)
+        if session_id != ctx.session.public_id:
+            self._require_recent_auth(ctx)
         found = await self.store.find_session(session_id)
         if found is None or found[1].user_id != ctx.principal.user_id:
             raise errors.NotFound("no such session")
@@ -788,9 +874,11 @@ class SessionService:
         current session in the same commit when it stays): that last write is the
         moment the revocation takes effect, so a session committed by a login that
         read the user before it, even after the deletion, is void. Raises
-        ``Unauthenticated`` when the caller's own session was ended meanwhile.
+        ``Unauthenticated`` when the caller's own session was ended meanwhile, and
+        ``ReauthenticationRequired``.
         """
         ctx = await self._strong(ctx)
+        self._require_recent_auth(ctx)
         keep = None if include_current else ctx.token_hash
         # Only what the caller's epoch covers: a password change that committed meanwhile opened a newer session.
         revoked = await self.store.delete_user_sessions(
@@ -846,7 +934,9 @@ def _profile_out(user: UserRecord, session: SessionRecord) -> ProfileOut:
         email=user.email,
         permissions=user.permissions,
         version=user.version,
-        session=SessionInfo(logged_in_at=session.created_at, expires_at=session.expires_at),
+        session=SessionInfo(
+            logged_in_at=session.created_at, expires_at=session.expires_at, auth_time=session.auth_time
+        ),
     )
 
 

@@ -304,6 +304,12 @@ class Store(Protocol):
         """The user's session ledger, with the version it was read at."""
         ...
 
+    async def reserve_and_read_ledger(
+        self, key: str, now: datetime, expires_at: datetime, username: str
+    ) -> tuple[Reservation, Versioned[LedgerRecord] | None]:
+        """``reserve_attempt`` and ``read_ledger`` in one round trip (a reauthentication)."""
+        ...
+
     async def create_ledger(self, username: str, record: LedgerRecord) -> Versioned[LedgerRecord]:
         """Insert the user's session ledger; ``AlreadyExists`` when there is one (atomic)."""
         ...
@@ -347,15 +353,16 @@ class Store(Protocol):
         clear: Reservation | None = None,
         release: Reservation | None = None,
         ledger: LedgerChange | None = None,
+        replaces: str | None = None,
     ) -> None:
         """Insert a session only if ``user`` (if given) is unchanged, applying ``user_changes`` atomically with it.
 
         ``clear`` deletes that counter, only if unchanged since it; ``release`` takes one off it, if it
-        still exists; both in the same write. Without ``user_changes``, the user's version must not
-        change (parallel logins must not collide). ``ledger`` is written in the same commit, only if
-        unchanged since its ``base`` (unless ``force``), and its ``evict`` sessions deleted.
-        ``PreconditionFailed`` when the user, the counter or the ledger changed (or the counter to
-        release is gone); then nothing is written.
+        still exists; ``replaces`` deletes that session, only if it still exists; all in the same write.
+        Without ``user_changes``, the user's version must not change (parallel logins must not collide).
+        ``ledger`` is written in the same commit, only if unchanged since its ``base`` (unless ``force``),
+        and its ``evict`` sessions deleted. ``PreconditionFailed`` when the user, the counter or the
+        ledger changed (or the counter to release, or the session replaced, is gone); then nothing is written.
         """
         ...
 
@@ -533,6 +540,20 @@ class FirestoreStore:
             self._versioned(LedgerRecord, snaps.get(ledger_ref.path)),
         )
 
+    async def reserve_and_read_ledger(
+        self, key: str, now: datetime, expires_at: datetime, username: str
+    ) -> tuple[Reservation, Versioned[LedgerRecord] | None]:
+        """Count one guess on counter ``key`` and read the user's ledger, in one round trip."""
+        reserve = asyncio.ensure_future(self.reserve_attempt(key, now, expires_at))
+        try:
+            ledger = await self.read_ledger(username)
+        finally:
+            reservation = await reserve
+        ops = current_ops.get()
+        if ops is not None:
+            ops.round_trips -= 1  # the two calls overlapped: one wait, not two
+        return reservation, ledger
+
     async def read_ledger(self, username: str) -> Versioned[LedgerRecord] | None:
         ref = self._ledger(username)
         return self._versioned(LedgerRecord, (await self._get_all([ref])).get(ref.path))
@@ -643,6 +664,7 @@ class FirestoreStore:
         clear: Reservation | None = None,
         release: Reservation | None = None,
         ledger: LedgerChange | None = None,
+        replaces: str | None = None,
     ) -> None:
         """Insert a session only if its user is unchanged since ``user`` was read, in one commit.
 
@@ -654,7 +676,9 @@ class FirestoreStore:
         counted on it since; ``release`` takes one off it (``update`` with its
         implicit exists precondition). ``ledger`` is updated with a precondition on its
         ``base`` (set outright when ``force``), and its ``evict`` sessions deleted, in the same
-        commit. Raises ``PreconditionFailed`` (the user, the counter or the ledger changed) or
+        commit. ``replaces`` (a rotation) deletes that session with an exists precondition: of
+        two rotations of one session, only one can commit. Raises ``PreconditionFailed`` (the
+        user, the counter or the ledger changed, the replaced session is gone) or
         ``AlreadyExists`` (the session, when a resent commit had landed).
         """
         from google.cloud.firestore import Increment
@@ -671,6 +695,8 @@ class FirestoreStore:
             batch.delete(self._attempts(clear.key), option=self._precondition_time(clear.update_time))
         if release is not None:
             batch.update(self._attempts(release.key), {"count": Increment(-1)})
+        if replaces is not None:
+            batch.delete(self._sessions(replaces), option=self.client().write_option(exists=True))
         if ledger is not None:
             data = ledger.record.model_dump()
             if ledger.force:
@@ -687,7 +713,9 @@ class FirestoreStore:
         _count(
             round_trips=1,
             writes=1 + int(user is not None) + int(release is not None) + int(ledger is not None),
-            deletes=int(clear is not None) + (len(ledger.evict) if ledger is not None else 0),
+            deletes=int(clear is not None)
+            + int(replaces is not None)
+            + (len(ledger.evict) if ledger is not None else 0),
         )
 
     async def touch_session(self, token_hash: str, last_seen_at: datetime, expires_at: datetime) -> bool:

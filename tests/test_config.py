@@ -41,6 +41,9 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ({"SESSION_LOGIN_WINDOW_SECONDS": "0.001"}, "SESSION_LOGIN_WINDOW_SECONDS", "at least 1"),
     ({"SESSION_LOGIN_MAX_FAILURES": "0"}, "SESSION_LOGIN_MAX_FAILURES", "a whole number at least 1 and at most 1000"),
     ({"SESSION_LOGIN_MAX_FAILURES": "9" * 30}, "SESSION_LOGIN_MAX_FAILURES", "at most 1000"),
+    ({"SESSION_REAUTH_SECONDS": "0"}, "SESSION_REAUTH_SECONDS", "at least 1 and at most 86400"),
+    ({"SESSION_REAUTH_SECONDS": "86401"}, "SESSION_REAUTH_SECONDS", "at most 86400 (1 days)"),
+    ({"SESSION_REAUTH_SECONDS": "1.5"}, "SESSION_REAUTH_SECONDS", "got '1.5'"),
     ({"SESSION_FIRESTORE_TIMEOUT_SECONDS": "0.001"}, "SESSION_FIRESTORE_TIMEOUT_SECONDS", "at least 0.5"),
     ({"SESSION_FIRESTORE_TIMEOUT_SECONDS": "inf"}, "SESSION_FIRESTORE_TIMEOUT_SECONDS", "at most 60"),
     ({"SESSION_ARGON2_MEMORY_KIB": "1024"}, "SESSION_ARGON2_MEMORY_KIB", "at least 19456 and at most 262144"),
@@ -131,8 +134,10 @@ def test_valid_values_at_the_edges() -> None:
             "SESSION_ARGON2_MEMORY_KIB": "262144",
             "SESSION_ARGON2_TIME_COST": "10",
             "SESSION_LOGIN_WINDOW_SECONDS": str(30 * DAY),
+            "SESSION_REAUTH_SECONDS": str(DAY),
         }
     )
+    assert settings.reauth_seconds == DAY
     assert settings.allowed_origins == ("https://app.example.com", "http://127.0.0.1:8080")
     assert settings.page_api_origin == "https://api.example.com:8443"
     assert settings.cookie_name == "__Host-session"

@@ -236,6 +236,26 @@ class StoreContract:
         assert runner.run(store.read_attempts(k)) is None  # not recreated
         assert runner.run(store.read_auth("alice", h)) == (None, alice)
 
+    def test_create_session_replacing_one_deletes_it_in_the_same_write(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        old, new = token_hash(), token_hash()
+        runner.run(store.create_session(old, session_record(alice.record), user=alice))
+        runner.run(store.create_session(new, session_record(alice.record), user=alice, replaces=old))
+        assert runner.run(store.read_auth("alice", old)) == (None, alice)
+        assert runner.run(store.read_auth("alice", new))[0] is not None
+
+    def test_create_session_replacing_a_gone_one_raises_and_writes_nothing(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        old, first, second = token_hash(), token_hash(), token_hash()
+        runner.run(store.create_session(old, session_record(alice.record), user=alice))
+        runner.run(store.create_session(first, session_record(alice.record), user=alice, replaces=old))
+        with pytest.raises(PreconditionFailed):  # a second rotation of the same session
+            runner.run(store.create_session(second, session_record(alice.record), user=alice, replaces=old))
+        assert runner.run(store.read_auth("alice", second)) == (None, alice)
+        assert runner.run(store.read_auth("alice", old)) == (None, alice)  # not recreated
+
     def test_create_session_without_a_user_checks_no_user(self, store: Store, runner: asyncio.Runner) -> None:
         h, record = token_hash(), session_record(user_record("carol"))
         runner.run(store.create_session(h, record, user=None))
@@ -445,6 +465,16 @@ class StoreContract:
         runner.run(store.create_session(h, session_record(alice.record), user=alice, ledger=change))
         ledger = runner.run(store.read_ledger("alice"))
         assert ledger is not None and ledger.record.sessions == [h]
+
+    def test_reserve_and_read_ledger_counts_and_reads_the_ledger(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        k = key()
+        made = runner.run(store.create_ledger("alice", LedgerRecord(user_id="u-alice")))
+        reservation, ledger = runner.run(store.reserve_and_read_ledger(k, NOW, EXPIRES, "alice"))
+        assert (reservation.count, ledger) == (1, made)
+        reservation, ledger = runner.run(store.reserve_and_read_ledger(k, NOW, EXPIRES, "nobody"))
+        assert (reservation.count, ledger) == (2, None)
 
     def test_reserve_and_read_account_counts_and_reads_user_and_ledger(
         self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
