@@ -99,7 +99,12 @@ class AdminService:
         Without ``limit``, every live session and no token. Raises ``NotFound``, and
         ``InvalidRequest`` for a ``page_token`` that is not one of a sessions listing.
         """
-        after = self.service.page_position(page_token)
+        try:
+            after = self.service.page_position(page_token)
+        except errors.InvalidRequest:
+            raise errors.InvalidRequest(
+                [{"loc": ["page_token"], "msg": "not a page token of `sessions list`; start again without it"}]
+            ) from None
         user = (await self.user(username)).record
         if limit is None and after is None:
             return user, [session_out(s, current=False) for _, s in await self.service.live_sessions(user)], None
