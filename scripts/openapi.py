@@ -266,7 +266,7 @@ def build() -> dict[str, Any]:
         "description": "The `next_page_token` of the previous page; leave it out for the first page. Opaque: it names"
         " a position in the caller's own listing and nothing else. One that is not such a token answers 400"
         " `invalid_request`.",
-        "schema": {"type": "string", "maxLength": MAX_TOKEN_LENGTH},
+        "schema": {"type": "string", "pattern": f"^[A-Za-z0-9_-]{{1,{MAX_TOKEN_LENGTH}}}$"},
     }
     if_match = {
         "name": "If-Match",
