@@ -727,9 +727,12 @@ class FirestoreStore:
         return [_parse(UserRecord, _data(s), s.reference.path) for s in snaps]
 
     async def list_usernames(self, limit: int, after: str | None = None) -> list[str]:
-        """Usernames in document id order, after ``after``; a projection on no field, so only names travel."""
+        """Usernames in document id order, after ``after``.
+
+        A keys-only projection (``__name__``, as the library's own recursive delete uses): only names travel.
+        """
         collection = self._settings.users_collection
-        query = self.client().collection(collection).order_by("__name__").select([]).limit(limit)
+        query = self.client().collection(collection).order_by("__name__").select(["__name__"]).limit(limit)
         if after is not None:
             query = query.start_after({"__name__": after})
         self.recorded.shapes.add(QueryShape(collection, (), (("__name__", "ASCENDING"),)))
@@ -805,7 +808,12 @@ class FirestoreStore:
         from google.cloud.firestore import FieldFilter
 
         collection = self._settings.sessions_collection
-        query = self.client().collection(collection).where(filter=FieldFilter("username", "==", username)).select([])
+        query = (
+            self.client()
+            .collection(collection)
+            .where(filter=FieldFilter("username", "==", username))
+            .select(["__name__"])
+        )
         self.recorded.shapes.add(QueryShape(collection, ("username",)))
         async with self._guard():
             snaps = await query.get(retry=self._retry, timeout=self._deadline)
