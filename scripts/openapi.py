@@ -44,6 +44,8 @@ from session.models import (  # noqa: E402
     SessionsOut,
     UserOut,
 )
+from session.pages import MAX_TOKEN_LENGTH  # noqa: E402
+from session.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE  # noqa: E402
 
 OUTPUT = ROOT / "session" / "openapi.yaml"
 JSON_OUTPUT = ROOT / "session" / "openapi.json"
@@ -255,6 +257,23 @@ def build() -> dict[str, Any]:
         "description": "Also revoke the session making this request (and clear its cookie).",
         "schema": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", ""]},
     }
+    limit = {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": f"Sessions per page, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE}). A page is short only"
+        " when it is the last.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE},
+    }
+    page_token = {
+        "name": "page_token",
+        "in": "query",
+        "required": False,
+        "description": "The `next_page_token` of the previous page; leave it out for the first page. Opaque: it names"
+        " a position in the caller's own listing and nothing else. One that is not such a token answers 400"
+        " `invalid_request`.",
+        "schema": {"type": "string", "pattern": f"^[A-Za-z0-9_-]{{1,{MAX_TOKEN_LENGTH}}}$"},
+    }
     if_match = {
         "name": "If-Match",
         "in": "header",
@@ -350,9 +369,14 @@ def build() -> dict[str, Any]:
         "/sessions": {
             "get": _operation(
                 "listSessions",
-                "The caller's live sessions, newest first",
-                {"200": _ok(SessionsOut, "The sessions (never their tokens).")},
+                "The caller's live sessions, newest first, one page at a time",
+                {
+                    "200": _ok(
+                        SessionsOut, "A page of sessions (never their tokens); `next_page_token` is null on the last."
+                    )
+                },
                 _raises("/sessions", "GET"),
+                parameters=[limit, page_token],
                 secured=True,
                 description=REAUTH_NOTE,
             ),

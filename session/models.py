@@ -173,6 +173,8 @@ class SessionOut(_Response):
 
 class SessionsOut(_Response):
     sessions: list[SessionOut]
+    # The page_token of the next page; null on the last page.
+    next_page_token: str | None
 
 
 class ProblemError(_Response):

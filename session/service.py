@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from session import errors, tokens
+from session import errors, pages, tokens
 from session.cache import SessionCache
 from session.config import Settings
 from session.errors import UnauthenticatedReason as Reason
@@ -67,6 +67,9 @@ RETRIES = 5
 # How often a session's commit may find the user's ledger changed by other logins of the same user:
 # each round of a burst lets one of them through, so this is the burst a cap absorbs without a 503.
 LEDGER_RETRIES = 64
+# Sessions per page of GET /sessions when the client names no limit, and the most it may ask for.
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
 
 
 def utc_now() -> datetime:
@@ -834,17 +837,69 @@ class SessionService:
 
     # --- sessions --------------------------------------------------------------------------
 
-    async def list_sessions(self, ctx: AuthContext) -> SessionsOut:
-        """The caller's live sessions, newest first. Raises ``ReauthenticationRequired``."""
+    async def list_sessions(
+        self, ctx: AuthContext, *, limit: int = DEFAULT_PAGE_SIZE, after: tuple[datetime, str] | None = None
+    ) -> SessionsOut:
+        """One page of the caller's live sessions, newest first, and the token of the next page (or ``None``).
+
+        Raises ``ReauthenticationRequired`` (the list shows the other sessions).
+
+        ``after``: the position a page token names (``page_position``).
+        """
         ctx = await self._strong(ctx)
         self._require_recent_auth(ctx)
-        sessions = await self.live_sessions(ctx.user.record)
-        return SessionsOut(sessions=[session_out(s, current=h == ctx.token_hash) for h, s in sessions])
+        sessions, next_token = await self.live_sessions_page(ctx.user.record, limit=limit, after=after)
+        return SessionsOut(
+            sessions=[session_out(s, current=h == ctx.token_hash) for h, s in sessions], next_page_token=next_token
+        )
+
+    @staticmethod
+    def page_position(page_token: str | None) -> tuple[datetime, str] | None:
+        """The position a sessions page token names; raises ``InvalidRequest`` for one that is not such a token."""
+        if page_token is None:
+            return None
+        try:
+            return pages.decode_sessions(page_token)
+        except pages.BadPageToken:
+            raise errors.InvalidRequest(
+                [{"loc": ["query", "page_token"], "msg": "not a page token of this listing; start again without it"}]
+            ) from None
 
     async def live_sessions(self, user: UserRecord) -> list[tuple[str, SessionRecord]]:
         """The user's sessions that ``authenticate`` would accept now, newest first, with their keys."""
         now = self.clock()
         return [(h, s) for h, s in await self.store.list_sessions(user.user_id) if _is_live(s, user, now) is None]
+
+    async def live_sessions_page(
+        self, user: UserRecord, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> tuple[list[tuple[str, SessionRecord]], str | None]:
+        """Up to ``limit`` of the user's live sessions after position ``after``, and the next page's token.
+
+        Liveness is judged after the query, so the store is read in rounds of
+        ``limit + 1`` documents until the page holds ``limit`` live sessions and one
+        more live one is known to follow, or the documents run out: a page is short
+        only when it is the last, and a next token always leads to a non-empty page
+        (as of the read). Dead documents (expired but not yet removed by TTL, revoked)
+        cost a read each but never fill a page.
+        """
+        now = self.clock()
+        live: list[tuple[str, SessionRecord]] = []
+        position = after
+        while len(live) <= limit:
+            batch = await self.store.list_sessions(user.user_id, limit=limit + 1, after=position)
+            for h, s in batch:
+                if _is_live(s, user, now) is None:
+                    live.append((h, s))
+                    if len(live) > limit:
+                        break
+            if len(batch) < limit + 1:
+                break
+            last = batch[-1][1]
+            position = (last.created_at, last.public_id)
+        if len(live) <= limit:
+            return live, None
+        last = live[limit - 1][1]
+        return live[:limit], pages.encode_sessions(last.created_at, last.public_id)
 
     async def revoke_session(self, ctx: AuthContext, session_id: str) -> bool:
         """Revoke one of the caller's sessions by public id; True if it was the current one.

@@ -35,6 +35,8 @@ R = TypeVar("R", bound=BaseModel)
 LEDGER_COLLECTION = "ledger"
 LEDGER_DOCUMENT = "sessions"
 T = TypeVar("T")
+# Documents per commit of a bulk write (Firestore allows 500 writes per commit; stay well below).
+BATCH = 400
 
 
 class StoreError(Exception):
@@ -318,8 +320,16 @@ class Store(Protocol):
         """The sessions of these keys that exist, by key (one round trip)."""
         ...
 
-    async def list_sessions(self, user_id: str) -> list[tuple[str, SessionRecord]]:
-        """A user's session documents with their keys, newest first (expired ones too)."""
+    async def list_sessions(
+        self, user_id: str, *, limit: int | None = None, after: tuple[datetime, str] | None = None
+    ) -> list[tuple[str, SessionRecord]]:
+        """A user's session documents with their keys, newest first (expired ones too).
+
+        The order is total: ``created_at`` descending, then ``public_id`` descending, so
+        sessions sharing a timestamp are neither skipped nor repeated across pages.
+        ``limit``: at most that many; ``after``: only those after the ``(created_at,
+        public_id)`` position in that order (the last one of a previous page).
+        """
         ...
 
     async def find_session(self, public_id: str) -> tuple[str, SessionRecord] | None:
@@ -379,6 +389,56 @@ class Store(Protocol):
 
         Returns how many.
         """
+        ...
+
+    async def list_users(self, limit: int, after: str | None = None) -> list[UserRecord]:
+        """At most ``limit`` users in username (document id) order, only those after ``after`` if given."""
+        ...
+
+    async def list_usernames(self, limit: int, after: str | None = None) -> list[str]:
+        """``list_users``' usernames alone: no user document is parsed (a corrupt one does not stop a sweep)."""
+        ...
+
+    async def read_users(self, usernames: list[str]) -> dict[str, UserRecord]:
+        """The users of ``usernames`` that exist, by username (one round trip)."""
+        ...
+
+    async def bump_epochs(self, usernames: list[str], now: datetime) -> int:
+        """Add one to the ``auth_epoch`` of each user (a server-side increment, no precondition).
+
+        Sets ``updated_at`` to ``now``. A user that does not exist (any more) is skipped, never
+        created. Returns how many were bumped. Atomic per user, not across users.
+        """
+        ...
+
+    async def scan_sessions(self, limit: int, after: str | None = None) -> list[tuple[str, SessionRecord]]:
+        """At most ``limit`` session documents of every user in key (document id) order, after key ``after``."""
+        ...
+
+    async def delete_sessions(self, keys: list[str]) -> int:
+        """Delete these sessions (missing ones are not an error), in bounded batches; returns how many keys."""
+        ...
+
+    async def delete_username_sessions(self, username: str) -> int:
+        """Delete every session document naming ``username``, whatever its user id; returns how many."""
+        ...
+
+    async def delete_user(self, current: Versioned[UserRecord]) -> None:
+        """Delete the user document, only if it is still at ``current``'s version; else ``PreconditionFailed``.
+
+        Its subcollections are left alone: ``delete_user_descendants`` removes them.
+        """
+        ...
+
+    async def delete_user_descendants(self, username: str) -> int:
+        """Delete every document in every subcollection (at any depth) under the user document ``username``.
+
+        Works whether or not the user document itself exists. Returns how many were deleted.
+        """
+        ...
+
+    async def delete_attempts(self, key: str) -> None:
+        """Delete failed-login counter ``key``; a missing one is not an error."""
         ...
 
     async def close(self) -> None:
@@ -585,8 +645,15 @@ class FirestoreStore:
         assert snap.update_time is not None
         return Versioned(_parse(model, _data(snap), snap.reference.path), snap.update_time)
 
-    async def list_sessions(self, user_id: str) -> list[tuple[str, SessionRecord]]:
-        """A user's session documents, newest first (expired ones included)."""
+    async def list_sessions(
+        self, user_id: str, *, limit: int | None = None, after: tuple[datetime, str] | None = None
+    ) -> list[tuple[str, SessionRecord]]:
+        """A user's session documents, newest first (expired ones included), from ``after`` on, at most ``limit``.
+
+        Ordered by ``created_at`` then ``public_id``, both descending (a total order:
+        the public id is unique). The page position is the ordering fields themselves,
+        so a cursor never needs the document id (the token's hash).
+        """
         from google.cloud.firestore import FieldFilter, Query
 
         collection = self._settings.sessions_collection
@@ -595,8 +662,15 @@ class FirestoreStore:
             .collection(collection)
             .where(filter=FieldFilter("user_id", "==", user_id))
             .order_by("created_at", direction=Query.DESCENDING)
+            .order_by("public_id", direction=Query.DESCENDING)
         )
-        self.recorded.shapes.add(QueryShape(collection, ("user_id",), (("created_at", "DESCENDING"),)))
+        if after is not None:
+            query = query.start_after({"created_at": after[0], "public_id": after[1]})
+        if limit is not None:
+            query = query.limit(limit)
+        self.recorded.shapes.add(
+            QueryShape(collection, ("user_id",), (("created_at", "DESCENDING"), ("public_id", "DESCENDING")))
+        )
         async with self._guard():
             snaps = await query.get(retry=self._retry, timeout=self._deadline)
         _count(round_trips=1, reads=max(1, len(snaps)))
@@ -769,13 +843,162 @@ class FirestoreStore:
             for s in snaps
             if s.id != keep and (up_to_epoch is None or int((_data(s) or {}).get("auth_epoch", 0)) <= up_to_epoch)
         ]
-        for start in range(0, len(refs), 400):
+        return await self._delete_in_batches(refs)
+
+    async def _delete_in_batches(self, refs: list[AsyncDocumentReference]) -> int:
+        """Delete ``refs``, ``BATCH`` per commit (a missing document is not an error); returns ``len(refs)``."""
+        for start in range(0, len(refs), BATCH):
             batch = self.client().batch()
-            for ref in refs[start : start + 400]:
+            chunk = refs[start : start + BATCH]
+            for ref in chunk:
                 batch.delete(ref)
             await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
-            _count(round_trips=1, deletes=len(refs[start : start + 400]))
+            _count(round_trips=1, deletes=len(chunk))
         return len(refs)
+
+    async def list_users(self, limit: int, after: str | None = None) -> list[UserRecord]:
+        """Users in document id (username) order, after ``after``: the built-in name index, no composite one."""
+        collection = self._settings.users_collection
+        query = self.client().collection(collection).order_by("__name__").limit(limit)
+        if after is not None:
+            query = query.start_after({"__name__": after})
+        self.recorded.shapes.add(QueryShape(collection, (), (("__name__", "ASCENDING"),)))
+        async with self._guard():
+            snaps = await query.get(retry=self._retry, timeout=self._deadline)
+        _count(round_trips=1, reads=max(1, len(snaps)))
+        return [_parse(UserRecord, _data(s), s.reference.path) for s in snaps]
+
+    async def list_usernames(self, limit: int, after: str | None = None) -> list[str]:
+        """Usernames in document id order, after ``after``.
+
+        A keys-only projection (``__name__``, as the library's own recursive delete uses): only names travel.
+        """
+        collection = self._settings.users_collection
+        query = self.client().collection(collection).order_by("__name__").select(["__name__"]).limit(limit)
+        if after is not None:
+            query = query.start_after({"__name__": after})
+        self.recorded.shapes.add(QueryShape(collection, (), (("__name__", "ASCENDING"),)))
+        async with self._guard():
+            snaps = await query.get(retry=self._retry, timeout=self._deadline)
+        _count(round_trips=1, reads=max(1, len(snaps)))
+        return [s.id for s in snaps]
+
+    async def read_users(self, usernames: list[str]) -> dict[str, UserRecord]:
+        """The existing users of ``usernames``, read in one batched get."""
+        if not usernames:
+            return {}
+        bound = self._bound()
+        snaps = await self._get_all([bound.users.document(name) for name in dict.fromkeys(usernames)], bound.client)
+        found = {}
+        for snap in snaps.values():
+            versioned = self._versioned(UserRecord, snap)
+            if versioned is not None:
+                found[snap.id] = versioned.record
+        return found
+
+    async def bump_epochs(self, usernames: list[str], now: datetime) -> int:
+        """One commit of ``Increment(1)`` updates, ``BATCH`` users per commit.
+
+        ``update`` carries an exists precondition, so a deleted user is never recreated;
+        but one missing user fails its whole batch, which is then done one user at a time.
+        """
+        from google.cloud.firestore import Increment
+
+        changes = {"auth_epoch": Increment(1), "updated_at": now}
+        bumped = 0
+        for start in range(0, len(usernames), BATCH):
+            chunk = usernames[start : start + BATCH]
+            batch = self.client().batch()
+            for name in chunk:
+                batch.update(self._users(name), changes)
+            try:
+                await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
+                bumped += len(chunk)
+                continue
+            except PreconditionFailed:
+                pass
+            finally:
+                _count(round_trips=1, writes=len(chunk))
+            for name in chunk:
+                try:
+                    await self._call(self._users(name).update(changes, retry=self._write_retry, timeout=self._deadline))
+                    bumped += 1
+                except PreconditionFailed:  # deleted meanwhile: nothing to end
+                    pass
+                finally:
+                    _count(round_trips=1, writes=1)
+        return bumped
+
+    async def scan_sessions(self, limit: int, after: str | None = None) -> list[tuple[str, SessionRecord]]:
+        """Session documents of every user in document id order, after ``after``."""
+        collection = self._settings.sessions_collection
+        query = self.client().collection(collection).order_by("__name__").limit(limit)
+        if after is not None:
+            query = query.start_after({"__name__": after})
+        self.recorded.shapes.add(QueryShape(collection, (), (("__name__", "ASCENDING"),)))
+        async with self._guard():
+            snaps = await query.get(retry=self._retry, timeout=self._deadline)
+        _count(round_trips=1, reads=max(1, len(snaps)))
+        return [(s.id, _parse(SessionRecord, _data(s), s.reference.path)) for s in snaps]
+
+    async def delete_sessions(self, keys: list[str]) -> int:
+        """Delete the sessions of ``keys`` in batches of ``BATCH``."""
+        return await self._delete_in_batches([self._sessions(k) for k in keys])
+
+    async def delete_username_sessions(self, username: str) -> int:
+        """Delete every session document whose ``username`` is ``username`` (the automatic single-field index)."""
+        from google.cloud.firestore import FieldFilter
+
+        collection = self._settings.sessions_collection
+        query = (
+            self.client()
+            .collection(collection)
+            .where(filter=FieldFilter("username", "==", username))
+            .select(["__name__"])
+        )
+        self.recorded.shapes.add(QueryShape(collection, ("username",)))
+        async with self._guard():
+            snaps = await query.get(retry=self._retry, timeout=self._deadline)
+        _count(round_trips=1, reads=max(1, len(snaps)))
+        return await self._delete_in_batches([s.reference for s in snaps])
+
+    async def delete_user(self, current: Versioned[UserRecord]) -> None:
+        """Delete the user document if it is unchanged since ``current`` was read; else ``PreconditionFailed``."""
+        ref = self._users(current.record.username)
+        option = self._precondition_time(current.update_time)
+        try:
+            await self._call(ref.delete(option=option, retry=self._write_retry, timeout=self._deadline))
+        finally:
+            _count(round_trips=1, deletes=1)
+
+    async def delete_user_descendants(self, username: str) -> int:
+        """Delete every document below ``users/{username}``, depth first, ``BATCH`` per commit.
+
+        Firestore has no cascading delete: each subcollection is found with
+        ``collections()`` (which works on a missing document too) and each of its
+        documents, including "missing" ones that only hold subcollections, with
+        ``list_documents()``.
+        """
+        return await self._delete_below(self._users(username))
+
+    async def _delete_below(self, ref: AsyncDocumentReference) -> int:
+        deleted = 0
+        async with self._guard():
+            collections = [c async for c in ref.collections(retry=self._retry, timeout=self._deadline)]
+        _count(round_trips=1)
+        for collection in collections:
+            async with self._guard():
+                docs = [d async for d in collection.list_documents(retry=self._retry, timeout=self._deadline)]
+            _count(round_trips=1, reads=max(1, len(docs)))
+            for doc in docs:
+                deleted += await self._delete_below(doc)
+            deleted += await self._delete_in_batches(docs)
+        return deleted
+
+    async def delete_attempts(self, key: str) -> None:
+        """Delete counter ``key``; a missing one is not an error."""
+        await self._call(self._attempts(key).delete(retry=self._write_retry, timeout=self._deadline))
+        _count(round_trips=1, deletes=1)
 
     async def reserve_attempt(self, key: str, now: datetime, expires_at: datetime) -> Reservation:
         """Count one guess on counter ``key`` and return the count this guess got, atomically.
