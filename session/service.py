@@ -475,8 +475,13 @@ class SessionService:
             return LedgerChange(user.username, record, base=ledger, force=True), ledger
         if ledger is None:
             ledger = await self._make_ledger(user)
-        # A namesake's ledger (the user was deleted and the name registered again) lists only dead sessions.
-        members = list(ledger.record.sessions) if ledger.record.user_id == user.user_id else []
+        if ledger.record.user_id == user.user_id:
+            members = list(ledger.record.sessions)
+        else:
+            # A namesake's ledger (the user was deleted and the name registered again) lists only dead sessions;
+            # the new user's own, opened while the cap was off (no ledger at registration), are counted as for a
+            # first ledger. The commit's precondition on the namesake's ledger keeps this safe as in _make_ledger.
+            members = await self._countable_sessions(user)
         evict: list[str] = []
         if len(members) >= cap:
             members, evict = await self._make_room(user, members, cap)
@@ -485,9 +490,7 @@ class SessionService:
 
     async def _make_ledger(self, user: UserRecord) -> Versioned[LedgerRecord]:
         """The user's first ledger: every session stored now that could still be accepted."""
-        now = self.clock()
-        stored = await self.store.list_sessions(user.user_id)
-        record = LedgerRecord(user_id=user.user_id, sessions=[h for h, s in stored if not _gone(s, user, now)])
+        record = LedgerRecord(user_id=user.user_id, sessions=await self._countable_sessions(user))
         try:
             return await self.store.create_ledger(user.username, record)
         except AlreadyExists:  # a parallel login made it first
@@ -495,6 +498,12 @@ class SessionService:
             if made is None:  # made and deleted again at once (an account deletion): nothing to cap
                 raise CredentialsChanged() from None
             return made
+
+    async def _countable_sessions(self, user: UserRecord) -> list[str]:
+        """The keys of the user's sessions stored now that could still be accepted (one query)."""
+        now = self.clock()
+        stored = await self.store.list_sessions(user.user_id)
+        return [h for h, s in stored if not _gone(s, user, now)]
 
     async def _make_room(self, user: UserRecord, members: list[str], cap: int) -> tuple[list[str], list[str]]:
         """Split a full ledger into the entries kept and the sessions to delete, leaving room for one more.
