@@ -488,6 +488,17 @@ class SessionService:
         record = LedgerRecord(user_id=user.user_id, sessions=[*members, new_hash])
         return LedgerChange(user.username, record, base=ledger, evict=tuple(evict)), ledger
 
+    def _reset_ledger(self, user: UserRecord, keep: str | None) -> LedgerChange | None:
+        """The ledger after a revoke-all: just the kept session (``None`` without a cap).
+
+        Written outright in the epoch bump's commit, so that a login in flight (whose commit, once
+        lenient, carries no precondition on the user) fails on the ledger instead of evicting the kept one.
+        """
+        if not self.settings.max_sessions_per_user:
+            return None
+        record = LedgerRecord(user_id=user.user_id, sessions=[keep] if keep else [])
+        return LedgerChange(user.username, record, base=None, force=True)
+
     async def _make_ledger(self, user: UserRecord) -> Versioned[LedgerRecord]:
         """The user's first ledger: every session stored now that could still be accepted."""
         record = LedgerRecord(user_id=user.user_id, sessions=await self._countable_sessions(user))
@@ -814,6 +825,7 @@ class SessionService:
                 current,
                 {"auth_epoch": epoch, "updated_at": self.clock()},
                 session_changes=(keep, {"auth_epoch": epoch}) if keep else None,
+                ledger=self._reset_ledger(current.record, keep),
             )
 
         first: Versioned[UserRecord] | None = ctx.user

@@ -20,7 +20,7 @@ from google.cloud import firestore
 from starlette.testclient import TestClient
 
 from session import tokens
-from tests.conftest import AppFactory, bearer, login, register
+from tests.conftest import AppFactory, bearer, login, main_module, register
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new passphrase"
@@ -262,3 +262,54 @@ def test_a_big_burst_for_one_user_gets_no_503_and_no_401(make_client: AppFactory
     statuses = sorted(status for status, _ in results)
     assert statuses == [200] * burst, {s: statuses.count(s) for s in set(statuses)}
     assert len(_alive(clients[0], [t for _, t in results])) == min(20, burst)
+
+
+# --- eviction choosing the wrong session -----------------------------------------------------------
+
+
+def test_a_login_that_loses_to_revoke_all_does_not_end_the_session_revoke_all_kept(make_client: AppFactory) -> None:
+    """BREAK (found, forced interleaving of real commits): a lenient login evicts the session revoke-all kept.
+
+    1. K, A, B log in (cap 3: the ledger is full; K is the least recently used).
+    2. Login L reads the user (epoch e) and the ledger, verifies the password.
+    3. A profile edit lands; L's commit fails on the user precondition; L reads the user again (same
+       credentials) and goes lenient: its next commit carries no precondition on the user.
+    4. L reads the ledger's sessions to make room: K (at e, live) is the least recently used, to be evicted.
+    5. Revoke-all by K (keep current) lands: A and B deleted, epoch e+1, K re-stamped; the ledger is untouched.
+    6. L's commit (ledger unchanged since 4) lands: K deleted, L created at epoch e (void).
+    7. L reads the user again, sees the epoch changed, deletes L and answers 401.
+    Revoke-all answered 204 "all but the current one", yet the current one is gone, ended by a login that
+    itself did not survive. (Without step 3, L's commit fails on the user precondition and K stays.)
+    """
+    client = make_client(SESSION_MAX_PER_USER=str(CAP), SESSION_LOGIN_MAX_FAILURES="100")
+    register(client, "dave")
+    kept, _, _ = (login(client, "dave") for _ in range(CAP))
+    service = main_module().api_instance.service
+    store = service.store
+    real_create, real_read_sessions = store.create_session, store.read_sessions
+    calls: list[str] = []
+
+    async def create_session(*args: Any, **kwargs: Any) -> Any:
+        if not calls:  # 3: a profile edit lands before L's first commit
+            calls.append("edit")
+            user = await store.read_user("dave")
+            await store.update_user(user, {"display_name": "edited", "version": user.record.version + 1})
+        elif calls == ["edit", "room"]:  # 5: revoke-all lands after L chose whom to evict, before it commits
+            calls.append("revoke_all")
+            ctx = await service.authenticate(kept, fresh=True)
+            await service.revoke_all(ctx, include_current=False)
+        return await real_create(*args, **kwargs)
+
+    async def read_sessions(*args: Any, **kwargs: Any) -> Any:
+        if calls == ["edit"]:
+            calls.append("room")
+        return await real_read_sessions(*args, **kwargs)
+
+    store.create_session, store.read_sessions = create_session, read_sessions
+    try:
+        status, token = _login(client, "dave")()
+    finally:
+        del store.create_session, store.read_sessions
+    assert calls == ["edit", "room", "revoke_all"], calls
+    assert status == 401 and token is None  # L read the user before revoke-all took effect: it must not survive
+    assert client.get("/profile", headers=bearer(kept)).status_code == 200, "revoke-all's kept session was evicted"
