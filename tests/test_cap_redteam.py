@@ -10,6 +10,7 @@ without one, so counting the accepted ones counts the user's live sessions.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Callable
@@ -312,4 +313,58 @@ def test_a_login_that_loses_to_revoke_all_does_not_end_the_session_revoke_all_ke
         del store.create_session, store.read_sessions
     assert calls == ["edit", "room", "revoke_all"], calls
     assert status == 401 and token is None  # L read the user before revoke-all took effect: it must not survive
+    assert client.get("/profile", headers=bearer(kept)).status_code == 200, "revoke-all's kept session was evicted"
+
+
+def test_a_login_that_read_the_user_before_revoke_all_and_the_ledger_after_does_not_evict_the_kept_one(
+    make_client: AppFactory,
+) -> None:
+    """BREAK (found, forced interleaving; remains after revoke-all resets the ledger): with a cap of 1.
+
+    1. K logs in (the ledger [K] is full). Login L reads the user (epoch e) and the ledger.
+    2. A profile edit lands; L's commit fails; L goes lenient and reads the user and the ledger again, in parallel:
+       the user read returns before revoke-all (epoch e, so still "verified"), the ledger read after it.
+    3. Revoke-all by K lands: epoch e+1, K re-stamped, the ledger reset to [K].
+    4. L makes room in the ledger it read in 2 ([K]): K, at e+1, is "not gone" by the stale user, so it is
+       live, and the least recently used: evicted. L's commit (no user precondition; the ledger is unchanged
+       since its read) deletes K; L then sees the new epoch, deletes its own session, answers 401.
+    A session at an epoch newer than the user L verified proves the epoch moved past it: L must give up there.
+    """
+    client = make_client(SESSION_MAX_PER_USER="1", SESSION_LOGIN_MAX_FAILURES="100")
+    register(client, "erin")
+    kept = login(client, "erin")
+    service = main_module().api_instance.service
+    store = service.store
+    real_create, real_read_user, real_read_ledger = store.create_session, store.read_user, store.read_ledger
+    steps: list[str] = []
+    user_read = asyncio.Event()
+
+    async def create_session(*args: Any, **kwargs: Any) -> Any:
+        if not steps:
+            steps.append("edit")
+            user = await real_read_user("erin")
+            await store.update_user(user, {"display_name": "edited", "version": user.record.version + 1})
+        return await real_create(*args, **kwargs)
+
+    async def read_user(*args: Any, **kwargs: Any) -> Any:
+        result = await real_read_user(*args, **kwargs)
+        if steps == ["edit"]:
+            user_read.set()
+        return result
+
+    async def read_ledger(*args: Any, **kwargs: Any) -> Any:
+        if steps == ["edit"]:
+            await user_read.wait()
+            steps.append("revoke_all")
+            ctx = await service.authenticate(kept, fresh=True)
+            await service.revoke_all(ctx, include_current=False)
+        return await real_read_ledger(*args, **kwargs)
+
+    store.create_session, store.read_user, store.read_ledger = create_session, read_user, read_ledger
+    try:
+        status, token = _login(client, "erin")()
+    finally:
+        del store.create_session, store.read_user, store.read_ledger
+    assert steps == ["edit", "revoke_all"], steps
+    assert status == 401 and token is None
     assert client.get("/profile", headers=bearer(kept)).status_code == 200, "revoke-all's kept session was evicted"
