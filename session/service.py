@@ -521,9 +521,14 @@ class SessionService:
 
         Entries whose session is gone are dropped; sessions that can never be accepted again
         are deleted (an expired one too, so that a touch in flight cannot bring it back); then,
-        while still full, the least recently used sessions (``last_seen_at``) are ended.
+        while still full, the least recently used sessions (``last_seen_at``) are ended. Raises
+        ``CredentialsChanged`` when one of the user's sessions is at a newer epoch than ``user``.
         """
         stored = await self.store.read_sessions(members)
+        if any(s.user_id == user.user_id and s.auth_epoch > user.auth_epoch for s in stored.values()):
+            # A revoke-all re-stamped a session past the epoch this login verified: it can only lose, and
+            # must not end that session (its commit, once lenient, has no user precondition to stop it).
+            raise CredentialsChanged()
         now = self.clock()
         live = [h for h in members if h in stored and not _gone(stored[h], user, now)]
         evict = [h for h in members if h in stored and _gone(stored[h], user, now)]
