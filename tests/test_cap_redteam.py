@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -208,6 +209,31 @@ def test_logins_racing_profile_edits_stay_under_the_cap(make_client: AppFactory)
         if len(alive) != CAP:
             over.append((trial, len(alive)))
     assert not over, f"not exactly {CAP} sessions alive (trial, count): {over}"
+
+
+def test_touches_racing_evictions_bring_no_session_back(make_client: AppFactory) -> None:
+    """Probe (no break seen): a touch is an update with an exists precondition; an eviction deletes. A touch that
+    read its session before the eviction and writes after it must fail, not recreate the session."""
+    env = {"SESSION_MAX_PER_USER": "2", "SESSION_LOGIN_MAX_FAILURES": "100", "SESSION_TOUCH_SECONDS": "0.2"}
+    clients = [make_client(**env), make_client(**env)]
+    over = []
+    for trial in range(TRIALS):
+        username = f"touch{trial}"
+        register(clients[0], username)
+        issued = [login(clients[0], username) for _ in range(2)]
+        time.sleep(0.25)  # both due for a touch
+
+        def touch(token: str, i: int) -> Callable[[], tuple[int, None]]:
+            return lambda: (clients[i % 2].get("/profile", headers=bearer(token)).status_code, None)
+
+        results = _race(
+            [*(touch(t, i) for i, t in enumerate(issued * 2)), *(_login(clients[i % 2], username) for i in range(4))]
+        )
+        assert all(status in (200, 401) for status, _ in results), results
+        alive = _alive(clients[0], [*issued, *(t for _, t in results)])
+        if len(alive) > 2:
+            over.append((trial, len(alive)))
+    assert not over, f"more than 2 sessions alive (trial, count): {over}"
 
 
 # --- the counter of guesses and the give-up --------------------------------------------------------
