@@ -68,7 +68,8 @@ def test_a_namesake_registered_while_the_cap_was_off_has_its_sessions_counted(
 ) -> None:
     """BREAK (found): the deleted user's ledger outlives it; a namesake registered under SESSION_MAX_PER_USER=0
     gets none of its own, so its sessions from then are never counted once the cap is on (the README says a
-    user from before the cap gets a ledger made from its sessions at its next login)."""
+    user from before the cap gets a ledger made from its sessions at its next login). Fixed: _ledger_change
+    counts the namesake's own stored sessions (_countable_sessions), as _make_ledger does."""
     capped = make_client(SESSION_MAX_PER_USER=str(CAP), SESSION_LOGIN_MAX_FAILURES="100")
     register(capped, "alice")
     login(capped, "alice")  # the first alice's ledger: users/alice/ledger/sessions
@@ -307,6 +308,7 @@ def test_a_login_that_loses_to_revoke_all_does_not_end_the_session_revoke_all_ke
     7. L reads the user again, sees the epoch changed, deletes L and answers 401.
     Revoke-all answered 204 "all but the current one", yet the current one is gone, ended by a login that
     itself did not survive. (Without step 3, L's commit fails on the user precondition and K stays.)
+    Fixed: revoke-all resets the ledger to [K] in its epoch bump's commit, so L's commit fails on the ledger.
     """
     client = make_client(SESSION_MAX_PER_USER=str(CAP), SESSION_LOGIN_MAX_FAILURES="100")
     register(client, "dave")
@@ -355,6 +357,7 @@ def test_a_login_that_read_the_user_before_revoke_all_and_the_ledger_after_does_
        live, and the least recently used: evicted. L's commit (no user precondition; the ledger is unchanged
        since its read) deletes K; L then sees the new epoch, deletes its own session, answers 401.
     A session at an epoch newer than the user L verified proves the epoch moved past it: L must give up there.
+    Fixed: _make_room raises CredentialsChanged (401) on seeing such a session.
     """
     client = make_client(SESSION_MAX_PER_USER="1", SESSION_LOGIN_MAX_FAILURES="100")
     register(client, "erin")
