@@ -452,18 +452,25 @@ class SessionService:
                     self._reread_ledger(current.record.username, change),
                     self.store.read_attempts(reservation.key) if clear or release else _nothing(),
                 )
-                if again is None:
+                # A resent commit (the client library resends on UNAVAILABLE) fails the ledger's precondition
+                # if the first attempt landed: the entry of this new, random key can only come from that commit.
+                if ledger is not None and new.token_hash in ledger.record.sessions:
+                    pass
+                elif again is None:
                     raise CredentialsChanged() from None
-                if again.update_time != current.update_time:
-                    user_conflicts += 1
-                    if lenient:
-                        strict = False
-                    elif user_conflicts >= RETRIES:
-                        break
-                current = again
-                clear = reservation if counter is not None and counter.update_time == reservation.update_time else None
-                release = counter if counter is not None and clear is None else None
-                continue
+                else:
+                    if again.update_time != current.update_time:
+                        user_conflicts += 1
+                        if lenient:
+                            strict = False
+                        elif user_conflicts >= RETRIES:
+                            break
+                    current = again
+                    clear = (
+                        reservation if counter is not None and counter.update_time == reservation.update_time else None
+                    )
+                    release = counter if counter is not None and clear is None else None
+                    continue
             if not strict and await reread() is None:
                 await self.store.delete_session(new.token_hash)
                 raise CredentialsChanged()
@@ -497,19 +504,33 @@ class SessionService:
             return LedgerChange(user.username, record, base=ledger, force=True), ledger
         if ledger is None:  # not read yet (a reauthentication), or none made yet
             ledger = await self.store.read_ledger(user.username) or await self._make_ledger(user)
-        # A namesake's ledger (the user was deleted and the name registered again) lists only dead sessions.
-        members = [h for h in ledger.record.sessions if h != replaces] if ledger.record.user_id == user.user_id else []
+        if ledger.record.user_id == user.user_id:
+            members = [h for h in ledger.record.sessions if h != replaces]
+        else:
+            # A namesake's ledger (the user was deleted and the name registered again) lists only dead sessions;
+            # the new user's own, opened while the cap was off (no ledger at registration), are counted as for a
+            # first ledger. The commit's precondition on the namesake's ledger keeps this safe as in _make_ledger.
+            members = [h for h in await self._countable_sessions(user) if h != replaces]
         evict: list[str] = []
         if len(members) >= cap:
             members, evict = await self._make_room(user, members, cap)
         record = LedgerRecord(user_id=user.user_id, sessions=[*members, new_hash])
         return LedgerChange(user.username, record, base=ledger, evict=tuple(evict)), ledger
 
+    def _reset_ledger(self, user: UserRecord, keep: str | None) -> LedgerChange | None:
+        """The ledger after a revoke-all: just the kept session (``None`` without a cap).
+
+        Written outright in the epoch bump's commit, so that a login in flight (whose commit, once
+        lenient, carries no precondition on the user) fails on the ledger instead of evicting the kept one.
+        """
+        if not self.settings.max_sessions_per_user:
+            return None
+        record = LedgerRecord(user_id=user.user_id, sessions=[keep] if keep else [])
+        return LedgerChange(user.username, record, base=None, force=True)
+
     async def _make_ledger(self, user: UserRecord) -> Versioned[LedgerRecord]:
         """The user's first ledger: every session stored now that could still be accepted."""
-        now = self.clock()
-        stored = await self.store.list_sessions(user.user_id)
-        record = LedgerRecord(user_id=user.user_id, sessions=[h for h, s in stored if not _gone(s, user, now)])
+        record = LedgerRecord(user_id=user.user_id, sessions=await self._countable_sessions(user))
         try:
             return await self.store.create_ledger(user.username, record)
         except AlreadyExists:  # a parallel login made it first
@@ -518,14 +539,25 @@ class SessionService:
                 raise CredentialsChanged() from None
             return made
 
+    async def _countable_sessions(self, user: UserRecord) -> list[str]:
+        """The keys of the user's sessions stored now that could still be accepted (one query)."""
+        now = self.clock()
+        stored = await self.store.list_sessions(user.user_id)
+        return [h for h, s in stored if not _gone(s, user, now)]
+
     async def _make_room(self, user: UserRecord, members: list[str], cap: int) -> tuple[list[str], list[str]]:
         """Split a full ledger into the entries kept and the sessions to delete, leaving room for one more.
 
         Entries whose session is gone are dropped; sessions that can never be accepted again
         are deleted (an expired one too, so that a touch in flight cannot bring it back); then,
-        while still full, the least recently used sessions (``last_seen_at``) are ended.
+        while still full, the least recently used sessions (``last_seen_at``) are ended. Raises
+        ``CredentialsChanged`` when one of the user's sessions is at a newer epoch than ``user``.
         """
         stored = await self.store.read_sessions(members)
+        if any(s.user_id == user.user_id and s.auth_epoch > user.auth_epoch for s in stored.values()):
+            # A revoke-all re-stamped a session past the epoch this login verified: it can only lose, and
+            # must not end that session (its commit, once lenient, has no user precondition to stop it).
+            raise CredentialsChanged()
         now = self.clock()
         live = [h for h in members if h in stored and not _gone(stored[h], user, now)]
         evict = [h for h in members if h in stored and _gone(stored[h], user, now)]
@@ -948,6 +980,7 @@ class SessionService:
                 current,
                 {"auth_epoch": epoch, "updated_at": self.clock()},
                 session_changes=(keep, {"auth_epoch": epoch}) if keep else None,
+                ledger=self._reset_ledger(current.record, keep),
             )
 
         first: Versioned[UserRecord] | None = ctx.user

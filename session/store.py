@@ -346,8 +346,11 @@ class Store(Protocol):
         changes: dict[str, Any],
         *,
         session_changes: tuple[str, dict[str, Any]] | None = None,
+        ledger: LedgerChange | None = None,
     ) -> Versioned[UserRecord]:
         """Apply ``changes`` only if the user is still at ``current``'s version, with ``session_changes`` atomically.
+
+        ``ledger``, if given, is written in the same commit (as in ``create_session``).
 
         ``PreconditionFailed`` when the user changed or vanished, or the session vanished; then nothing is written.
         """
@@ -712,17 +715,20 @@ class FirestoreStore:
         changes: dict[str, Any],
         *,
         session_changes: tuple[str, dict[str, Any]] | None = None,
+        ledger: LedgerChange | None = None,
     ) -> Versioned[UserRecord]:
         """Apply ``changes`` only if the user is unchanged since ``current`` was read.
 
         With ``session_changes`` (a token hash and its changes), that existing session
-        is updated in the same atomic commit. Raises ``PreconditionFailed`` when the
-        user changed or vanished, or the session vanished.
+        is updated in the same atomic commit; so is ``ledger`` (as in ``create_session``).
+        Raises ``PreconditionFailed`` when the user changed or vanished, or the session vanished.
         """
         batch = self.client().batch()
         batch.update(self._users(current.record.username), changes, option=self._precondition_time(current.update_time))
         if session_changes is not None:
             batch.update(self._sessions(session_changes[0]), session_changes[1])
+        if ledger is not None:
+            self._write_ledger(batch, ledger)
         results = await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
         _count(round_trips=1, writes=len(results))
         record = current.record.model_copy(update=changes)
@@ -772,17 +778,7 @@ class FirestoreStore:
         if replaces is not None:
             batch.delete(self._sessions(replaces), option=self.client().write_option(exists=True))
         if ledger is not None:
-            data = ledger.record.model_dump()
-            if ledger.force:
-                batch.set(self._ledger(ledger.username), data)
-            elif ledger.base is None:  # create_ledger makes it first: a set here could undo another login's entry
-                raise ValueError("a ledger change needs the ledger it was based on, or force")
-            else:
-                batch.update(
-                    self._ledger(ledger.username), data, option=self._precondition_time(ledger.base.update_time)
-                )
-            for evicted in ledger.evict:
-                batch.delete(self._sessions(evicted))
+            self._write_ledger(batch, ledger)
         await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
         _count(
             round_trips=1,
@@ -791,6 +787,18 @@ class FirestoreStore:
             + int(replaces is not None)
             + (len(ledger.evict) if ledger is not None else 0),
         )
+
+    def _write_ledger(self, batch: Any, ledger: LedgerChange) -> None:
+        """Add ``ledger`` to ``batch``: under a precondition on its ``base`` (outright if ``force``), with evictions."""
+        data = ledger.record.model_dump()
+        if ledger.force:
+            batch.set(self._ledger(ledger.username), data)
+        elif ledger.base is None:  # create_ledger makes it first: a set here could undo another login's entry
+            raise ValueError("a ledger change needs the ledger it was based on, or force")
+        else:
+            batch.update(self._ledger(ledger.username), data, option=self._precondition_time(ledger.base.update_time))
+        for evicted in ledger.evict:
+            batch.delete(self._sessions(evicted))
 
     async def touch_session(self, token_hash: str, last_seen_at: datetime, expires_at: datetime) -> bool:
         """Extend a session's idle deadline. False if it was deleted meanwhile: never recreates it.
