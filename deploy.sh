@@ -5,7 +5,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 INDEXES_FILE="${ROOT}/firestore.indexes.json"
-ALL_FUNCTIONS="register login profile logout sessions"
+ALL_FUNCTIONS="register login profile logout sessions reauthenticate"
 CONFIG_FILE="${ROOT}/session/config.py"
 SERVICE_ACCOUNT_NAME="session-service"
 # The one role the functions' identity needs: reading and writing documents (granted on the service's database

@@ -1,6 +1,6 @@
 """Cloud Functions entry points: each hands its request to ``session.http``.
 
-Deploy any of ``register``, ``login``, ``profile``, ``logout`` and ``sessions``
+Deploy any of ``register``, ``login``, ``profile``, ``logout``, ``sessions`` and ``reauthenticate``
 alone (its root path is the endpoint), or ``api`` to serve them all under path
 prefixes.
 """
@@ -40,6 +40,11 @@ async def logout(request: Request) -> Response:
 @functions_framework.aio.http
 async def sessions(request: Request) -> Response:
     return await api_instance.handle(request, "sessions")
+
+
+@functions_framework.aio.http
+async def reauthenticate(request: Request) -> Response:
+    return await api_instance.handle(request, "reauthenticate")
 
 
 @functions_framework.aio.http

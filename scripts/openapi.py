@@ -40,10 +40,13 @@ from session.models import (  # noqa: E402
     Problem,
     ProfileOut,
     ProfileUpdateRequest,
+    ReauthenticateRequest,
     RegisterRequest,
     SessionsOut,
     UserOut,
 )
+from session.pages import MAX_TOKEN_LENGTH  # noqa: E402
+from session.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE  # noqa: E402
 
 OUTPUT = ROOT / "session" / "openapi.yaml"
 JSON_OUTPUT = ROOT / "session" / "openapi.json"
@@ -57,6 +60,7 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (LoginRequest, "validation"),
     (ProfileUpdateRequest, "validation"),
     (PasswordChangeRequest, "validation"),
+    (ReauthenticateRequest, "validation"),
     (UserOut, "serialization"),
     (LoginOut, "serialization"),
     (ProfileOut, "serialization"),
@@ -65,6 +69,10 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
 ]
 
 SECURITY = [{"bearer": []}, {"cookie": []}]
+REAUTH_NOTE = (
+    "Needs the password proved within `SESSION_REAUTH_SECONDS` (the session's `auth_time`); otherwise"
+    " `403 reauthentication_required`, whose `max_age` says how recent: `POST /reauthenticate`, then retry."
+)
 
 
 def _ref(name: str, kind: str = "schemas") -> dict[str, str]:
@@ -272,6 +280,23 @@ def build() -> dict[str, Any]:
         "description": "Also revoke the session making this request (and clear its cookie).",
         "schema": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no", ""]},
     }
+    limit = {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": f"Sessions per page, 1 to {MAX_PAGE_SIZE} (default {DEFAULT_PAGE_SIZE}). A page is short only"
+        " when it is the last.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE},
+    }
+    page_token = {
+        "name": "page_token",
+        "in": "query",
+        "required": False,
+        "description": "The `next_page_token` of the previous page; leave it out for the first page. Opaque: it names"
+        " a position in the caller's own listing and nothing else. One that is not such a token answers 400"
+        " `invalid_request`.",
+        "schema": {"type": "string", "pattern": f"^[A-Za-z0-9_-]{{1,{MAX_TOKEN_LENGTH}}}$"},
+    }
     if_match = {
         "name": "If-Match",
         "in": "header",
@@ -337,6 +362,7 @@ def build() -> dict[str, Any]:
                 body=ProfileUpdateRequest,
                 parameters=[if_match],
                 secured=True,
+                description=REAUTH_NOTE.replace("Needs", "A new `email` (one other than the stored one) needs"),
             ),
         },
         "/profile/password": {
@@ -349,13 +375,34 @@ def build() -> dict[str, Any]:
                 secured=True,
             ),
         },
+        "/reauthenticate": {
+            "post": _operation(
+                "reauthenticate",
+                "Prove the password again: the session is replaced by a new one with `auth_time` now",
+                {"200": _ok(LoginOut, "The new session; the old token is ended.", _set_cookie("set"))},
+                _raises("/reauthenticate", "POST"),
+                body=ReauthenticateRequest,
+                secured=True,
+                description=(
+                    "The answer to `403 reauthentication_required`. The password is counted on the same"
+                    " failed-login limit as `POST /login` before it is judged. Of parallel requests with one"
+                    " token, one succeeds and the others get 401."
+                ),
+            ),
+        },
         "/sessions": {
             "get": _operation(
                 "listSessions",
-                "The caller's live sessions, newest first",
-                {"200": _ok(SessionsOut, "The sessions (never their tokens).")},
+                "The caller's live sessions, newest first, one page at a time",
+                {
+                    "200": _ok(
+                        SessionsOut, "A page of sessions (never their tokens); `next_page_token` is null on the last."
+                    )
+                },
                 _raises("/sessions", "GET"),
+                parameters=[limit, page_token],
                 secured=True,
+                description=REAUTH_NOTE,
             ),
             "delete": _operation(
                 "revokeAllSessions",
@@ -364,6 +411,7 @@ def build() -> dict[str, Any]:
                 _raises("/sessions", "DELETE"),
                 parameters=[include_current],
                 secured=True,
+                description=REAUTH_NOTE,
             ),
         },
         "/sessions/{id}": {
@@ -373,6 +421,7 @@ def build() -> dict[str, Any]:
                 {"204": _no_content("Revoked.", _set_cookie("clear"))},
                 _raises("/sessions/{id}", "DELETE"),
                 secured=True,
+                description=REAUTH_NOTE + " Revoking the current session needs none.",
             ),
             "parameters": [session_id],
         },

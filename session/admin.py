@@ -3,17 +3,45 @@
 They reuse the rules of ``session.service`` (the same liveness rule, the same
 epoch bump that ends sessions, the same retry around a precondition write) and
 add none of their own. Every command is strong: it reads and writes Firestore.
+They log nothing themselves: the CLI writes one audit line per command, with
+what these return.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from session import errors
-from session.models import SessionOut, UserRecord
-from session.service import SessionService, event, retrying, session_out
+from pydantic import TypeAdapter, ValidationError
+
+from session import errors, pages, tokens
+from session.models import NewPassword, SessionOut, UserRecord
+from session.service import DEFAULT_PAGE_SIZE, SessionService, _is_live, retrying, session_out
 from session.store import Versioned
+
+# Documents per page (and so per commit) of revoke-everyone, unless told otherwise: within Firestore's 500
+# writes per commit, small enough that one commit stays quick.
+SWEEP_PAGE = 300
+MAX_SWEEP_PAGE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """What ``AdminService.delete_user`` removed."""
+
+    user_id: str | None  # None: the user document was already gone (a re-run after an interruption)
+    sessions: int
+    documents: int  # in the user document's subcollections, at any depth
+
+
+@dataclass(frozen=True, slots=True)
+class Everyone:
+    """What ``AdminService.revoke_everyone`` did."""
+
+    users: int  # users whose auth_epoch was bumped
+    scanned: int  # session documents read
+    deleted: int  # session documents deleted (every one no longer live)
 
 
 class AdminService:
@@ -55,28 +83,172 @@ class AdminService:
 
     async def set_disabled(self, username: str, disabled: bool) -> int:
         """Disable (ending every session) or enable a user; returns sessions revoked."""
+        return (await self.set_disabled_record(username, disabled))[1]
+
+    async def set_disabled_record(self, username: str, disabled: bool) -> tuple[UserRecord, int]:
+        """``set_disabled``, also returning the user as written."""
         record = await self.update(username, {"disabled": disabled}, end_sessions=disabled)
         revoked = await self.store.delete_user_sessions(record.user_id) if disabled else 0
-        event(
-            "user_disabled" if disabled else "user_enabled",
-            logging.WARNING,
-            user_id=record.user_id,
-            sessions_revoked=revoked,
-        )
-        return revoked
+        return record, revoked
 
-    async def sessions(self, username: str) -> list[SessionOut]:
-        """The user's live sessions, newest first (never tokens)."""
-        user = await self.user(username)
-        return [session_out(s, current=False) for _, s in await self.service.live_sessions(user.record)]
+    async def sessions(
+        self, username: str, *, limit: int | None = None, page_token: str | None = None
+    ) -> tuple[UserRecord, list[SessionOut], str | None]:
+        """The user, their live sessions newest first (never tokens), and the next page's token.
+
+        Without ``limit``, every live session and no token. Raises ``NotFound``, and
+        ``InvalidRequest`` for a ``page_token`` that is not one of a sessions listing.
+        """
+        try:
+            after = self.service.page_position(page_token)
+        except errors.InvalidRequest:
+            raise errors.InvalidRequest(
+                [{"loc": ["page_token"], "msg": "not a page token of `sessions list`; start again without it"}]
+            ) from None
+        user = (await self.user(username)).record
+        if limit is None and after is None:
+            return user, [session_out(s, current=False) for _, s in await self.service.live_sessions(user)], None
+        found, next_token = await self.service.live_sessions_page(user, limit=limit or DEFAULT_PAGE_SIZE, after=after)
+        return user, [session_out(s, current=False) for _, s in found], next_token
 
     async def revoke_all(self, username: str) -> int:
-        """End every session of a user, including any being opened right now; returns how many were deleted.
+        """End every session of a user, including any being opened right now; returns how many were deleted."""
+        return (await self.revoke_all_record(username))[1]
+
+    async def revoke_all_record(self, username: str) -> tuple[UserRecord, int]:
+        """``revoke_all``, also returning the user as written.
 
         The documents go first; the epoch bump after them is what voids a session committed meanwhile.
         """
         user = await self.user(username)
         revoked = await self.store.delete_user_sessions(user.record.user_id, up_to_epoch=user.record.auth_epoch)
         record = await self.update(username, {}, end_sessions=True)
-        event("sessions_revoked_all", logging.WARNING, user_id=record.user_id, count=revoked, by="admin")
-        return revoked
+        return record, revoked
+
+    # --- issue 14: the admin's missing tools -------------------------------------------------------------
+
+    async def list_users(self, limit: int, page_token: str | None = None) -> tuple[list[UserRecord], str | None]:
+        """Up to ``limit`` users in username order, and the next page's token (``None`` on the last page).
+
+        Reads ``limit + 1`` documents, to know whether another page follows. Raises
+        ``InvalidRequest`` for a ``page_token`` that is not one of this listing.
+        """
+        after = None
+        if page_token is not None:
+            try:
+                after = pages.decode_users(page_token)
+            except pages.BadPageToken:
+                raise errors.InvalidRequest(
+                    [{"loc": ["page_token"], "msg": "not a page token of `users list`; start again without it"}]
+                ) from None
+        found = await self.store.list_users(limit + 1, after)
+        if len(found) <= limit:
+            return found, None
+        return found[:limit], pages.encode_users(found[limit - 1].username)
+
+    async def set_password(self, username: str, password: str) -> tuple[UserRecord, int]:
+        """Give a user a new password and end every session they have; returns the user and sessions deleted.
+
+        The new hash and the bumped ``auth_epoch`` are one precondition write (retried on
+        races), so a login that verified the old password before it cannot keep a session:
+        its commit fails the precondition, or its re-read sees the new epoch. The void
+        documents are deleted afterwards; a session opened with the new password is kept.
+        Raises ``InvalidRequest`` for a password the register endpoint would refuse, ``NotFound``.
+        """
+        try:
+            TypeAdapter(NewPassword).validate_python(password)
+        except ValidationError as exc:
+            raise errors.InvalidRequest([{"loc": ["password"], "msg": exc.errors()[0]["msg"]}]) from None
+        new_hash = await self.service.passwords.hash_async(password)
+        record = await self.update(username, {"password_hash": new_hash}, end_sessions=True)
+        revoked = await self.store.delete_user_sessions(record.user_id, up_to_epoch=record.auth_epoch - 1)
+        return record, revoked
+
+    async def delete_user(self, username: str) -> Deleted:
+        """Delete a user and everything stored about them: sessions, subcollections, failed-login counter.
+
+        The user document goes first, under a precondition (retried on races): from that
+        moment no session of the user is live (a session needs its user document, with the
+        same ``user_id``), and a login racing the delete fails its own precondition on the
+        user or its re-read, and removes what it wrote. Then every document below the user
+        document, the user's sessions and the counter are deleted. Safe to run again after
+        an interruption: with the user document gone, it still removes what was left (the
+        sessions by username). Raises ``NotFound`` when there was nothing at all to delete.
+        """
+        name = username.lower()
+
+        async def remove(current: Versioned[UserRecord] | None) -> str | None:
+            if current is None:
+                return None
+            await self.store.delete_user(current)
+            return current.record.user_id
+
+        async def read() -> Versioned[UserRecord] | None:
+            return await self.store.read_user(name)
+
+        user_id = await retrying(
+            await read(), remove, read, lambda: errors.VersionConflict("the user kept changing; try again")
+        )
+        if user_id is not None:
+            self.service.forget_user(user_id)
+        documents = await self.store.delete_user_descendants(name)
+        if user_id is not None:
+            sessions = await self.store.delete_user_sessions(user_id)
+        else:  # no user document holds the name now, so every session naming it is dead: a leftover
+            sessions = await self.store.delete_username_sessions(name)
+        # Last: a login racing the delete counts its guess on it first. One made later is a guess at a name
+        # nobody holds, as anyone can make; its counter expires by TTL.
+        await self.store.delete_attempts(tokens.counter_key(name))
+        if user_id is None and not documents and not sessions:
+            raise errors.NotFound(f"no user {name!r}")
+        return Deleted(user_id, sessions, documents)
+
+    async def revoke_everyone(
+        self,
+        *,
+        page_size: int = SWEEP_PAGE,
+        resume_after: str | None = None,
+        progress: Callable[[str], None] = lambda _: None,
+    ) -> Everyone:
+        """End every session of every user (a suspected breach), in pages of ``page_size`` documents.
+
+        1. Every user, in username order (from after ``resume_after``, if given), gets
+           ``auth_epoch`` + 1: a server-side increment, one commit per page, no
+           precondition. From that write on, each of the user's sessions is void, and a
+           login that read the user before it fails its precondition or its re-read (401).
+        2. Every session document, in key order, whose session is no longer live (by the
+           service's own rule, against its user as stored now) is deleted, one commit per page.
+
+        ``progress`` gets one line per page. Each step is safe to repeat: run again, it
+        bumps every epoch again (so sessions opened since the first run began end too:
+        their users log in once more) and deletes only dead documents, never a session
+        opened after the bump. ``resume_after`` continues an interrupted step 1 after
+        the last user a progress line named, sparing the users already done.
+        """
+        users = 0
+        after = resume_after
+        while True:
+            names = await self.store.list_usernames(page_size, after)
+            if not names:
+                break
+            users += await self.store.bump_epochs(names, self.service.clock())
+            after = names[-1]
+            progress(f"users: {users} ended so far (last: {after})")
+            if len(names) < page_size:
+                break
+        scanned = deleted = 0
+        key: str | None = None
+        while True:
+            page = await self.store.scan_sessions(page_size, key)
+            if not page:
+                break
+            now = self.service.clock()
+            owners = await self.store.read_users(sorted({s.username for _, s in page}))
+            dead = [k for k, s in page if _is_live(s, owners.get(s.username), now) is not None]
+            deleted += await self.store.delete_sessions(dead)
+            scanned += len(page)
+            key = page[-1][0]
+            progress(f"sessions: {scanned} scanned, {deleted} deleted")
+            if len(page) < page_size:
+                break
+        return Everyone(users, scanned, deleted)

@@ -5,20 +5,30 @@
     python -m session users create NAME [--permission P …] [--password-stdin]
     python -m session users set-permissions NAME P …
     python -m session users disable NAME | users enable NAME
-    python -m session sessions list NAME
+    python -m session users list [--limit N] [--page-token T]
+    python -m session users set-password NAME [--password-stdin]
+    python -m session users delete NAME
+    python -m session sessions list NAME [--limit N] [--page-token T]
     python -m session sessions revoke-all NAME
+    python -m session sessions revoke-everyone --yes [--batch-size N] [--resume-after NAME]
 
 Every command first says on stderr which project, database and emulator it talks
 to, and where its security events go. Exit status 0 on success; otherwise 1 (or 2
 for bad usage or settings) with one line on stderr, never a traceback. Whatever it
 prints from the store is escaped (a user agent cannot rewrite the terminal).
 
-Security events (``user_disabled``, ``sessions_revoked_all``, …) are the service's
-structured log lines and never go to the terminal: against a real project they go
-to Cloud Logging (log ``session-admin``), next to the functions' own, so an audit
-finds admin actions where it finds the rest; against an emulator, which has no
-Cloud Logging, they are appended as the same JSON lines to a file (``--log-file``,
-default ``$XDG_STATE_HOME/session-service/admin.jsonl``).
+Every command that reaches the store writes exactly one audit line (``_audit``):
+a structured log line whose ``event`` names what happened (``user_disabled``,
+``sessions_revoked_all``, …, or ``admin_command_failed``) and which carries the
+``command`` and its ``target``, never a password. The lines never go to the
+terminal: against a real project they go to Cloud Logging (log ``session-admin``),
+next to the functions' own, so an audit finds admin actions where it finds the
+rest; against an emulator, which has no Cloud Logging, they are appended as the
+same JSON lines to a file (``--log-file``, default
+``$XDG_STATE_HOME/session-service/admin.jsonl``). Only the ``session.admin``
+logger reaches that log, so a service event raised inside a command (a user
+registered) cannot add a second line. ``check-config``, ``--version`` and usage
+errors (exit status 2) touch no data and write none.
 """
 
 from __future__ import annotations
@@ -31,18 +41,29 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import IO
 
 from pydantic import SecretBytes, SecretStr, TypeAdapter, ValidationError
 
 from session import __version__, errors, logs
+from session.admin import MAX_SWEEP_PAGE, SWEEP_PAGE
 from session.config import ConfigError, Settings, load_settings
-from session.models import Permission, RegisterRequest
+from session.models import Permission, RegisterRequest, SessionOut, UserRecord
 from session.runtime import build, store_failure
+from session.service import MAX_PAGE_SIZE
 from session.store import StoreCorrupt, StoreError
 
 CLOUD_LOG_NAME = "session-admin"
+# The one logger whose records reach the admin's audit log.
+AUDIT_LOGGER = "session.admin"
+audit_log = logging.getLogger(AUDIT_LOGGER)
+USERS_PAGE = 50
+MAX_USERS_PAGE = 1000
+# Commands that read a password before connecting.
+_PASSWORD_COMMANDS = {("users", "create"), ("users", "set-password")}
 
 
 class CliError(Exception):
@@ -52,6 +73,17 @@ class CliError(Exception):
         super().__init__(message)
         self.message = message
         self.status = status
+
+
+def _bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high`` (a usage error otherwise)."""
+
+    def parse(value: str) -> int:
+        if not value.isascii() or not value.isdigit() or not low <= int(value) <= high:
+            raise argparse.ArgumentTypeError(f"expected a whole number from {low} to {high}, got {value!r}")
+        return int(value)
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,12 +111,40 @@ def _parser() -> argparse.ArgumentParser:
     setp.add_argument("permissions", nargs="*", metavar="P")
     for action in ("disable", "enable"):
         users.add_parser(action, help=f"{action} a user").add_argument("name")
+    listing = users.add_parser("list", help="users in username order, one page at a time")
+    listing.add_argument(
+        "--limit", type=_bounded(1, MAX_USERS_PAGE), default=USERS_PAGE, help=f"users per page (default {USERS_PAGE})"
+    )
+    listing.add_argument("--page-token", default=None, metavar="T", help="the token a previous page printed")
+    setpw = users.add_parser("set-password", help="give a user a new password and end every session they have")
+    setpw.add_argument("name")
+    setpw.add_argument("--password-stdin", action="store_true", help="read the password as one line from stdin")
+    users.add_parser(
+        "delete", help="delete a user, their sessions, their counter and every document below the user"
+    ).add_argument("name")
 
     sessions = sub.add_parser("sessions", help="inspect and revoke sessions").add_subparsers(
         dest="action", required=True
     )
-    sessions.add_parser("list", help="a user's live sessions (never tokens)").add_argument("name")
+    slist = sessions.add_parser("list", help="a user's live sessions (never tokens)")
+    slist.add_argument("name")
+    slist.add_argument(
+        "--limit", type=_bounded(1, MAX_PAGE_SIZE), default=None, help="one page of this many (default: all of them)"
+    )
+    slist.add_argument("--page-token", default=None, metavar="T", help="the token a previous page printed")
     sessions.add_parser("revoke-all", help="revoke every session of a user").add_argument("name")
+    everyone = sessions.add_parser("revoke-everyone", help="end every session of every user (a suspected breach)")
+    everyone.add_argument("--yes", action="store_true", help="really do it")
+    everyone.add_argument(
+        "--batch-size",
+        type=_bounded(1, MAX_SWEEP_PAGE),
+        default=SWEEP_PAGE,
+        metavar="N",
+        help=f"documents per page and per commit (default {SWEEP_PAGE})",
+    )
+    everyone.add_argument(
+        "--resume-after", default=None, metavar="NAME", help="continue an interrupted run after this user"
+    )
     return parser
 
 
@@ -187,6 +247,7 @@ def _log_to_cloud(settings: Settings) -> Callable[[], None]:
 
 def _install(handler: logging.Handler) -> None:
     handler.handleError = _report_log_error  # type: ignore[method-assign]
+    handler.addFilter(logging.Filter(AUDIT_LOGGER))  # the audit line alone: one per command
     logger = logging.getLogger("session")
     for old in list(logger.handlers):
         logger.removeHandler(old)
@@ -221,37 +282,160 @@ def _permissions(values: Sequence[str]) -> list[str]:
     return [adapter.validate_python(v) for v in values]
 
 
-async def _run(args: argparse.Namespace, settings: Settings, password: str | None = None) -> str:
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A command's result: what to print, and the audit line's event name, level and fields."""
+
+    text: str
+    event: str
+    fields: dict[str, object] = field(default_factory=dict)
+    level: int = logging.WARNING
+
+
+def _sessions_table(rows: Sequence[SessionOut]) -> list[str]:
+    lines = [f"{'ID':<26}{'CREATED':<29}{'LAST SEEN':<29}{'EXPIRES':<29}USER AGENT"]
+    for s in rows:
+        data = s.model_dump(mode="json")
+        times = "".join(f"{data[k]:<29}" for k in ("created_at", "last_seen_at", "expires_at"))
+        lines.append(f"{s.id:<26}{times}{s.user_agent or '-'}")
+    return lines
+
+
+def _users_table(rows: Sequence[UserRecord]) -> list[str]:
+    lines = [f"{'USERNAME':<66}{'USER ID':<34}{'STATUS':<10}{'CREATED':<29}PERMISSIONS"]
+    for u in rows:
+        created = u.created_at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        status = "disabled" if u.disabled else "enabled"
+        lines.append(f"{u.username:<66}{u.user_id:<34}{status:<10}{created:<29}{','.join(u.permissions) or '-'}")
+    return lines
+
+
+def _next_page(token: str | None) -> list[str]:
+    return [f"next page: --page-token {token}"] if token else []
+
+
+async def _run(args: argparse.Namespace, settings: Settings, password: str | None = None) -> Done:
     runtime = build(settings)
     service, admin = runtime.service, runtime.admin
     try:
-        if args.group == "users" and args.action == "create":
+        command = (args.group, args.action)
+        if command == ("users", "create"):
             assert password is not None  # read by main() before connecting
             perms = _permissions(args.permission) if args.permission is not None else list(settings.default_permissions)
             req = RegisterRequest(username=args.name, password=password)
             user = await service.register(req, permissions=perms)
-            return f"created {user.username} ({user.user_id}) with permissions {','.join(user.permissions) or '-'}"
-        if args.group == "users" and args.action == "set-permissions":
+            return Done(
+                f"created {user.username} ({user.user_id}) with permissions {','.join(user.permissions) or '-'}",
+                "user_created",
+                {"user_id": user.user_id, "permissions": user.permissions},
+            )
+        if command == ("users", "set-permissions"):
             record = await admin.update(args.name, {"permissions": _permissions(args.permissions)})
-            return f"{record.username}: permissions {','.join(record.permissions) or '-'}"
-        if args.group == "users" and args.action in ("disable", "enable"):
-            revoked = await admin.set_disabled(args.name, args.action == "disable")
-            suffix = f", {revoked} session(s) revoked" if args.action == "disable" else ""
-            return f"{args.name.lower()}: {args.action}d{suffix}"
-        if args.group == "sessions" and args.action == "list":
-            rows = await admin.sessions(args.name)
-            lines = [f"{'ID':<26}{'CREATED':<29}{'LAST SEEN':<29}{'EXPIRES':<29}USER AGENT"]
-            for s in rows:
-                data = s.model_dump(mode="json")
-                times = "".join(f"{data[k]:<29}" for k in ("created_at", "last_seen_at", "expires_at"))
-                lines.append(f"{s.id:<26}{times}{s.user_agent or '-'}")
-            return "\n".join(lines)
-        if args.group == "sessions" and args.action == "revoke-all":
-            revoked = await admin.revoke_all(args.name)
-            return f"{args.name.lower()}: {revoked} session(s) revoked"
+            return Done(
+                f"{record.username}: permissions {','.join(record.permissions) or '-'}",
+                "user_permissions_set",
+                {"user_id": record.user_id, "permissions": record.permissions},
+            )
+        if command in (("users", "disable"), ("users", "enable")):
+            disable = args.action == "disable"
+            record, revoked = await admin.set_disabled_record(args.name, disable)
+            suffix = f", {revoked} session(s) revoked" if disable else ""
+            return Done(
+                f"{record.username}: {args.action}d{suffix}",
+                "user_disabled" if disable else "user_enabled",
+                {"user_id": record.user_id, "sessions_revoked": revoked},
+            )
+        if command == ("users", "list"):
+            users, next_token = await admin.list_users(args.limit, args.page_token)
+            return Done(
+                "\n".join([*_users_table(users), *_next_page(next_token)]),
+                "users_listed",
+                {"count": len(users), "more": next_token is not None},
+                logging.INFO,
+            )
+        if command == ("users", "set-password"):
+            assert password is not None  # read by main() before connecting
+            record, revoked = await admin.set_password(args.name, password)
+            return Done(
+                f"{record.username}: password set, {revoked} session(s) revoked",
+                "user_password_set",
+                {"user_id": record.user_id, "sessions_revoked": revoked},
+            )
+        if command == ("users", "delete"):
+            deleted = await admin.delete_user(args.name)
+            gone = "deleted" if deleted.user_id else "was already deleted; removed what was left"
+            return Done(
+                f"{args.name.lower()}: {gone}, {deleted.sessions} session(s)"
+                f" and {deleted.documents} document(s) below the user",
+                "user_deleted",
+                {
+                    "user_id": deleted.user_id,
+                    "sessions_deleted": deleted.sessions,
+                    "documents_deleted": deleted.documents,
+                },
+            )
+        if command == ("sessions", "list"):
+            owner, rows, next_token = await admin.sessions(args.name, limit=args.limit, page_token=args.page_token)
+            return Done(
+                "\n".join([*_sessions_table(rows), *_next_page(next_token)]),
+                "sessions_listed",
+                {"user_id": owner.user_id, "count": len(rows), "more": next_token is not None},
+                logging.INFO,
+            )
+        if command == ("sessions", "revoke-all"):
+            record, revoked = await admin.revoke_all_record(args.name)
+            return Done(
+                f"{record.username}: {revoked} session(s) revoked",
+                "sessions_revoked_all",
+                {"user_id": record.user_id, "count": revoked},
+            )
+        if command == ("sessions", "revoke-everyone"):
+            everyone = await admin.revoke_everyone(
+                page_size=args.batch_size,
+                resume_after=args.resume_after.lower() if args.resume_after else None,
+                progress=lambda line: _err(f"revoke-everyone: {line}"),
+            )
+            return Done(
+                f"every session ended: {everyone.users} user(s);"
+                f" {everyone.deleted} of {everyone.scanned} session document(s) deleted",
+                "sessions_revoked_everyone",
+                {
+                    "users": everyone.users,
+                    "sessions_scanned": everyone.scanned,
+                    "sessions_deleted": everyone.deleted,
+                    "resume_after": args.resume_after,
+                },
+            )
         raise errors.BadRequest("unknown command")
     finally:
         await runtime.store.close()
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    return f"{args.group} {args.action}"
+
+
+def _audit_target(args: argparse.Namespace) -> str:
+    """What a command acts on: the username it names (as stored: lower case), or ``*`` for every user."""
+    name = getattr(args, "name", None)
+    return name.lower() if isinstance(name, str) else "*"
+
+
+def _audit(args: argparse.Namespace, event: str, level: int, fields: Mapping[str, object]) -> None:
+    """The one audit line of a command: what happened, the command, its target; never a password."""
+    audit_log.log(
+        level,
+        event,
+        extra={
+            "json_fields": {
+                "event": event,
+                "command": _command_name(args),
+                "target": _audit_target(args),
+                "by": "admin",
+                **fields,
+            }
+        },
+    )
 
 
 def _check_config(settings: Settings, environ: Mapping[str, str]) -> str:
@@ -317,8 +501,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                 _err(_target(settings, env))
                 _out(_check_config(settings, env))
             return 0
+        if (args.group, args.action) == ("sessions", "revoke-everyone") and not args.yes:
+            raise CliError("sessions revoke-everyone ends every session of every user: pass --yes to do it", status=2)
         # Before connecting to anything: a missing password is the first thing to say.
-        password = _read_password(args.password_stdin) if (args.group, args.action) == ("users", "create") else None
+        password = _read_password(args.password_stdin) if (args.group, args.action) in _PASSWORD_COMMANDS else None
         _err(_target(settings, env))
         if args.log_file is None and not settings.emulator_host:
             _err(f"session: security events go to Cloud Logging, log {CLOUD_LOG_NAME}")
@@ -327,7 +513,17 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             path = args.log_file or _default_log_file(env)
             _err(f"session: security events go to {path}")
             close = _log_to_file(settings, path)
-        _out(asyncio.run(_run(args, settings, password)))
+        try:
+            done = asyncio.run(_run(args, settings, password))
+        except KeyboardInterrupt:
+            _audit(args, "admin_command_failed", logging.WARNING, {"error": "interrupted"})
+            raise
+        except Exception as exc:
+            failure = _translate(exc, settings)
+            _audit(args, "admin_command_failed", logging.WARNING, {"error": failure.message})
+            raise failure from None
+        _audit(args, done.event, done.level, done.fields)
+        _out(done.text)
         return 0
     except KeyboardInterrupt:
         return 130

@@ -47,7 +47,9 @@ DAY = 86400
 # RFC 6265bis caps a cookie's Max-Age at 400 days; a longer session would outlive its cookie.
 MAX_TTL_SECONDS = 400 * DAY
 MAX_LOGIN_WINDOW_SECONDS = 30 * DAY
-DEFAULT_IDLE_SECONDS = 7200
+# NIST SP 800-63B-4, AAL2: an inactivity timeout of at most 1 hour is recommended (reauthentication at least
+# every 24 hours: the default SESSION_TTL_SECONDS).
+DEFAULT_IDLE_SECONDS = 3600
 DEFAULT_TOUCH_SECONDS = 60
 # The staleness a cached session may reach, and the entries an instance may keep (≈ 4 to 6 KiB each; README).
 MAX_CACHE_SECONDS = 3600
@@ -173,6 +175,10 @@ class Settings(BaseModel):
     max_sessions_per_user: int = Field(
         default=20, ge=0, le=MAX_SESSIONS_PER_USER, validation_alias="SESSION_MAX_PER_USER"
     )
+
+    # How recently the password must have been proved (SessionRecord.auth_time) for the sensitive
+    # operations (a new email, listing or revoking other sessions). At most a day: older is no step-up.
+    reauth_seconds: int = Field(default=600, ge=1, le=DAY, validation_alias="SESSION_REAUTH_SECONDS")
 
     firestore_timeout_seconds: float = Field(
         default=5.0, ge=0.5, le=60, allow_inf_nan=False, validation_alias="SESSION_FIRESTORE_TIMEOUT_SECONDS"

@@ -155,6 +155,21 @@ class WrongCurrentPassword(SessionError):
     title = "The current password is wrong"
 
 
+class ReauthenticationRequired(SessionError):
+    """The operation needs the password proved within ``max_age`` seconds (``POST /reauthenticate``)."""
+
+    status = 403
+    code = "reauthentication_required"
+    title = "Re-enter your password to continue"
+
+    def __init__(self, max_age: int, detail: str | None = None) -> None:
+        self.max_age = max_age
+        super().__init__(detail or f"this needs the password proved within the last {max_age} s: POST /reauthenticate")
+
+    def extra(self) -> Mapping[str, object]:
+        return {"max_age": self.max_age}
+
+
 class AccountDisabled(SessionError):
     status = 403
     code = "account_disabled"

@@ -35,10 +35,11 @@ from session.models import (
     PasswordChangeRequest,
     ProfileOut,
     ProfileUpdateRequest,
+    ReauthenticateRequest,
     RegisterRequest,
 )
 from session.runtime import Runtime, build, store_failure
-from session.service import AuthContext, LoginResult
+from session.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, AuthContext, LoginResult, SessionService
 from session.store import OpCounts, StoreError, current_ops
 
 MAX_BODY_BYTES = 16 * 1024
@@ -291,9 +292,35 @@ async def _change_password(call: Call) -> Response:
     return _login_response(call.api.settings, result)
 
 
-async def _list_sessions(call: Call) -> Response:
+async def _reauthenticate(call: Call) -> Response:
     ctx = await call.authenticate()
-    return json_response(await call.api.service.list_sessions(ctx))
+    req = await call.body(ReauthenticateRequest)
+    result = await call.api.service.reauthenticate(ctx, req)
+    call.log_fields["new_sid"] = tokens.log_id(tokens.hash_token(result.token))
+    return _login_response(call.api.settings, result)
+
+
+_LIMIT_RE = re.compile(r"[0-9]{1,3}")
+
+
+def _parse_limit(call: Call) -> int:
+    """``?limit=``: a whole number from 1 to ``MAX_PAGE_SIZE``; absent: ``DEFAULT_PAGE_SIZE``."""
+    value = call.request.query_params.get("limit")
+    if value is None:
+        return DEFAULT_PAGE_SIZE
+    # fullmatch on [0-9]: int() alone would take " 5", "+5", "1_0" and "²".
+    if _LIMIT_RE.fullmatch(value) is None or not 1 <= int(value) <= MAX_PAGE_SIZE:
+        raise errors.InvalidRequest(
+            [{"loc": ["query", "limit"], "msg": f"expected a whole number from 1 to {MAX_PAGE_SIZE}"}]
+        )
+    return int(value)
+
+
+async def _list_sessions(call: Call) -> Response:
+    limit = _parse_limit(call)
+    after = SessionService.page_position(call.request.query_params.get("page_token"))
+    ctx = await call.authenticate()
+    return json_response(await call.api.service.list_sessions(ctx, limit=limit, after=after))
 
 
 async def _revoke_all(call: Call) -> Response:
@@ -376,7 +403,10 @@ ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Operation]]]] = {
             (),
             {
                 "GET": Operation(_get_profile, _signed_in()),
-                "PATCH": Operation(_patch_profile, _signed_in(errors.VersionConflict, body=True, writes=True)),
+                "PATCH": Operation(
+                    _patch_profile,
+                    _signed_in(errors.VersionConflict, errors.ReauthenticationRequired, body=True, writes=True),
+                ),
             },
         ),
         (
@@ -393,11 +423,31 @@ ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Operation]]]] = {
         (
             (),
             {
-                "GET": Operation(_list_sessions, _signed_in()),
-                "DELETE": Operation(_revoke_all, (errors.InvalidRequest, *_signed_in(writes=True))),
+                "GET": Operation(_list_sessions, (errors.InvalidRequest, *_signed_in(errors.ReauthenticationRequired))),
+                "DELETE": Operation(
+                    _revoke_all, (errors.InvalidRequest, *_signed_in(errors.ReauthenticationRequired, writes=True))
+                ),
             },
         ),
-        (("*",), {"DELETE": Operation(_revoke_one, _signed_in(errors.NotFound, writes=True))}),
+        (
+            ("*",),
+            {
+                "DELETE": Operation(
+                    _revoke_one, _signed_in(errors.NotFound, errors.ReauthenticationRequired, writes=True)
+                )
+            },
+        ),
+    ],
+    "reauthenticate": [
+        (
+            (),
+            {
+                "POST": Operation(
+                    _reauthenticate,
+                    _signed_in(errors.WrongCurrentPassword, errors.TooManyAttempts, body=True, writes=True),
+                )
+            },
+        )
     ],
 }
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -20,6 +20,7 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -118,6 +119,10 @@ class ProfileUpdateRequest(_Request):
     email: Email | None = None
 
 
+class ReauthenticateRequest(_Request):
+    password: AnyPassword
+
+
 # --- responses ------------------------------------------------------------------
 
 
@@ -143,6 +148,8 @@ class LoginOut(_Response):
 class SessionInfo(_Response):
     logged_in_at: Timestamp
     expires_at: Timestamp
+    # When the password was last proved in this session (login, password change, POST /reauthenticate).
+    auth_time: Timestamp
 
 
 class ProfileOut(_Response):
@@ -166,6 +173,8 @@ class SessionOut(_Response):
 
 class SessionsOut(_Response):
     sessions: list[SessionOut]
+    # The page_token of the next page; null on the last page.
+    next_page_token: str | None
 
 
 class ProblemError(_Response):
@@ -184,6 +193,8 @@ class Problem(_Response):
     errors: list[ProblemError] | None = None
     # 401 unauthenticated only: why (see session.errors.UnauthenticatedReason).
     reason: UnauthenticatedReason | None = None
+    # 403 reauthentication_required only: how recent (seconds) the password proof must be.
+    max_age: int | None = None
 
 
 # --- stored records -----------------------------------------------------------------
@@ -227,6 +238,16 @@ class SessionRecord(_Record):
     user_agent: str | None = None
     # The user's auth_epoch when this session was committed (under a precondition on the user).
     auth_epoch: int = 0
+    # When the password was last proved in this session. Sessions stored before it existed were all
+    # opened by a login or a password change, which proved it at created_at: read as that.
+    auth_time: AwareDatetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auth_time(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("auth_time") is None and "created_at" in data:
+            return {**data, "auth_time": data["created_at"]}
+        return data
 
 
 class LedgerRecord(_Record):

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from session import errors, tokens
+from session import errors, pages, tokens
 from session.cache import SessionCache
 from session.config import Settings
 from session.errors import UnauthenticatedReason as Reason
@@ -41,6 +41,7 @@ from session.models import (
     PasswordChangeRequest,
     ProfileOut,
     ProfileUpdateRequest,
+    ReauthenticateRequest,
     RegisterRequest,
     SessionInfo,
     SessionOut,
@@ -68,6 +69,9 @@ RETRIES = 5
 # How often a session's commit may find the user's ledger changed by other logins of the same user:
 # each round of a burst lets one of them through, so this is the burst a cap absorbs without a 503.
 LEDGER_RETRIES = 64
+# Sessions per page of GET /sessions when the client names no limit, and the most it may ask for.
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
 
 
 def utc_now() -> datetime:
@@ -247,6 +251,7 @@ class SessionService:
         self._window = timedelta(seconds=settings.login_window_seconds)
         self._address_window = timedelta(seconds=settings.address_window_seconds)
         self._device_lifetime = timedelta(days=settings.device_cookie_days)
+        self._reauth = timedelta(seconds=settings.reauth_seconds)
         self._cache_seconds = settings.cache_seconds
         # Per instance; None in the strong mode (SESSION_CACHE_SECONDS=0).
         self.cache: SessionCache | None = SessionCache(settings.cache_size) if settings.cache_seconds > 0 else None
@@ -475,6 +480,7 @@ class SessionService:
             expires_at=min(now + self._idle, absolute),
             user_agent=user_agent or None,  # cleaned and capped at the HTTP edge (Call.user_agent)
             auth_epoch=epoch,
+            auth_time=now,  # every new session is opened by a proof of the password
         )
         body = LoginOut(
             token=token,
@@ -500,6 +506,7 @@ class SessionService:
         reset_ledger: bool = False,
         release_also: Reservation | None = None,
         device: tuple[str, DeviceRecord] | None = None,
+        replaces: str | None = None,
     ) -> LoginResult:
         """Commit a new session, only while the credentials it was opened with are still current.
 
@@ -526,6 +533,11 @@ class SessionService:
         counter is deleted if nobody counted since (a success clears it), or else one
         is taken off it, so right passwords never use up the limit. ``release_also`` (the
         address's guess) is taken off its counter, and ``device`` written, in that commit too.
+        is taken off it, so right passwords never use up the limit.
+
+        ``replaces`` (a reauthentication) is the token hash of a session deleted in the
+        same commit, only if it still exists: ``reread`` must then return ``None`` once
+        it is gone, so that of two rotations of one session only one commits.
         """
         current = user
         strict = True  # the commit carries the precondition on the user as read
@@ -537,7 +549,9 @@ class SessionService:
             new = self._new_session(
                 current.record, user_agent, int((user_changes or {}).get("auth_epoch", current.record.auth_epoch))
             )
-            change, ledger = await self._ledger_change(current.record, ledger, new.token_hash, reset=reset_ledger)
+            change, ledger = await self._ledger_change(
+                current.record, ledger, new.token_hash, reset=reset_ledger, replaces=replaces
+            )
             try:
                 await self.store.create_session(
                     new.token_hash,
@@ -549,6 +563,7 @@ class SessionService:
                     ledger=change,
                     release_also=release_also,  # a failed commit wrote nothing: each try gives it back
                     device=device,
+                    replaces=replaces,
                 )
             except AlreadyExists:  # a resent commit that had in fact landed: the hash is ours
                 pass
@@ -559,18 +574,25 @@ class SessionService:
                     self._reread_ledger(current.record.username, change),
                     self.store.read_attempts(reservation.key) if clear or release else _nothing(),
                 )
-                if again is None:
+                # A resent commit (the client library resends on UNAVAILABLE) fails the ledger's precondition
+                # if the first attempt landed: the entry of this new, random key can only come from that commit.
+                if ledger is not None and new.token_hash in ledger.record.sessions:
+                    pass
+                elif again is None:
                     raise CredentialsChanged() from None
-                if again.update_time != current.update_time:
-                    user_conflicts += 1
-                    if lenient:
-                        strict = False
-                    elif user_conflicts >= RETRIES:
-                        break
-                current = again
-                clear = reservation if counter is not None and counter.update_time == reservation.update_time else None
-                release = counter if counter is not None and clear is None else None
-                continue
+                else:
+                    if again.update_time != current.update_time:
+                        user_conflicts += 1
+                        if lenient:
+                            strict = False
+                        elif user_conflicts >= RETRIES:
+                            break
+                    current = again
+                    clear = (
+                        reservation if counter is not None and counter.update_time == reservation.update_time else None
+                    )
+                    release = counter if counter is not None and clear is None else None
+                    continue
             if not strict and await reread() is None:
                 await self.store.delete_session(new.token_hash)
                 raise CredentialsChanged()
@@ -579,9 +601,17 @@ class SessionService:
         raise errors.ServiceUnavailable(1, "the account kept changing; try again")
 
     async def _ledger_change(
-        self, user: UserRecord, ledger: Versioned[LedgerRecord] | None, new_hash: str, *, reset: bool
+        self,
+        user: UserRecord,
+        ledger: Versioned[LedgerRecord] | None,
+        new_hash: str,
+        *,
+        reset: bool,
+        replaces: str | None = None,
     ) -> tuple[LedgerChange | None, Versioned[LedgerRecord] | None]:
         """The user's ledger with ``new_hash`` added, making room under ``SESSION_MAX_PER_USER`` if it is full.
+
+        ``replaces`` (a rotation) leaves the ledger with the session it ends, which the commit deletes itself.
 
         The cap holds because every session is committed with its ledger entry, under a
         precondition on the ledger as read here: at most ``cap`` entries, so at most ``cap``
@@ -594,21 +624,35 @@ class SessionService:
         record = LedgerRecord(user_id=user.user_id, sessions=[new_hash])
         if reset:
             return LedgerChange(user.username, record, base=ledger, force=True), ledger
-        if ledger is None:
-            ledger = await self._make_ledger(user)
-        # A namesake's ledger (the user was deleted and the name registered again) lists only dead sessions.
-        members = list(ledger.record.sessions) if ledger.record.user_id == user.user_id else []
+        if ledger is None:  # not read yet (a reauthentication), or none made yet
+            ledger = await self.store.read_ledger(user.username) or await self._make_ledger(user)
+        if ledger.record.user_id == user.user_id:
+            members = [h for h in ledger.record.sessions if h != replaces]
+        else:
+            # A namesake's ledger (the user was deleted and the name registered again) lists only dead sessions;
+            # the new user's own, opened while the cap was off (no ledger at registration), are counted as for a
+            # first ledger. The commit's precondition on the namesake's ledger keeps this safe as in _make_ledger.
+            members = [h for h in await self._countable_sessions(user) if h != replaces]
         evict: list[str] = []
         if len(members) >= cap:
             members, evict = await self._make_room(user, members, cap)
         record = LedgerRecord(user_id=user.user_id, sessions=[*members, new_hash])
         return LedgerChange(user.username, record, base=ledger, evict=tuple(evict)), ledger
 
+    def _reset_ledger(self, user: UserRecord, keep: str | None) -> LedgerChange | None:
+        """The ledger after a revoke-all: just the kept session (``None`` without a cap).
+
+        Written outright in the epoch bump's commit, so that a login in flight (whose commit, once
+        lenient, carries no precondition on the user) fails on the ledger instead of evicting the kept one.
+        """
+        if not self.settings.max_sessions_per_user:
+            return None
+        record = LedgerRecord(user_id=user.user_id, sessions=[keep] if keep else [])
+        return LedgerChange(user.username, record, base=None, force=True)
+
     async def _make_ledger(self, user: UserRecord) -> Versioned[LedgerRecord]:
         """The user's first ledger: every session stored now that could still be accepted."""
-        now = self.clock()
-        stored = await self.store.list_sessions(user.user_id)
-        record = LedgerRecord(user_id=user.user_id, sessions=[h for h, s in stored if not _gone(s, user, now)])
+        record = LedgerRecord(user_id=user.user_id, sessions=await self._countable_sessions(user))
         try:
             return await self.store.create_ledger(user.username, record)
         except AlreadyExists:  # a parallel login made it first
@@ -617,14 +661,25 @@ class SessionService:
                 raise CredentialsChanged() from None
             return made
 
+    async def _countable_sessions(self, user: UserRecord) -> list[str]:
+        """The keys of the user's sessions stored now that could still be accepted (one query)."""
+        now = self.clock()
+        stored = await self.store.list_sessions(user.user_id)
+        return [h for h, s in stored if not _gone(s, user, now)]
+
     async def _make_room(self, user: UserRecord, members: list[str], cap: int) -> tuple[list[str], list[str]]:
         """Split a full ledger into the entries kept and the sessions to delete, leaving room for one more.
 
         Entries whose session is gone are dropped; sessions that can never be accepted again
         are deleted (an expired one too, so that a touch in flight cannot bring it back); then,
-        while still full, the least recently used sessions (``last_seen_at``) are ended.
+        while still full, the least recently used sessions (``last_seen_at``) are ended. Raises
+        ``CredentialsChanged`` when one of the user's sessions is at a newer epoch than ``user``.
         """
         stored = await self.store.read_sessions(members)
+        if any(s.user_id == user.user_id and s.auth_epoch > user.auth_epoch for s in stored.values()):
+            # A revoke-all re-stamped a session past the epoch this login verified: it can only lose, and
+            # must not end that session (its commit, once lenient, has no user precondition to stop it).
+            raise CredentialsChanged()
         now = self.clock()
         live = [h for h in members if h in stored and not _gone(stored[h], user, now)]
         evict = [h for h in members if h in stored and _gone(stored[h], user, now)]
@@ -781,8 +836,9 @@ class SessionService:
         """Apply a profile change, bumping ``version`` atomically.
 
         Raises ``VersionConflict`` when ``if_match`` is not the stored version,
-        including when a concurrent update got there first, and ``Unauthenticated``
-        when the caller's session was revoked meanwhile.
+        including when a concurrent update got there first, ``Unauthenticated``
+        when the caller's session was revoked meanwhile, and ``ReauthenticationRequired``
+        when it changes the email address (to a value other than the stored one).
         """
         ctx = await self._strong(ctx)
         changes: dict[str, Any] = {name: getattr(req, name) for name in req.model_fields_set}
@@ -790,6 +846,8 @@ class SessionService:
         async def write(current: Versioned[UserRecord] | None) -> ProfileOut:
             if current is None:
                 raise _revoked()
+            if "email" in changes and changes["email"] != current.record.email:
+                self._require_recent_auth(ctx)
             if if_match is not None and current.record.version != if_match:
                 raise errors.VersionConflict(f"the profile is at version {current.record.version}, not {if_match}")
             if not changes:
@@ -871,27 +929,143 @@ class SessionService:
         event("password_changed", logging.WARNING, user_id=ctx.principal.user_id, sessions_revoked=revoked)
         return result
 
+    async def reauthenticate(self, ctx: AuthContext, req: ReauthenticateRequest) -> LoginResult:
+        """Prove the password again: the caller's session is replaced by a new one with ``auth_time`` now.
+
+        The password is a guess like a login's, counted on the username's
+        failed-login counter before it is judged. The new session is opened like a
+        login's (new token, fresh deadlines, the old session's user agent) and the
+        old one deleted in the same commit, with an exists precondition on it and
+        the precondition on the user. Raises ``TooManyAttempts`` past the limit
+        (even for the right password), ``WrongCurrentPassword`` (403) when it is
+        wrong, ``Unauthenticated`` when the session was ended meanwhile, including
+        by a parallel reauthentication with the same token (only one can win).
+        """
+        ctx = await self._strong(ctx)
+        now = self.clock()
+        key = tokens.counter_key(ctx.principal.username)
+        ledger: Versioned[LedgerRecord] | None = None
+        if self.settings.max_sessions_per_user:  # the ledger is read while the guess is counted: no extra wait
+            reservation, ledger = await self.store.reserve_and_read_ledger(
+                key, now, now + self._window, ctx.principal.username
+            )
+        else:
+            reservation = await self.store.reserve_attempt(key, now, now + self._window)
+        reservation = await self._judge_attempt(reservation, now)
+        user = ctx.user
+        if not await self.passwords.verify_async(user.record.password_hash, req.password):
+            event("reauthentication_rejected", logging.WARNING, user_id=ctx.principal.user_id)
+            raise errors.WrongCurrentPassword("the password is wrong")
+        try:
+            result = await self._open_session(
+                user,
+                ctx.session.user_agent,
+                changes=lambda _: None,
+                reread=lambda: self._still_allowed(ctx),
+                reservation=reservation,
+                ledger=ledger,
+                replaces=ctx.token_hash,
+            )
+        except CredentialsChanged:
+            raise _revoked() from None
+        finally:
+            self._forget(ctx.token_hash)
+        event(
+            "reauthenticated",
+            user_id=ctx.principal.user_id,
+            sid=tokens.log_id(ctx.token_hash),
+            new_sid=tokens.log_id(tokens.hash_token(result.token)),
+        )
+        return result
+
+    def _require_recent_auth(self, ctx: AuthContext) -> None:
+        """Raise ``ReauthenticationRequired`` unless the password was proved within ``SESSION_REAUTH_SECONDS``.
+
+        Call it on a ``ctx`` from ``_strong``. A cached ``auth_time`` would do as well: a
+        session's ``auth_time`` never changes (a reauthentication makes a new session), but
+        every caller reads the session again anyway, for its own reasons.
+        """
+        if self.clock() - ctx.session.auth_time > self._reauth:
+            event("reauthentication_required", user_id=ctx.principal.user_id, sid=tokens.log_id(ctx.token_hash))
+            raise errors.ReauthenticationRequired(self.settings.reauth_seconds)
+
     # --- sessions --------------------------------------------------------------------------
 
-    async def list_sessions(self, ctx: AuthContext) -> SessionsOut:
-        """The caller's live sessions, newest first."""
+    async def list_sessions(
+        self, ctx: AuthContext, *, limit: int = DEFAULT_PAGE_SIZE, after: tuple[datetime, str] | None = None
+    ) -> SessionsOut:
+        """One page of the caller's live sessions, newest first, and the token of the next page (or ``None``).
+
+        Raises ``ReauthenticationRequired`` (the list shows the other sessions).
+
+        ``after``: the position a page token names (``page_position``).
+        """
         ctx = await self._strong(ctx)
-        sessions = await self.live_sessions(ctx.user.record)
-        return SessionsOut(sessions=[session_out(s, current=h == ctx.token_hash) for h, s in sessions])
+        self._require_recent_auth(ctx)
+        sessions, next_token = await self.live_sessions_page(ctx.user.record, limit=limit, after=after)
+        return SessionsOut(
+            sessions=[session_out(s, current=h == ctx.token_hash) for h, s in sessions], next_page_token=next_token
+        )
+
+    @staticmethod
+    def page_position(page_token: str | None) -> tuple[datetime, str] | None:
+        """The position a sessions page token names; raises ``InvalidRequest`` for one that is not such a token."""
+        if page_token is None:
+            return None
+        try:
+            return pages.decode_sessions(page_token)
+        except pages.BadPageToken:
+            raise errors.InvalidRequest(
+                [{"loc": ["query", "page_token"], "msg": "not a page token of this listing; start again without it"}]
+            ) from None
 
     async def live_sessions(self, user: UserRecord) -> list[tuple[str, SessionRecord]]:
         """The user's sessions that ``authenticate`` would accept now, newest first, with their keys."""
         now = self.clock()
         return [(h, s) for h, s in await self.store.list_sessions(user.user_id) if _is_live(s, user, now) is None]
 
+    async def live_sessions_page(
+        self, user: UserRecord, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> tuple[list[tuple[str, SessionRecord]], str | None]:
+        """Up to ``limit`` of the user's live sessions after position ``after``, and the next page's token.
+
+        Liveness is judged after the query, so the store is read in rounds of
+        ``limit + 1`` documents until the page holds ``limit`` live sessions and one
+        more live one is known to follow, or the documents run out: a page is short
+        only when it is the last, and a next token always leads to a non-empty page
+        (as of the read). Dead documents (expired but not yet removed by TTL, revoked)
+        cost a read each but never fill a page.
+        """
+        now = self.clock()
+        live: list[tuple[str, SessionRecord]] = []
+        position = after
+        while len(live) <= limit:
+            batch = await self.store.list_sessions(user.user_id, limit=limit + 1, after=position)
+            for h, s in batch:
+                if _is_live(s, user, now) is None:
+                    live.append((h, s))
+                    if len(live) > limit:
+                        break
+            if len(batch) < limit + 1:
+                break
+            last = batch[-1][1]
+            position = (last.created_at, last.public_id)
+        if len(live) <= limit:
+            return live, None
+        last = live[limit - 1][1]
+        return live[:limit], pages.encode_sessions(last.created_at, last.public_id)
+
     async def revoke_session(self, ctx: AuthContext, session_id: str) -> bool:
         """Revoke one of the caller's sessions by public id; True if it was the current one.
 
-        Raises ``NotFound`` for an unknown id or another user's.
+        Raises ``NotFound`` for an unknown id or another user's, ``ReauthenticationRequired``
+        for any but the current session (decided before the lookup: no answer about other ids).
         """
         if not tokens.is_public_id(session_id):
             raise errors.NotFound("no such session")
         ctx = await self._strong(ctx)
+        if session_id != ctx.session.public_id:
+            self._require_recent_auth(ctx)
         found = await self.store.find_session(session_id)
         if found is None or found[1].user_id != ctx.principal.user_id:
             raise errors.NotFound("no such session")
@@ -909,9 +1083,11 @@ class SessionService:
         current session in the same commit when it stays): that last write is the
         moment the revocation takes effect, so a session committed by a login that
         read the user before it, even after the deletion, is void. Raises
-        ``Unauthenticated`` when the caller's own session was ended meanwhile.
+        ``Unauthenticated`` when the caller's own session was ended meanwhile, and
+        ``ReauthenticationRequired``.
         """
         ctx = await self._strong(ctx)
+        self._require_recent_auth(ctx)
         keep = None if include_current else ctx.token_hash
         # Only what the caller's epoch covers: a password change that committed meanwhile opened a newer session.
         revoked = await self.store.delete_user_sessions(
@@ -926,6 +1102,7 @@ class SessionService:
                 current,
                 {"auth_epoch": epoch, "updated_at": self.clock()},
                 session_changes=(keep, {"auth_epoch": epoch}) if keep else None,
+                ledger=self._reset_ledger(current.record, keep),
             )
 
         first: Versioned[UserRecord] | None = ctx.user
@@ -967,7 +1144,9 @@ def _profile_out(user: UserRecord, session: SessionRecord) -> ProfileOut:
         email=user.email,
         permissions=user.permissions,
         version=user.version,
-        session=SessionInfo(logged_in_at=session.created_at, expires_at=session.expires_at),
+        session=SessionInfo(
+            logged_in_at=session.created_at, expires_at=session.expires_at, auth_time=session.auth_time
+        ),
     )
 
 

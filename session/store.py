@@ -37,6 +37,8 @@ LEDGER_DOCUMENT = "sessions"
 T = TypeVar("T")
 # The subcollection of a user document that holds its trusted devices (deleted with the user's subcollections).
 DEVICES = "devices"
+# Documents per commit of a bulk write (Firestore allows 500 writes per commit; stay well below).
+BATCH = 400
 
 
 class StoreError(Exception):
@@ -326,6 +328,12 @@ class Store(Protocol):
         """The user's session ledger, with the version it was read at."""
         ...
 
+    async def reserve_and_read_ledger(
+        self, key: str, now: datetime, expires_at: datetime, username: str
+    ) -> tuple[Reservation, Versioned[LedgerRecord] | None]:
+        """``reserve_attempt`` and ``read_ledger`` in one round trip (a reauthentication)."""
+        ...
+
     async def create_ledger(self, username: str, record: LedgerRecord) -> Versioned[LedgerRecord]:
         """Insert the user's session ledger; ``AlreadyExists`` when there is one (atomic)."""
         ...
@@ -334,8 +342,16 @@ class Store(Protocol):
         """The sessions of these keys that exist, by key (one round trip)."""
         ...
 
-    async def list_sessions(self, user_id: str) -> list[tuple[str, SessionRecord]]:
-        """A user's session documents with their keys, newest first (expired ones too)."""
+    async def list_sessions(
+        self, user_id: str, *, limit: int | None = None, after: tuple[datetime, str] | None = None
+    ) -> list[tuple[str, SessionRecord]]:
+        """A user's session documents with their keys, newest first (expired ones too).
+
+        The order is total: ``created_at`` descending, then ``public_id`` descending, so
+        sessions sharing a timestamp are neither skipped nor repeated across pages.
+        ``limit``: at most that many; ``after``: only those after the ``(created_at,
+        public_id)`` position in that order (the last one of a previous page).
+        """
         ...
 
     async def find_session(self, public_id: str) -> tuple[str, SessionRecord] | None:
@@ -352,8 +368,11 @@ class Store(Protocol):
         changes: dict[str, Any],
         *,
         session_changes: tuple[str, dict[str, Any]] | None = None,
+        ledger: LedgerChange | None = None,
     ) -> Versioned[UserRecord]:
         """Apply ``changes`` only if the user is still at ``current``'s version, with ``session_changes`` atomically.
+
+        ``ledger``, if given, is written in the same commit (as in ``create_session``).
 
         ``PreconditionFailed`` when the user changed or vanished, or the session vanished; then nothing is written.
         """
@@ -371,16 +390,17 @@ class Store(Protocol):
         release_also: Reservation | None = None,
         device: tuple[str, DeviceRecord] | None = None,
         ledger: LedgerChange | None = None,
+        replaces: str | None = None,
     ) -> None:
         """Insert a session only if ``user`` (if given) is unchanged, applying ``user_changes`` atomically with it.
 
         ``clear`` deletes that counter, only if unchanged since it; ``release`` (and ``release_also``,
-        another counter) takes one off it, if it still exists; ``device`` (its hash and record) is written
-        under the session's user; all in the same write. Without ``user_changes``, the user's version must
-        not change (parallel logins must not collide). ``ledger`` is written in the same commit, only if
-        unchanged since its ``base`` (unless ``force``), and its ``evict`` sessions deleted.
-        ``PreconditionFailed`` when the user, the counter or the ledger changed (or a counter to
-        release is gone); then nothing is written.
+        another counter) takes one off it, if it still exists; ``replaces`` deletes that session, only if it
+        still exists; ``device`` (its hash and record) is written under the session's user; all in the same
+        write. Without ``user_changes``, the user's version must not change (parallel logins must not
+        collide). ``ledger`` is written in the same commit, only if unchanged since its ``base`` (unless
+        ``force``), and its ``evict`` sessions deleted. ``PreconditionFailed`` when the user, the counter or
+        the ledger changed (or a counter to release, or the session replaced, is gone); then nothing is written.
         """
         ...
 
@@ -397,6 +417,56 @@ class Store(Protocol):
 
         Returns how many.
         """
+        ...
+
+    async def list_users(self, limit: int, after: str | None = None) -> list[UserRecord]:
+        """At most ``limit`` users in username (document id) order, only those after ``after`` if given."""
+        ...
+
+    async def list_usernames(self, limit: int, after: str | None = None) -> list[str]:
+        """``list_users``' usernames alone: no user document is parsed (a corrupt one does not stop a sweep)."""
+        ...
+
+    async def read_users(self, usernames: list[str]) -> dict[str, UserRecord]:
+        """The users of ``usernames`` that exist, by username (one round trip)."""
+        ...
+
+    async def bump_epochs(self, usernames: list[str], now: datetime) -> int:
+        """Add one to the ``auth_epoch`` of each user (a server-side increment, no precondition).
+
+        Sets ``updated_at`` to ``now``. A user that does not exist (any more) is skipped, never
+        created. Returns how many were bumped. Atomic per user, not across users.
+        """
+        ...
+
+    async def scan_sessions(self, limit: int, after: str | None = None) -> list[tuple[str, SessionRecord]]:
+        """At most ``limit`` session documents of every user in key (document id) order, after key ``after``."""
+        ...
+
+    async def delete_sessions(self, keys: list[str]) -> int:
+        """Delete these sessions (missing ones are not an error), in bounded batches; returns how many keys."""
+        ...
+
+    async def delete_username_sessions(self, username: str) -> int:
+        """Delete every session document naming ``username``, whatever its user id; returns how many."""
+        ...
+
+    async def delete_user(self, current: Versioned[UserRecord]) -> None:
+        """Delete the user document, only if it is still at ``current``'s version; else ``PreconditionFailed``.
+
+        Its subcollections are left alone: ``delete_user_descendants`` removes them.
+        """
+        ...
+
+    async def delete_user_descendants(self, username: str) -> int:
+        """Delete every document in every subcollection (at any depth) under the user document ``username``.
+
+        Works whether or not the user document itself exists. Returns how many were deleted.
+        """
+        ...
+
+    async def delete_attempts(self, key: str) -> None:
+        """Delete failed-login counter ``key``; a missing one is not an error."""
         ...
 
     async def close(self) -> None:
@@ -575,6 +645,20 @@ class FirestoreStore:
         )
         return reservation, user, ledger
 
+    async def reserve_and_read_ledger(
+        self, key: str, now: datetime, expires_at: datetime, username: str
+    ) -> tuple[Reservation, Versioned[LedgerRecord] | None]:
+        """Count one guess on counter ``key`` and read the user's ledger, in one round trip."""
+        reserve = asyncio.ensure_future(self.reserve_attempt(key, now, expires_at))
+        try:
+            ledger = await self.read_ledger(username)
+        finally:
+            reservation = await reserve
+        ops = current_ops.get()
+        if ops is not None:
+            ops.round_trips -= 1  # the two calls overlapped: one wait, not two
+        return reservation, ledger
+
     async def read_ledger(self, username: str) -> Versioned[LedgerRecord] | None:
         ref = self._ledger(username)
         return self._versioned(LedgerRecord, (await self._get_all([ref])).get(ref.path))
@@ -606,8 +690,15 @@ class FirestoreStore:
         assert snap.update_time is not None
         return Versioned(_parse(model, _data(snap), snap.reference.path), snap.update_time)
 
-    async def list_sessions(self, user_id: str) -> list[tuple[str, SessionRecord]]:
-        """A user's session documents, newest first (expired ones included)."""
+    async def list_sessions(
+        self, user_id: str, *, limit: int | None = None, after: tuple[datetime, str] | None = None
+    ) -> list[tuple[str, SessionRecord]]:
+        """A user's session documents, newest first (expired ones included), from ``after`` on, at most ``limit``.
+
+        Ordered by ``created_at`` then ``public_id``, both descending (a total order:
+        the public id is unique). The page position is the ordering fields themselves,
+        so a cursor never needs the document id (the token's hash).
+        """
         from google.cloud.firestore import FieldFilter, Query
 
         collection = self._settings.sessions_collection
@@ -616,8 +707,15 @@ class FirestoreStore:
             .collection(collection)
             .where(filter=FieldFilter("user_id", "==", user_id))
             .order_by("created_at", direction=Query.DESCENDING)
+            .order_by("public_id", direction=Query.DESCENDING)
         )
-        self.recorded.shapes.add(QueryShape(collection, ("user_id",), (("created_at", "DESCENDING"),)))
+        if after is not None:
+            query = query.start_after({"created_at": after[0], "public_id": after[1]})
+        if limit is not None:
+            query = query.limit(limit)
+        self.recorded.shapes.add(
+            QueryShape(collection, ("user_id",), (("created_at", "DESCENDING"), ("public_id", "DESCENDING")))
+        )
         async with self._guard():
             snaps = await query.get(retry=self._retry, timeout=self._deadline)
         _count(round_trips=1, reads=max(1, len(snaps)))
@@ -659,17 +757,20 @@ class FirestoreStore:
         changes: dict[str, Any],
         *,
         session_changes: tuple[str, dict[str, Any]] | None = None,
+        ledger: LedgerChange | None = None,
     ) -> Versioned[UserRecord]:
         """Apply ``changes`` only if the user is unchanged since ``current`` was read.
 
         With ``session_changes`` (a token hash and its changes), that existing session
-        is updated in the same atomic commit. Raises ``PreconditionFailed`` when the
-        user changed or vanished, or the session vanished.
+        is updated in the same atomic commit; so is ``ledger`` (as in ``create_session``).
+        Raises ``PreconditionFailed`` when the user changed or vanished, or the session vanished.
         """
         batch = self.client().batch()
         batch.update(self._users(current.record.username), changes, option=self._precondition_time(current.update_time))
         if session_changes is not None:
             batch.update(self._sessions(session_changes[0]), session_changes[1])
+        if ledger is not None:
+            self._write_ledger(batch, ledger)
         results = await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
         _count(round_trips=1, writes=len(results))
         record = current.record.model_copy(update=changes)
@@ -687,6 +788,7 @@ class FirestoreStore:
         release_also: Reservation | None = None,
         device: tuple[str, DeviceRecord] | None = None,
         ledger: LedgerChange | None = None,
+        replaces: str | None = None,
     ) -> None:
         """Insert a session only if its user is unchanged since ``user`` was read, in one commit.
 
@@ -698,7 +800,9 @@ class FirestoreStore:
         counted on it since; ``release`` takes one off it (``update`` with its
         implicit exists precondition). ``ledger`` is updated with a precondition on its
         ``base`` (set outright when ``force``), and its ``evict`` sessions deleted, in the same
-        commit. Raises ``PreconditionFailed`` (the user, the counter or the ledger changed) or
+        commit. ``replaces`` (a rotation) deletes that session with an exists precondition: of
+        two rotations of one session, only one can commit. Raises ``PreconditionFailed`` (the
+        user, the counter or the ledger changed, the replaced session is gone) or
         ``AlreadyExists`` (the session, when a resent commit had landed).
         """
         from google.cloud.firestore import Increment
@@ -719,18 +823,10 @@ class FirestoreStore:
             batch.update(self._attempts(release_also.key), {"count": Increment(-1)})
         if device is not None:
             batch.set(self._device(record.username, device[0]), device[1].model_dump())
+        if replaces is not None:
+            batch.delete(self._sessions(replaces), option=self.client().write_option(exists=True))
         if ledger is not None:
-            data = ledger.record.model_dump()
-            if ledger.force:
-                batch.set(self._ledger(ledger.username), data)
-            elif ledger.base is None:  # create_ledger makes it first: a set here could undo another login's entry
-                raise ValueError("a ledger change needs the ledger it was based on, or force")
-            else:
-                batch.update(
-                    self._ledger(ledger.username), data, option=self._precondition_time(ledger.base.update_time)
-                )
-            for evicted in ledger.evict:
-                batch.delete(self._sessions(evicted))
+            self._write_ledger(batch, ledger)
         await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
         _count(
             round_trips=1,
@@ -740,8 +836,22 @@ class FirestoreStore:
             + int(release_also is not None)
             + int(device is not None)
             + int(ledger is not None),
-            deletes=int(clear is not None) + (len(ledger.evict) if ledger is not None else 0),
+            deletes=int(clear is not None)
+            + int(replaces is not None)
+            + (len(ledger.evict) if ledger is not None else 0),
         )
+
+    def _write_ledger(self, batch: Any, ledger: LedgerChange) -> None:
+        """Add ``ledger`` to ``batch``: under a precondition on its ``base`` (outright if ``force``), with evictions."""
+        data = ledger.record.model_dump()
+        if ledger.force:
+            batch.set(self._ledger(ledger.username), data)
+        elif ledger.base is None:  # create_ledger makes it first: a set here could undo another login's entry
+            raise ValueError("a ledger change needs the ledger it was based on, or force")
+        else:
+            batch.update(self._ledger(ledger.username), data, option=self._precondition_time(ledger.base.update_time))
+        for evicted in ledger.evict:
+            batch.delete(self._sessions(evicted))
 
     async def touch_session(self, token_hash: str, last_seen_at: datetime, expires_at: datetime) -> bool:
         """Extend a session's idle deadline. False if it was deleted meanwhile: never recreates it.
@@ -794,13 +904,162 @@ class FirestoreStore:
             for s in snaps
             if s.id != keep and (up_to_epoch is None or int((_data(s) or {}).get("auth_epoch", 0)) <= up_to_epoch)
         ]
-        for start in range(0, len(refs), 400):
+        return await self._delete_in_batches(refs)
+
+    async def _delete_in_batches(self, refs: list[AsyncDocumentReference]) -> int:
+        """Delete ``refs``, ``BATCH`` per commit (a missing document is not an error); returns ``len(refs)``."""
+        for start in range(0, len(refs), BATCH):
             batch = self.client().batch()
-            for ref in refs[start : start + 400]:
+            chunk = refs[start : start + BATCH]
+            for ref in chunk:
                 batch.delete(ref)
             await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
-            _count(round_trips=1, deletes=len(refs[start : start + 400]))
+            _count(round_trips=1, deletes=len(chunk))
         return len(refs)
+
+    async def list_users(self, limit: int, after: str | None = None) -> list[UserRecord]:
+        """Users in document id (username) order, after ``after``: the built-in name index, no composite one."""
+        collection = self._settings.users_collection
+        query = self.client().collection(collection).order_by("__name__").limit(limit)
+        if after is not None:
+            query = query.start_after({"__name__": after})
+        self.recorded.shapes.add(QueryShape(collection, (), (("__name__", "ASCENDING"),)))
+        async with self._guard():
+            snaps = await query.get(retry=self._retry, timeout=self._deadline)
+        _count(round_trips=1, reads=max(1, len(snaps)))
+        return [_parse(UserRecord, _data(s), s.reference.path) for s in snaps]
+
+    async def list_usernames(self, limit: int, after: str | None = None) -> list[str]:
+        """Usernames in document id order, after ``after``.
+
+        A keys-only projection (``__name__``, as the library's own recursive delete uses): only names travel.
+        """
+        collection = self._settings.users_collection
+        query = self.client().collection(collection).order_by("__name__").select(["__name__"]).limit(limit)
+        if after is not None:
+            query = query.start_after({"__name__": after})
+        self.recorded.shapes.add(QueryShape(collection, (), (("__name__", "ASCENDING"),)))
+        async with self._guard():
+            snaps = await query.get(retry=self._retry, timeout=self._deadline)
+        _count(round_trips=1, reads=max(1, len(snaps)))
+        return [s.id for s in snaps]
+
+    async def read_users(self, usernames: list[str]) -> dict[str, UserRecord]:
+        """The existing users of ``usernames``, read in one batched get."""
+        if not usernames:
+            return {}
+        bound = self._bound()
+        snaps = await self._get_all([bound.users.document(name) for name in dict.fromkeys(usernames)], bound.client)
+        found = {}
+        for snap in snaps.values():
+            versioned = self._versioned(UserRecord, snap)
+            if versioned is not None:
+                found[snap.id] = versioned.record
+        return found
+
+    async def bump_epochs(self, usernames: list[str], now: datetime) -> int:
+        """One commit of ``Increment(1)`` updates, ``BATCH`` users per commit.
+
+        ``update`` carries an exists precondition, so a deleted user is never recreated;
+        but one missing user fails its whole batch, which is then done one user at a time.
+        """
+        from google.cloud.firestore import Increment
+
+        changes = {"auth_epoch": Increment(1), "updated_at": now}
+        bumped = 0
+        for start in range(0, len(usernames), BATCH):
+            chunk = usernames[start : start + BATCH]
+            batch = self.client().batch()
+            for name in chunk:
+                batch.update(self._users(name), changes)
+            try:
+                await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
+                bumped += len(chunk)
+                continue
+            except PreconditionFailed:
+                pass
+            finally:
+                _count(round_trips=1, writes=len(chunk))
+            for name in chunk:
+                try:
+                    await self._call(self._users(name).update(changes, retry=self._write_retry, timeout=self._deadline))
+                    bumped += 1
+                except PreconditionFailed:  # deleted meanwhile: nothing to end
+                    pass
+                finally:
+                    _count(round_trips=1, writes=1)
+        return bumped
+
+    async def scan_sessions(self, limit: int, after: str | None = None) -> list[tuple[str, SessionRecord]]:
+        """Session documents of every user in document id order, after ``after``."""
+        collection = self._settings.sessions_collection
+        query = self.client().collection(collection).order_by("__name__").limit(limit)
+        if after is not None:
+            query = query.start_after({"__name__": after})
+        self.recorded.shapes.add(QueryShape(collection, (), (("__name__", "ASCENDING"),)))
+        async with self._guard():
+            snaps = await query.get(retry=self._retry, timeout=self._deadline)
+        _count(round_trips=1, reads=max(1, len(snaps)))
+        return [(s.id, _parse(SessionRecord, _data(s), s.reference.path)) for s in snaps]
+
+    async def delete_sessions(self, keys: list[str]) -> int:
+        """Delete the sessions of ``keys`` in batches of ``BATCH``."""
+        return await self._delete_in_batches([self._sessions(k) for k in keys])
+
+    async def delete_username_sessions(self, username: str) -> int:
+        """Delete every session document whose ``username`` is ``username`` (the automatic single-field index)."""
+        from google.cloud.firestore import FieldFilter
+
+        collection = self._settings.sessions_collection
+        query = (
+            self.client()
+            .collection(collection)
+            .where(filter=FieldFilter("username", "==", username))
+            .select(["__name__"])
+        )
+        self.recorded.shapes.add(QueryShape(collection, ("username",)))
+        async with self._guard():
+            snaps = await query.get(retry=self._retry, timeout=self._deadline)
+        _count(round_trips=1, reads=max(1, len(snaps)))
+        return await self._delete_in_batches([s.reference for s in snaps])
+
+    async def delete_user(self, current: Versioned[UserRecord]) -> None:
+        """Delete the user document if it is unchanged since ``current`` was read; else ``PreconditionFailed``."""
+        ref = self._users(current.record.username)
+        option = self._precondition_time(current.update_time)
+        try:
+            await self._call(ref.delete(option=option, retry=self._write_retry, timeout=self._deadline))
+        finally:
+            _count(round_trips=1, deletes=1)
+
+    async def delete_user_descendants(self, username: str) -> int:
+        """Delete every document below ``users/{username}``, depth first, ``BATCH`` per commit.
+
+        Firestore has no cascading delete: each subcollection is found with
+        ``collections()`` (which works on a missing document too) and each of its
+        documents, including "missing" ones that only hold subcollections, with
+        ``list_documents()``.
+        """
+        return await self._delete_below(self._users(username))
+
+    async def _delete_below(self, ref: AsyncDocumentReference) -> int:
+        deleted = 0
+        async with self._guard():
+            collections = [c async for c in ref.collections(retry=self._retry, timeout=self._deadline)]
+        _count(round_trips=1)
+        for collection in collections:
+            async with self._guard():
+                docs = [d async for d in collection.list_documents(retry=self._retry, timeout=self._deadline)]
+            _count(round_trips=1, reads=max(1, len(docs)))
+            for doc in docs:
+                deleted += await self._delete_below(doc)
+            deleted += await self._delete_in_batches(docs)
+        return deleted
+
+    async def delete_attempts(self, key: str) -> None:
+        """Delete counter ``key``; a missing one is not an error."""
+        await self._call(self._attempts(key).delete(retry=self._write_retry, timeout=self._deadline))
+        _count(round_trips=1, deletes=1)
 
     async def reserve_attempt(self, key: str, now: datetime, expires_at: datetime) -> Reservation:
         """Count one guess on counter ``key`` and return the count this guess got, atomically (``reserve_attempts``)."""

@@ -157,6 +157,7 @@ def test_profile_with_bearer_and_with_cookie(client: TestClient) -> None:
     assert body["session"] == {
         "logged_in_at": response.json()["logged_in_at"],
         "expires_at": response.json()["expires_at"],
+        "auth_time": response.json()["logged_in_at"],  # the login proved the password
     }
     # The TestClient's cookie jar holds the __session cookie from the login response (https base URL).
     by_cookie = client.get("/profile")

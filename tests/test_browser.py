@@ -831,3 +831,72 @@ def test_a_session_revoked_elsewhere_returns_the_page_to_login(
         mine.close()
         theirs.close()
     assert origins.not_found() == []
+
+
+@pytest.mark.parametrize("server_env", [{"SESSION_REAUTH_SECONDS": "5"}], ids=["reauth-5s"])
+def test_the_page_asks_for_the_password_then_retries(playwright_browser: Any, origins: Origins, shots: Shots) -> None:
+    """A 403 `reauthentication_required` opens the in-page password form; the right password retries the action."""
+    import time
+
+    from playwright.sync_api import expect
+
+    _register(origins.api)
+    context = playwright_browser.new_context()
+    requests: list[str] = []
+    context.on("request", lambda r: requests.append(f"{r.method} {r.url.split('/', 3)[3]}"))
+    try:
+        page = _logged_in_page(context, origins.api + "/")
+        other = _other_device(origins.api)
+        page.click("#sessions-button")
+        rows = _rows(page, 2)
+        (old_cookie,) = _session_cookies(context)
+        other_row = next(r for r in rows if "(this browser)" not in r.inner_text())
+        time.sleep(6)  # the password was typed more than SESSION_REAUTH_SECONDS ago
+
+        other_row.locator("button.revoke").click()
+        assert _problem(page)[0] == "Re-enter your password to continue"
+        assert (
+            _hint(page)
+            == "For this, confirm it is you: type your password (it is asked again 5 seconds after you last typed it)."
+        )
+        expect(page.locator("#reauth-form")).to_be_visible()
+        assert page.evaluate("document.activeElement.name") == "password"
+        assert _alive(origins.api, other)
+        shots(page, "password-asked")
+
+        page.fill("#reauth-form input[name=password]", "not my password")
+        page.click("#reauth-button")
+        assert _problem(page)[0] == "The current password is wrong"
+        assert _hint(page).startswith("The password you typed is not right, so nothing was done.")
+        expect(page.locator("#reauth-form")).to_be_visible()
+        assert _alive(origins.api, other)
+        shots(page, "wrong-password")
+
+        requests.clear()
+        page.fill("#reauth-form input[name=password]", PASSWORD)
+        page.click("#reauth-button")
+        page.wait_for_selector("text=revoked.")
+        expect(page.locator("#reauth-section")).to_be_hidden()
+        assert not _alive(origins.api, other)
+        # One reauthentication, then the one failed request again, then the refreshed list.
+        delete = [r for r in requests if r.startswith("DELETE ")]
+        assert requests[0] == "POST reauthenticate" and len(delete) == 1, requests
+        (new_cookie,) = _session_cookies(context)
+        assert new_cookie["value"] != old_cookie["value"]  # the token was rotated: a new cookie
+        assert not _alive(origins.api, old_cookie["value"])
+        rows = _rows(page, 1)
+        assert "(this browser)" in rows[0].inner_text()
+        assert page.inner_text("#status") == "Logged in as alice"
+        shots(page, "retried")
+
+        # Cancel: nothing is done, and the form goes away.
+        time.sleep(6)
+        page.click("#revoke-others-button")
+        page.wait_for_selector("#reauth-section:not([hidden])")
+        page.click("#reauth-cancel-button")
+        page.wait_for_selector("text=Nothing was done.")
+        expect(page.locator("#reauth-section")).to_be_hidden()
+        shots(page, "cancelled")
+    finally:
+        context.close()
+    assert origins.not_found() == []

@@ -34,7 +34,7 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ({"SESSION_TTL_SECONDS": "a day"}, "SESSION_TTL_SECONDS", "got 'a day'"),
     ({"SESSION_IDLE_SECONDS": "Infinity"}, "SESSION_IDLE_SECONDS", "a finite number"),
     ({"SESSION_IDLE_SECONDS": "90000"}, "SESSION_IDLE_SECONDS", "at most SESSION_TTL_SECONDS (86400)"),
-    ({"SESSION_TOUCH_SECONDS": "7200"}, "SESSION_TOUCH_SECONDS", "less than SESSION_IDLE_SECONDS (7200)"),
+    ({"SESSION_TOUCH_SECONDS": "3600"}, "SESSION_TOUCH_SECONDS", "less than SESSION_IDLE_SECONDS (3600)"),
     ({"SESSION_TOUCH_SECONDS": "-1"}, "SESSION_TOUCH_SECONDS", "at least 0"),
     ({"SESSION_TOUCH_SECONDS": "nan"}, "SESSION_TOUCH_SECONDS", "a finite number"),
     ({"SESSION_LOGIN_WINDOW_SECONDS": "1e12"}, "SESSION_LOGIN_WINDOW_SECONDS", "at most 2592000 (30 days)"),
@@ -49,6 +49,9 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ({"SESSION_ADDRESS_WINDOW_SECONDS": "0"}, "SESSION_ADDRESS_WINDOW_SECONDS", "at least 1"),
     ({"SESSION_CLIENT_IP_HEADER": "X-Forwarded-For:"}, "SESSION_CLIENT_IP_HEADER", "a header name"),
     ({"SESSION_CLIENT_IP_HOPS": "0"}, "SESSION_CLIENT_IP_HOPS", "at least 1 and at most 10"),
+    ({"SESSION_REAUTH_SECONDS": "0"}, "SESSION_REAUTH_SECONDS", "at least 1 and at most 86400"),
+    ({"SESSION_REAUTH_SECONDS": "86401"}, "SESSION_REAUTH_SECONDS", "at most 86400 (1 days)"),
+    ({"SESSION_REAUTH_SECONDS": "1.5"}, "SESSION_REAUTH_SECONDS", "got '1.5'"),
     ({"SESSION_FIRESTORE_TIMEOUT_SECONDS": "0.001"}, "SESSION_FIRESTORE_TIMEOUT_SECONDS", "at least 0.5"),
     ({"SESSION_FIRESTORE_TIMEOUT_SECONDS": "inf"}, "SESSION_FIRESTORE_TIMEOUT_SECONDS", "at most 60"),
     ({"SESSION_ARGON2_MEMORY_KIB": "1024"}, "SESSION_ARGON2_MEMORY_KIB", "at least 19456 and at most 262144"),
@@ -111,7 +114,7 @@ def test_every_invalid_variable_gets_its_own_line() -> None:
 @pytest.mark.parametrize(
     ("env", "ttl", "idle", "touch"),
     [
-        ({}, 86400, 7200, 60),
+        ({}, 86400, 3600, 60),  # NIST SP 800-63B-4 AAL2: idle at most 1 hour, reauthentication every 24 hours
         ({"SESSION_TTL_SECONDS": "1.5"}, 1.5, 1.5, 0.75),  # shortening the lifetime alone is enough
         ({"SESSION_TTL_SECONDS": "3600"}, 3600, 3600, 60),
         ({"SESSION_IDLE_SECONDS": "30"}, 86400, 30, 15),
@@ -139,8 +142,10 @@ def test_valid_values_at_the_edges() -> None:
             "SESSION_ARGON2_MEMORY_KIB": "262144",
             "SESSION_ARGON2_TIME_COST": "10",
             "SESSION_LOGIN_WINDOW_SECONDS": str(30 * DAY),
+            "SESSION_REAUTH_SECONDS": str(DAY),
         }
     )
+    assert settings.reauth_seconds == DAY
     assert settings.allowed_origins == ("https://app.example.com", "http://127.0.0.1:8080")
     assert settings.page_api_origin == "https://api.example.com:8443"
     assert settings.cookie_name == "__Host-session"

@@ -29,7 +29,7 @@ from deploy_support import (
 
 from session.config import VARIABLES
 
-ENTRY_POINTS = ["register", "login", "profile", "logout", "sessions"]
+ENTRY_POINTS = ["register", "login", "profile", "logout", "sessions", "reauthenticate"]
 ORIGINS = "https://app.example.com,https://admin.example.com"
 NO_ACCOUNT = "You do not currently have an active account selected"
 

@@ -116,3 +116,15 @@ def test_a_burst_past_a_small_cap_over_two_instances(make_client: AppFactory, pr
         alive = _alive(clients[1], [token for _, token in results if token])
         assert len(alive) == 2, f"trial {trial}: {len(alive)} alive"
         assert _stored_sessions(project, _user_id(clients[1], alive[0])) == 2
+
+
+def test_a_reauthentication_takes_the_place_of_the_session_it_ends(make_client: AppFactory) -> None:
+    client = make_client(SESSION_MAX_PER_USER="2")
+    register(client)
+    a, b = login(client), login(client)
+    response = client.post("/reauthenticate", headers=bearer(a), json={"password": PASSWORD})
+    assert response.status_code == 200
+    a2 = response.json()["token"]
+    assert _alive(client, [a, b, a2]) == [b, a2]  # the rotation ended nothing but the session it replaced
+    c = login(client)
+    assert _alive(client, [b, a2, c]) == [a2, c]  # b is the least recently used of the two

@@ -240,6 +240,26 @@ class StoreContract:
         assert runner.run(store.read_attempts(k)) is None  # not recreated
         assert runner.run(store.read_auth("alice", h)) == (None, alice)
 
+    def test_create_session_replacing_one_deletes_it_in_the_same_write(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        old, new = token_hash(), token_hash()
+        runner.run(store.create_session(old, session_record(alice.record), user=alice))
+        runner.run(store.create_session(new, session_record(alice.record), user=alice, replaces=old))
+        assert runner.run(store.read_auth("alice", old)) == (None, alice)
+        assert runner.run(store.read_auth("alice", new))[0] is not None
+
+    def test_create_session_replacing_a_gone_one_raises_and_writes_nothing(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        old, first, second = token_hash(), token_hash(), token_hash()
+        runner.run(store.create_session(old, session_record(alice.record), user=alice))
+        runner.run(store.create_session(first, session_record(alice.record), user=alice, replaces=old))
+        with pytest.raises(PreconditionFailed):  # a second rotation of the same session
+            runner.run(store.create_session(second, session_record(alice.record), user=alice, replaces=old))
+        assert runner.run(store.read_auth("alice", second)) == (None, alice)
+        assert runner.run(store.read_auth("alice", old)) == (None, alice)  # not recreated
+
     def test_create_session_without_a_user_checks_no_user(self, store: Store, runner: asyncio.Runner) -> None:
         h, record = token_hash(), session_record(user_record("carol"))
         runner.run(store.create_session(h, record, user=None))
@@ -535,6 +555,16 @@ class StoreContract:
         ledger = runner.run(store.read_ledger("alice"))
         assert ledger is not None and ledger.record.sessions == [h]
 
+    def test_reserve_and_read_ledger_counts_and_reads_the_ledger(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        k = key()
+        made = runner.run(store.create_ledger("alice", LedgerRecord(user_id="u-alice")))
+        reservation, ledger = runner.run(store.reserve_and_read_ledger(k, NOW, EXPIRES, "alice"))
+        assert (reservation.count, ledger) == (1, made)
+        reservation, ledger = runner.run(store.reserve_and_read_ledger(k, NOW, EXPIRES, "nobody"))
+        assert (reservation.count, ledger) == (2, None)
+
     def test_reserve_and_read_account_counts_and_reads_user_and_ledger(
         self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
     ) -> None:
@@ -551,6 +581,125 @@ class StoreContract:
         reservation = runner.run(store.reserve_attempt(k, NOW, EXPIRES))
         assert runner.run(store.read_attempts(k)) == reservation
         assert runner.run(store.read_attempts(k)) == reservation
+
+    # --- pages and the admin's sweeps (issue 14) ----------------------------------------------
+
+    def test_list_sessions_pages_in_a_total_order_when_timestamps_tie(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        # Five sessions, four of them created in the same microsecond: only the public id tells them apart.
+        made = [(token_hash(), session_record(alice.record)) for _ in range(4)]
+        made.append((token_hash(), session_record(alice.record, created_at=NOW + timedelta(seconds=1))))
+        for h, record in made:
+            runner.run(store.create_session(h, record, user=alice))
+        expected = sorted(made, key=lambda pair: (pair[1].created_at, pair[1].public_id), reverse=True)
+        assert runner.run(store.list_sessions(alice.record.user_id)) == expected
+
+        seen: list[tuple[str, SessionRecord]] = []
+        after: tuple[datetime, str] | None = None
+        while True:
+            page = runner.run(store.list_sessions(alice.record.user_id, limit=2, after=after))
+            assert len(page) <= 2
+            seen += page
+            if len(page) < 2:
+                break
+            after = (page[-1][1].created_at, page[-1][1].public_id)
+        assert seen == expected  # none skipped, none repeated
+
+    def test_list_users_and_usernames_page_in_username_order(self, store: Store, runner: asyncio.Runner) -> None:
+        names = ["carol", "alice", "dave", "bob", "erin"]
+        for name in names:
+            runner.run(store.create_user(user_record(name)))
+        first = runner.run(store.list_users(2))
+        assert [u.username for u in first] == ["alice", "bob"]
+        assert first[0] == user_record("alice")
+        assert [u.username for u in runner.run(store.list_users(10, "bob"))] == ["carol", "dave", "erin"]
+        assert runner.run(store.list_usernames(3)) == ["alice", "bob", "carol"]
+        assert runner.run(store.list_usernames(3, "carol")) == ["dave", "erin"]
+        assert runner.run(store.list_usernames(3, "erin")) == []
+
+    def test_read_users_returns_those_that_exist(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        assert runner.run(store.read_users(["alice", "nobody", "alice"])) == {"alice": alice.record}
+        assert runner.run(store.read_users([])) == {}
+
+    def test_bump_epochs_adds_one_to_each_and_creates_no_user(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        runner.run(store.create_user(user_record("bob", auth_epoch=4)))
+        assert runner.run(store.bump_epochs(["alice", "ghost", "bob"], LATER)) == 2
+        users = runner.run(store.read_users(["alice", "bob", "ghost"]))
+        assert users["alice"] == alice.record.model_copy(update={"auth_epoch": 1, "updated_at": LATER})
+        assert (users["bob"].auth_epoch, users["bob"].updated_at) == (5, LATER)
+        assert "ghost" not in users and runner.run(store.read_user("ghost")) is None
+
+    def test_scan_sessions_pages_every_users_sessions_in_key_order(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        made = [(token_hash(), session_record(alice.record)) for _ in range(3)]
+        made += [(token_hash(), session_record(user_record("bob"))) for _ in range(2)]
+        for h, record in made:
+            runner.run(store.create_session(h, record, user=None))
+        ordered = sorted(made)
+        first = runner.run(store.scan_sessions(3))
+        assert first == ordered[:3]
+        assert runner.run(store.scan_sessions(3, first[-1][0])) == ordered[3:]
+
+    def test_delete_sessions_deletes_those_keys_only(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        hashes = [token_hash() for _ in range(3)]
+        for h in hashes:
+            runner.run(store.create_session(h, session_record(alice.record), user=None))
+        assert runner.run(store.delete_sessions([hashes[0], hashes[2], token_hash()])) == 3
+        assert [k for k, _ in runner.run(store.list_sessions(alice.record.user_id))] == [hashes[1]]
+        assert runner.run(store.delete_sessions([])) == 0
+
+    def test_delete_username_sessions_deletes_every_session_naming_it(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        namesake = user_record("alice", user_id="u-earlier-alice")
+        runner.run(store.create_session(token_hash(), session_record(alice.record), user=None))
+        runner.run(store.create_session(token_hash(), session_record(namesake), user=None))
+        kept = (token_hash(), session_record(user_record("bob")))
+        runner.run(store.create_session(*kept, user=None))
+        assert runner.run(store.delete_username_sessions("alice")) == 2
+        assert runner.run(store.scan_sessions(10)) == [kept]
+        assert runner.run(store.delete_username_sessions("alice")) == 0
+
+    def test_delete_user_at_the_current_version_deletes_it(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        runner.run(store.delete_user(alice))
+        assert runner.run(store.read_user("alice")) is None
+        with pytest.raises(PreconditionFailed):  # gone: the version cannot match
+            runner.run(store.delete_user(alice))
+        assert runner.run(store.read_user("alice")) is None
+
+    def test_delete_user_at_a_stale_version_raises_and_keeps_it(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        updated = runner.run(store.update_user(alice, {"display_name": "Changed"}))
+        with pytest.raises(PreconditionFailed):
+            runner.run(store.delete_user(alice))
+        assert runner.run(store.read_user("alice")) == updated
+
+    def test_delete_user_descendants_without_any_is_zero_user_or_not(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        assert runner.run(store.delete_user_descendants("alice")) == 0
+        assert runner.run(store.read_user("alice")) == alice  # the user document itself is not below itself
+        assert runner.run(store.delete_user_descendants("nobody")) == 0
+
+    def test_delete_attempts_deletes_the_counter_and_is_idempotent(self, store: Store, runner: asyncio.Runner) -> None:
+        k, other = key(), key()
+        runner.run(store.reserve_attempt(k, NOW, EXPIRES))
+        kept = runner.run(store.reserve_attempt(other, NOW, EXPIRES))
+        runner.run(store.delete_attempts(k))
+        assert runner.run(store.read_attempts(k)) is None
+        runner.run(store.delete_attempts(k))
+        assert runner.run(store.read_attempts(other)) == kept
 
 
 class TestFirestoreStore(StoreContract):

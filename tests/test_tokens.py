@@ -104,3 +104,15 @@ def test_counter_keys_are_per_username_hashes() -> None:
     assert "alice" not in key
     assert key == tokens.counter_key("alice")
     assert len({key, tokens.counter_key("bob"), tokens.counter_key("alice ")}) == 3
+
+
+def test_secrets_are_256_random_bits_and_never_repeat() -> None:
+    # ASVS 7.2.3: reference tokens from a CSPRNG with at least 128 bits of entropy, unique.
+    secrets = [tokens.mint("alice").split(".", 1)[1] for _ in range(2000)]
+    assert len(set(secrets)) == len(secrets)
+    decoded = [base64.urlsafe_b64decode(s + "=" * (-len(s) % 4)) for s in secrets]
+    assert {len(d) for d in decoded} == {32}
+    # Every bit position takes both values across the sample: no constant bits (a fixed prefix, a counter).
+    for bit in range(256):
+        ones = sum((d[bit // 8] >> (bit % 8)) & 1 for d in decoded)
+        assert 800 < ones < 1200, f"bit {bit} is set in {ones} of 2000 secrets"

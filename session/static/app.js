@@ -147,6 +147,7 @@ function loggedIn(profile, etag) {
     ["Permissions", profile.permissions.join(", ") || "—"],
     ["User id", profile.user_id],
     ["Signed in", when(profile.session.logged_in_at)],
+    ["Password confirmed", when(profile.session.auth_time)],
     ["Session expires", when(profile.session.expires_at)],
   ]);
   const form = $("#profile-form");
@@ -167,6 +168,7 @@ function loggedOut(text) {
   $("#profile-form").reset();
   $("#password-form").reset();
   hideConflict();
+  hideReauth();
   const login = $("#login-form");
   if (username && !login.elements.username.value) {
     login.elements.username.value = username;
@@ -201,14 +203,17 @@ function sessionEnded(problem) {
 
 // --- what the page does about a problem, besides showing its title and detail ---
 
-// By problem code. Each gets the problem and `retry`, which runs the failed action again: that is where
-// a step-up prompt belongs (a 403 `reauthentication_required`: ask for the password, POST
-// /reauthenticate, then `retry()`).
+// By problem code. Each gets the problem and `retry`, which runs the failed action again.
 const RECOVERIES = {
   unauthenticated: (problem) => sessionEnded(problem),
   version_conflict: (problem) => profileConflict(),
+  reauthentication_required: (problem, retry) => askPassword(problem, retry),
   wrong_current_password: () =>
-    explain("The current password you typed is not right, so your password was not changed. You are still logged in."),
+    explain(
+      reauthOpen()
+        ? "The password you typed is not right, so nothing was done. Type it again, or cancel. You are still logged in."
+        : "The current password you typed is not right, so your password was not changed. You are still logged in.",
+    ),
   too_many_attempts: (problem) =>
     explain(
       "Too many wrong passwords were tried for this account, so password checks are paused" +
@@ -260,6 +265,46 @@ function action(fn) {
     }
   };
   return run;
+}
+
+// --- step-up: a 403 `reauthentication_required` ---
+
+// The action that asked for the password, run again (once) after POST /reauthenticate.
+let afterReauth = null;
+
+function reauthOpen() {
+  return !$("#reauth-section").hidden;
+}
+
+// Sensitive actions (a new email, listing or revoking other sessions) need the password typed within the
+// last `max_age` seconds: the in-page form asks for it.
+function askPassword(problem, retry) {
+  afterReauth = retry;
+  const maxAge = Number(problem.body.max_age);
+  explain(
+    "For this, confirm it is you: type your password" +
+      (Number.isFinite(maxAge) && maxAge > 0 ? ` (it is asked again ${inWords(maxAge)} after you last typed it).` : "."),
+  );
+  $("#reauth-form-username").value = current ? current.username : "";
+  $("#reauth-section").hidden = false;
+  $("#reauth-form").elements.password.focus();
+}
+
+function hideReauth() {
+  afterReauth = null;
+  $("#reauth-section").hidden = true;
+  $("#reauth-form").reset();
+}
+
+async function reauthenticate(event) {
+  // The answer is a fresh login: the server sets this browser a new cookie and ends the old session.
+  await call("POST", "/reauthenticate", formData(event.target));
+  const retry = afterReauth;
+  hideReauth();
+  showMessage("Password confirmed.");
+  if (retry) {
+    await retry(); // once: a retry that fails again is handled (and may ask again) like any action
+  }
 }
 
 // --- profile ---
@@ -449,6 +494,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#profile-form").addEventListener("submit", action(saveProfile));
   $("#reapply-button").addEventListener("click", reapply);
   $("#password-form").addEventListener("submit", action(changePassword));
+  $("#reauth-form").addEventListener("submit", action(reauthenticate));
+  $("#reauth-cancel-button").addEventListener("click", () => {
+    hideReauth();
+    clearProblem();
+    showMessage("Nothing was done.");
+  });
   $("#sessions-button").addEventListener("click", action(loadSessions));
   $("#revoke-others-button").addEventListener("click", action(revokeOthers));
   $("#revoke-all-button").addEventListener("click", action(revokeAll));
