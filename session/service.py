@@ -664,7 +664,7 @@ class SessionService:
     async def _countable_sessions(self, user: UserRecord) -> list[str]:
         """The keys of the user's sessions stored now that could still be accepted (one query)."""
         now = self.clock()
-        stored = await self.store.list_sessions(user.user_id)
+        stored = await self.store.list_sessions(user.user_id, ordered=False)
         return [h for h, s in stored if not _gone(s, user, now)]
 
     async def _make_room(self, user: UserRecord, members: list[str], cap: int) -> tuple[list[str], list[str]]:

@@ -343,9 +343,16 @@ class Store(Protocol):
         ...
 
     async def list_sessions(
-        self, user_id: str, *, limit: int | None = None, after: tuple[datetime, str] | None = None
+        self,
+        user_id: str,
+        *,
+        limit: int | None = None,
+        after: tuple[datetime, str] | None = None,
+        ordered: bool = True,
     ) -> list[tuple[str, SessionRecord]]:
         """A user's session documents with their keys, newest first (expired ones too).
+
+        ``ordered=False``: all of them in any order (a query that needs no composite index).
 
         The order is total: ``created_at`` descending, then ``public_id`` descending, so
         sessions sharing a timestamp are neither skipped nor repeated across pages.
@@ -691,9 +698,18 @@ class FirestoreStore:
         return Versioned(_parse(model, _data(snap), snap.reference.path), snap.update_time)
 
     async def list_sessions(
-        self, user_id: str, *, limit: int | None = None, after: tuple[datetime, str] | None = None
+        self,
+        user_id: str,
+        *,
+        limit: int | None = None,
+        after: tuple[datetime, str] | None = None,
+        ordered: bool = True,
     ) -> list[tuple[str, SessionRecord]]:
         """A user's session documents, newest first (expired ones included), from ``after`` on, at most ``limit``.
+
+        ``ordered=False`` (the session ledger's first count): all of them, in any order, by a query
+        on ``user_id`` alone, which Firestore's automatic single-field index serves, so it works
+        while a newly deployed composite index is still building.
 
         Ordered by ``created_at`` then ``public_id``, both descending (a total order:
         the public id is unique). The page position is the ordering fields themselves,
@@ -702,12 +718,15 @@ class FirestoreStore:
         from google.cloud.firestore import FieldFilter, Query
 
         collection = self._settings.sessions_collection
-        query = (
-            self.client()
-            .collection(collection)
-            .where(filter=FieldFilter("user_id", "==", user_id))
-            .order_by("created_at", direction=Query.DESCENDING)
-            .order_by("public_id", direction=Query.DESCENDING)
+        query = self.client().collection(collection).where(filter=FieldFilter("user_id", "==", user_id))
+        if not ordered:
+            self.recorded.shapes.add(QueryShape(collection, ("user_id",)))
+            async with self._guard():
+                found = await query.get(retry=self._retry, timeout=self._deadline)
+            _count(round_trips=1, reads=max(1, len(found)))
+            return [(s.id, _parse(SessionRecord, _data(s), s.reference.path)) for s in found]
+        query = query.order_by("created_at", direction=Query.DESCENDING).order_by(
+            "public_id", direction=Query.DESCENDING
         )
         if after is not None:
             query = query.start_after({"created_at": after[0], "public_id": after[1]})

@@ -217,7 +217,7 @@ def test_make_run_logs_readable_lines_on_a_terminal(emulator_host: str, project:
     assert "(logs: text)" in text
     [line] = [line for line in text.splitlines() if "POST /register 201" in line]
     assert not line.lstrip().startswith("{")
-    assert " INFO    POST /register 201 " in line and "code=ok" in line and "firestore=1rt/0r/1w/0d" in line
+    assert " INFO    POST /register 201 " in line and "code=ok" in line and "firestore=1rt/0r/2w/0d" in line
 
 
 def test_emulator_logs_live_in_dot_logs_and_old_ones_go() -> None:

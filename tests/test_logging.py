@@ -108,7 +108,7 @@ def test_text_format_is_one_readable_line_per_record(make_client: AppFactory) ->
     assert not any(line.startswith("{") for line in lines)
     registered = next(line for line in lines if "POST /register 201" in line)
     assert re.fullmatch(
-        r"\d\d:\d\d:\d\d INFO    POST /register 201 \d+ms code=ok firestore=1rt/0r/1w/0d user_id=[0-9a-f]{32}",
+        r"\d\d:\d\d:\d\d INFO    POST /register 201 \d+ms code=ok firestore=1rt/0r/2w/0d user_id=[0-9a-f]{32}",
         registered,
     ), registered
     assert any(re.fullmatch(r"\d\d:\d\d:\d\d INFO    user_registered user_id=[0-9a-f]{32}", line) for line in lines)

@@ -110,3 +110,22 @@ def test_cli_examples_run(blocks: dict[str, str], live_server: str, tmp_path: Pa
 def test_documented_statuses_reader() -> None:
     block = "# one → 201 x\ncurl a \\\n  b\n# two\n# and → 204\nX=$(curl -s b | python3 -c 'print(1)')\ncurl d\n"
     assert documented_statuses(block) == [201, 204, 204]
+
+
+def test_every_test_the_guarantees_table_names_exists() -> None:
+    """Each ``tests/FILE.py::name`` (or ``::name`` after one) in "What this service guarantees" is a test there."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## What this service guarantees", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if re.match(r"\| 7\.\d\.\d", line)]
+    assert len(rows) >= 15, "the table of ASVS V7 requirements is missing or cut short"
+    named = 0
+    for row in rows:
+        path: str | None = None
+        for file, name in re.findall(r"`(tests/[\w/]+\.py)?(?:::(\w+))?(?:\[[^\]]*\])?`", row):
+            path = file or path
+            assert path is not None, row
+            source = (ROOT / path).read_text()
+            if name:
+                assert re.search(rf"^def {name}\(", source, re.MULTILINE), f"{path}::{name} is not a test"
+                named += 1
+    assert named >= 20

@@ -555,6 +555,15 @@ class StoreContract:
         ledger = runner.run(store.read_ledger("alice"))
         assert ledger is not None and ledger.record.sessions == [h]
 
+    def test_list_sessions_unordered_returns_every_session_of_the_user(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        mine = {token_hash(): session_record(alice.record, created_at=NOW - timedelta(minutes=i)) for i in range(3)}
+        for h, record in mine.items():
+            runner.run(store.create_session(h, record, user=None))
+        runner.run(store.create_session(token_hash(), session_record(user_record("bob")), user=None))
+        assert dict(runner.run(store.list_sessions(alice.record.user_id, ordered=False))) == mine
+
     def test_reserve_and_read_ledger_counts_and_reads_the_ledger(
         self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
     ) -> None:
