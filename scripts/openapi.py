@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from session import errors  # noqa: E402
 from session.config import Settings  # noqa: E402
+from session.credentials import DEVICE_COOKIE  # noqa: E402
 from session.errors import PROBLEM_JSON, PROBLEM_TYPE  # noqa: E402
 from session.http import IF_MATCH_PATTERN, ROUTES  # noqa: E402
 from session.models import (  # noqa: E402
@@ -83,7 +84,22 @@ def _header(description: str, *, required: bool = True, schema: dict[str, Any] |
 
 
 def _set_cookie(when: str) -> dict[str, Any]:
-    return {"Set-Cookie": _ref("SetSessionCookie" if when == "set" else "ClearSessionCookie", "headers")}
+    name = {"set": "SetSessionCookie", "login": "SetLoginCookies"}.get(when, "ClearSessionCookie")
+    return {"Set-Cookie": _ref(name, "headers")}
+
+
+def _device_cookie_parameter() -> dict[str, Any]:
+    return {
+        "in": "cookie",
+        "name": f"__Host-{DEVICE_COOKIE}",
+        "required": False,
+        "description": f"The device cookie an earlier successful login from this browser set (`{DEVICE_COOKIE}`"
+        " without the prefix when `SESSION_COOKIE_SECURE` is false). When it is a live device of the user"
+        " logging in, the guess is counted and judged on that device's own limit (`SESSION_DEVICE_MAX_FAILURES`),"
+        " not the username's: an attacker who locked the username does not lock this browser out. Unknown,"
+        " expired, malformed or another user's: ignored (the username's limit).",
+        "schema": {"type": "string"},
+    }
 
 
 def _error_headers(error: type[errors.SessionError]) -> dict[str, Any]:
@@ -144,6 +160,13 @@ def _components_headers() -> dict[str, dict[str, Any]]:
         "SetSessionCookie": _header(
             f"The session cookie `{cookie}` (HttpOnly, SameSite=Lax, Path=/, Secure unless configured off),"
             " carrying the same token as the body."
+        ),
+        "SetLoginCookies": _header(
+            f"Two cookies (two `Set-Cookie` fields): the session cookie `{cookie}` (HttpOnly, SameSite=Lax, Path=/,"
+            " Secure unless configured off), carrying the same token as the body; and the device cookie"
+            f" `__Host-{DEVICE_COOKIE}` (`{DEVICE_COOKIE}` when `SESSION_COOKIE_SECURE` is false; HttpOnly,"
+            " SameSite=Strict, Path=/, Max-Age of `SESSION_DEVICE_COOKIE_DAYS`), which marks this browser as a"
+            " trusted device of the user for later logins."
         ),
         "ClearSessionCookie": _header(
             f"Clears the session cookie `{cookie}` (Max-Age=0) when the caller's own session ended.", required=False
@@ -304,9 +327,10 @@ def build() -> dict[str, Any]:
             "post": _operation(
                 "login",
                 "Open a session with a username and password",
-                {"200": _ok(LoginOut, "A new session; the token is also set as a cookie.", _set_cookie("set"))},
+                {"200": _ok(LoginOut, "A new session; the token is also set as a cookie.", _set_cookie("login"))},
                 _raises("/login", "POST"),
                 body=LoginRequest,
+                parameters=[_device_cookie_parameter()],
             ),
         },
         "/logout": {

@@ -154,6 +154,23 @@ class Settings(BaseModel):
         validation_alias="SESSION_LOGIN_WINDOW_SECONDS",
     )
 
+    # The device cookie (README "Lockout"): how long a browser stays trusted after its last successful login, and
+    # the guesses a trusted browser may make per window (unset: SESSION_LOGIN_MAX_FAILURES).
+    device_cookie_days: int = Field(default=90, ge=1, le=400, validation_alias="SESSION_DEVICE_COOKIE_DAYS")
+    device_max_failures: int = Field(default=5, ge=1, le=1000, validation_alias="SESSION_DEVICE_MAX_FAILURES")
+    # Failed logins per client address across usernames; 0: off (the default, see the README for why).
+    address_max_failures: int = Field(default=0, ge=0, le=1_000_000, validation_alias="SESSION_ADDRESS_MAX_FAILURES")
+    address_window_seconds: float = Field(
+        default=900,
+        ge=1,
+        le=MAX_LOGIN_WINDOW_SECONDS,
+        allow_inf_nan=False,
+        validation_alias="SESSION_ADDRESS_WINDOW_SECONDS",
+    )
+    # The header a trusted proxy appends the client address to (X-Forwarded-For), and which entry from the right
+    # is the one it appended; unset: the peer address of the connection, and no header is believed.
+    client_ip_header: str | None = Field(default=None, validation_alias="SESSION_CLIENT_IP_HEADER")
+    client_ip_hops: int = Field(default=1, ge=1, le=10, validation_alias="SESSION_CLIENT_IP_HOPS")
     # The most sessions a user may have at once; a login beyond it ends the least recently used one. 0: no cap.
     max_sessions_per_user: int = Field(
         default=20, ge=0, le=MAX_SESSIONS_PER_USER, validation_alias="SESSION_MAX_PER_USER"
@@ -257,6 +274,19 @@ class Settings(BaseModel):
                 f"three different collections; got {', '.join(collections)}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _device_limit(self) -> Settings:
+        if "device_max_failures" not in self.model_fields_set:  # the default follows the username-wide limit
+            object.__setattr__(self, "device_max_failures", self.login_max_failures)
+        return self
+
+    @field_validator("client_ip_header")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        return _check_pattern(r"[A-Za-z0-9-]{1,64}", value, "must be a header name, 1 to 64 of A-Z a-z 0-9 -").lower()
 
     @field_validator("log_level")
     @classmethod

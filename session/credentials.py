@@ -6,14 +6,18 @@
   CORS and CSRF alike;
 - ``session_cookie`` / ``refreshed_cookie`` / ``set_cookie``: the one cookie rule (attributes,
   lifetime, and re-sending it when a cookie request extended its session), applied to a
-  Starlette or a Flask response with the framework's own ``set_cookie``.
+  Starlette or a Flask response with the framework's own ``set_cookie``;
+- ``device_cookie_name`` / ``device_cookie``: the device cookie a successful login sets (README "Lockout");
+- ``client_address``: the address the per-address login limit counts, from a trusted proxy's
+  header only when ``SESSION_CLIENT_IP_HEADER`` says so.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from session import errors
@@ -100,12 +104,13 @@ def required_credential(
 
 @dataclass(frozen=True, slots=True)
 class Cookie:
-    """One ``Set-Cookie`` of the session cookie: HttpOnly, SameSite=Lax, Path=/, Secure unless configured off."""
+    """One ``Set-Cookie``: HttpOnly, Path=/, Secure unless configured off, SameSite=Lax (the device cookie: Strict)."""
 
     name: str
     value: str
     max_age: int
     secure: bool
+    same_site: Literal["lax", "strict"] = "lax"
 
 
 def session_cookie(settings: Settings, token: str, max_age: int) -> Cookie:
@@ -128,6 +133,52 @@ def refreshed_cookie(settings: Settings, token: str, via_cookie: bool, extended_
     return session_cookie(settings, token, extended_for)
 
 
+DEVICE_COOKIE = "session-device"
+
+
+def device_cookie_name(settings: Settings) -> str:
+    """``__Host-session-device``; without ``SESSION_COOKIE_SECURE`` plain ``session-device``.
+
+    Browsers accept a ``__Host-`` cookie only with ``Secure``, ``Path=/`` and no
+    ``Domain`` (so no sibling subdomain can set or shadow it); a plain-http local
+    set-up cannot have ``Secure`` and so gets the plain name.
+    """
+    return f"__Host-{DEVICE_COOKIE}" if settings.cookie_secure else DEVICE_COOKIE
+
+
+def device_cookie(settings: Settings, token: str, max_age: int) -> Cookie:
+    """The device cookie carrying ``token`` for ``max_age`` seconds; SameSite=Strict, as only a login reads it."""
+    return Cookie(device_cookie_name(settings), token, max_age, settings.cookie_secure, same_site="strict")
+
+
+def client_address(settings: Settings, forwarded: list[str], peer: str | None) -> str | None:
+    """The client address the per-address login limit counts.
+
+    With ``SESSION_CLIENT_IP_HEADER`` set, ``forwarded`` is that header's values:
+    the entry ``SESSION_CLIENT_IP_HOPS`` from the right is the one the trusted proxy
+    appended (whatever a client wrote is to its left); with fewer entries, the
+    leftmost. Without the setting, or without the header, the connection's ``peer``:
+    a header is never believed unless configured. IPv6 addresses count per /64 (one
+    subscriber's usual allocation). ``None`` when there is no address at all.
+    """
+    chosen = peer
+    if settings.client_ip_header is not None:
+        entries = [entry.strip() for value in forwarded for entry in value.split(",") if entry.strip()]
+        if entries:
+            chosen = entries[max(0, len(entries) - settings.client_ip_hops)]
+    if not chosen:
+        return None
+    try:
+        address = ipaddress.ip_address(chosen)
+    except ValueError:
+        return chosen[:100]  # not an address (a test client's "testclient"): counted as given
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 def set_cookie(response: Any, cookie: Cookie) -> None:
     """Add ``cookie`` to a Starlette or Flask (Werkzeug) response with the framework's own ``set_cookie``."""
     response.set_cookie(
@@ -137,5 +188,5 @@ def set_cookie(response: Any, cookie: Cookie) -> None:
         path="/",
         secure=cookie.secure,
         httponly=True,
-        samesite="lax",
+        samesite=cookie.same_site,
     )

@@ -247,10 +247,21 @@ async def _register(call: Call) -> Response:
 
 async def _login(call: Call) -> Response:
     req = await call.body(LoginRequest)
-    result = await call.api.service.login(req, user_agent=call.user_agent())
+    settings, request = call.api.settings, call.request
+    header = settings.client_ip_header
+    address = credentials.client_address(
+        settings, request.headers.getlist(header) if header else [], request.client.host if request.client else None
+    )
+    device = request.cookies.get(credentials.device_cookie_name(settings))
+    result = await call.api.service.login(req, user_agent=call.user_agent(), device=device, address=address)
     call.log_fields["user_id"] = result.body.user_id
     call.log_fields["sid"] = tokens.log_id(tokens.hash_token(result.token))
-    return _login_response(call.api.settings, result)
+    response = _login_response(settings, result)
+    if result.device_token is not None:
+        credentials.set_cookie(
+            response, credentials.device_cookie(settings, result.device_token, result.device_max_age)
+        )
+    return response
 
 
 async def _logout(call: Call) -> Response:

@@ -283,6 +283,19 @@ class AttemptsRecord(_Record):
         return value.timestamp() if isinstance(value, datetime) else value
 
 
+class DeviceRecord(_Record):
+    """``users/{username}/devices/{device_hash(token)}``: a browser trusted by a successful login (device cookie).
+
+    A login presenting its cookie is judged against the device's own failed-login counter, not the
+    username-wide one. Valid while ``user_id`` is the user's and ``expires_at`` (renewed by each
+    successful login from it; TTL field) is in the future.
+    """
+
+    user_id: str
+    created_at: AwareDatetime
+    expires_at: AwareDatetime
+
+
 def is_valid_username(value: str) -> bool:
     """True for a username the register endpoint would accept (any case)."""
     return _USERNAME_RE.fullmatch(value) is not None

@@ -19,6 +19,7 @@ Every rule has one home in this module:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import random
@@ -33,6 +34,7 @@ from session.cache import SessionCache
 from session.config import Settings
 from session.errors import UnauthenticatedReason as Reason
 from session.models import (
+    DeviceRecord,
     LedgerRecord,
     LoginOut,
     LoginRequest,
@@ -114,6 +116,18 @@ class LoginResult:
     token: str
     max_age: int
     epoch: int = 0  # the auth_epoch the session was committed under
+    # The device cookie a login sets (a new one, or the trusted one it presented), and its lifetime.
+    device_token: str | None = None
+    device_max_age: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _TrustedDevice:
+    """A presented device cookie that is a live device of the user logging in."""
+
+    token: str
+    device_hash: str
+    record: Versioned[DeviceRecord]
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +217,16 @@ def _same_credentials(before: UserRecord, after: UserRecord) -> bool:
     return after.user_id == before.user_id and not after.disabled and after.auth_epoch == before.auth_epoch
 
 
+def _trusted(device: Versioned[DeviceRecord] | None, user: Versioned[UserRecord] | None, now: datetime) -> bool:
+    """True when a presented device cookie's document makes it a trusted device of ``user`` at ``now``."""
+    return (
+        device is not None
+        and user is not None
+        and device.record.user_id == user.record.user_id
+        and device.record.expires_at > now
+    )
+
+
 def _revoked() -> errors.SessionError:
     return errors.Unauthenticated(Reason.REVOKED)
 
@@ -225,6 +249,8 @@ class SessionService:
         self._idle = timedelta(seconds=settings.idle_seconds)
         self._touch = timedelta(seconds=settings.touch_seconds)
         self._window = timedelta(seconds=settings.login_window_seconds)
+        self._address_window = timedelta(seconds=settings.address_window_seconds)
+        self._device_lifetime = timedelta(days=settings.device_cookie_days)
         self._reauth = timedelta(seconds=settings.reauth_seconds)
         self._cache_seconds = settings.cache_seconds
         # Per instance; None in the strong mode (SESSION_CACHE_SECONDS=0).
@@ -262,7 +288,9 @@ class SessionService:
 
     # --- login -----------------------------------------------------------------------------
 
-    async def login(self, req: LoginRequest, *, user_agent: str | None = None) -> LoginResult:
+    async def login(
+        self, req: LoginRequest, *, user_agent: str | None = None, device: str | None = None, address: str | None = None
+    ) -> LoginResult:
         """Verify a password and open a new session.
 
         The guess is counted before it is judged: one commit raises the username's
@@ -272,23 +300,42 @@ class SessionService:
         unknown user or a wrong password (same answer, same work) and for a login
         whose user was changed (password, disable, revoke-all) while it was verified,
         ``AccountDisabled`` for a disabled user with the right password.
+
+        ``device`` (the device cookie) of a trusted device of this user makes the guess
+        count on that device's own counter instead (``device_max_failures``), and only
+        there; ``address`` (the client's) is counted too, when ``address_max_failures``
+        is set, for every login without a trusted device (``_reserve``). A success
+        returns the device cookie to set (``LoginResult.device_token``).
         """
         now = self.clock()
-        key = tokens.counter_key(req.username)
-        ledger: Versioned[LedgerRecord] | None = None
-        if self.settings.max_sessions_per_user:
-            reservation, user, ledger = await self.store.reserve_and_read_account(
-                key, now, now + self._window, req.username
+        reservations, user, trusted, ledger = await self._reserve(req.username, device, address, now)
+        if trusted is not None:
+            reservation = await self._judge_attempt(
+                reservations[0], now, limit=self.settings.device_max_failures, counter="device"
             )
         else:
-            reservation, user = await self.store.reserve_and_read_user(key, now, now + self._window, req.username)
-        reservation = await self._judge_attempt(reservation, now)
+            reservation = await self._judge_attempt(reservations[0], now)
+        by_address = None
+        if len(reservations) > 1:  # judged after the username's: each guess refused by either is refused
+            by_address = await self._judge_attempt(
+                reservations[1],
+                now,
+                limit=self.settings.address_max_failures,
+                window=self._address_window,
+                counter="address",
+            )
         if user is None:
             ok = await self.passwords.verify_dummy_async(req.password)
         else:
             ok = await self.passwords.verify_async(user.record.password_hash, req.password)
         if not ok:
-            event("login_failed", logging.WARNING, username_key=reservation.key[:12], attempt=reservation.count)
+            event(
+                "login_failed",
+                logging.WARNING,
+                username_key=reservation.key[:12],
+                attempt=reservation.count,
+                trusted_device=trusted is not None,
+            )
             raise errors.InvalidCredentials("invalid username or password")
         assert user is not None
         if user.record.disabled:
@@ -304,6 +351,14 @@ class SessionService:
             again = await self.store.read_user(verified.username)
             return again if again is not None and _same_credentials(verified, again.record) else None
 
+        # The device cookie: the trusted one presented (its life renewed), else a new one bound to this user.
+        if trusted is not None:
+            device_token, device_hash, created_at = trusted.token, trusted.device_hash, trusted.record.record.created_at
+        else:
+            device_token = tokens.mint(verified.username)
+            device_hash, created_at = tokens.device_hash(device_token), self.clock()
+        expires_at = self.clock() + self._device_lifetime
+        record = DeviceRecord(user_id=verified.user_id, created_at=created_at, expires_at=expires_at)
         try:
             result = await self._open_session(
                 user,
@@ -313,38 +368,99 @@ class SessionService:
                 reservation=reservation,
                 ledger=ledger,
                 lenient=True,
+                release_also=by_address,
+                device=(device_hash, record),
             )
         except CredentialsChanged:
             event("login_lost_race", logging.WARNING, user_id=user.record.user_id)
             raise errors.InvalidCredentials("invalid username or password") from None
-        event("login_succeeded", user_id=user.record.user_id, sid=tokens.log_id(tokens.hash_token(result.token)))
-        return result
+        event(
+            "login_succeeded",
+            user_id=user.record.user_id,
+            sid=tokens.log_id(tokens.hash_token(result.token)),
+            trusted_device=trusted is not None,
+        )
+        max_age = seconds_until(self._device_lifetime)
+        return dataclasses.replace(result, device_token=device_token, device_max_age=max_age)
 
-    async def _judge_attempt(self, reservation: Reservation, now: datetime) -> Reservation:
+    async def _reserve(
+        self, username: str, device: str | None, address: str | None, now: datetime
+    ) -> tuple[list[Reservation], Versioned[UserRecord] | None, _TrustedDevice | None, Versioned[LedgerRecord] | None]:
+        """Count a login's guess on the counters that will judge it; read the user (and the presented device).
+
+        Returns the reservations (the username's or the trusted device's first, then the
+        address's if that limit is on), the user, the trusted device (``None`` if none was
+        presented, or it is unknown, expired or another user's) and, with a cap on sessions, the
+        user's session ledger.
+
+        Without a device cookie naming ``username``: one round trip counts on the username's
+        counter (and the address's) and reads the user. With one: one round trip counts on
+        that device's counter and reads the user and the device; only if the device turns out
+        not to be trusted, a second counts on the username's (and the address's) counters,
+        still before anything is judged. A trusted device is judged by its own counter alone.
+        """
+        shared = [(tokens.counter_key(username), now + self._window)]
+        if address is not None and self.settings.address_max_failures > 0:
+            shared.append((tokens.address_counter_key(address), now + self._address_window))
+        with_ledger = self.settings.max_sessions_per_user > 0
+        presented = tokens.parse_device(device) if device else None
+        if presented is None or presented.username != username:  # issued to another user: as good as none
+            reservations, user, _, ledger = await self.store.reserve_and_read_login(
+                shared, now, username, None, with_ledger=with_ledger
+            )
+            return reservations, user, None, ledger
+        own = [(tokens.device_counter_key(presented.token_hash), now + self._window)]
+        reservations, user, found, ledger = await self.store.reserve_and_read_login(
+            own, now, username, presented.token_hash, with_ledger=with_ledger
+        )
+        if found is not None and _trusted(found, user, now):
+            assert device is not None
+            return reservations, user, _TrustedDevice(device, presented.token_hash, found), ledger
+        return await self.store.reserve_attempts(shared, now), user, None, ledger
+
+    async def _judge_attempt(
+        self,
+        reservation: Reservation,
+        now: datetime,
+        *,
+        limit: int | None = None,
+        window: timedelta | None = None,
+        counter: str = "username",
+    ) -> Reservation:
         """Decide on a counted guess: start a new window if the old one is over, refuse it past the limit.
 
-        Raises ``TooManyAttempts`` (with the seconds until the window ends) when
-        this guess is beyond ``login_max_failures`` in the window: it must not be judged.
+        Raises ``TooManyAttempts`` (with the seconds until the window ends) when this
+        guess is beyond ``limit`` (default ``login_max_failures``) in the ``window``
+        (default ``login_window_seconds``): it must not be judged. ``counter`` names the
+        kind of counter in the log (username, device, address).
         """
+        limit = self.settings.login_max_failures if limit is None else limit
+        window = self._window if window is None else window
         basis: Reservation | None = reservation
         for _ in range(RETRIES):
-            if reservation.window_start + self._window > now:
+            if reservation.window_start + window > now:
                 break
             try:  # the window is over: this guess starts the next one, unless another request did
                 if basis is not None:
-                    reservation = await self.store.restart_attempts(basis, now, now + self._window)
+                    reservation = await self.store.restart_attempts(basis, now, now + window)
                     break
             except PreconditionFailed:
                 pass
             # Somebody wrote since: look (without counting again, which would fail every other restart);
             # count this guess again only once a new window has begun.
             basis = await self.store.read_attempts(reservation.key)
-            if basis is None or basis.window_start + self._window > now:
-                reservation = await self.store.reserve_attempt(reservation.key, now, now + self._window)
+            if basis is None or basis.window_start + window > now:
+                reservation = await self.store.reserve_attempt(reservation.key, now, now + window)
                 basis = reservation
-        if reservation.count > self.settings.login_max_failures or reservation.window_start + self._window <= now:
-            retry_after = seconds_until(reservation.window_start + self._window - now)
-            event("login_locked_out", logging.WARNING, username_key=reservation.key[:12], retry_after=retry_after)
+        if reservation.count > limit or reservation.window_start + window <= now:
+            retry_after = seconds_until(reservation.window_start + window - now)
+            event(
+                "login_locked_out",
+                logging.WARNING,
+                username_key=reservation.key[:12],
+                retry_after=retry_after,
+                counter=counter,
+            )
             raise errors.TooManyAttempts(retry_after, f"too many failed logins; try again in {retry_after} s")
         return reservation
 
@@ -388,6 +504,8 @@ class SessionService:
         ledger: Versioned[LedgerRecord] | None = None,
         lenient: bool = False,
         reset_ledger: bool = False,
+        release_also: Reservation | None = None,
+        device: tuple[str, DeviceRecord] | None = None,
         replaces: str | None = None,
     ) -> LoginResult:
         """Commit a new session, only while the credentials it was opened with are still current.
@@ -413,6 +531,8 @@ class SessionService:
 
         The guess ``reservation`` counted is given back in the same commit: the
         counter is deleted if nobody counted since (a success clears it), or else one
+        is taken off it, so right passwords never use up the limit. ``release_also`` (the
+        address's guess) is taken off its counter, and ``device`` written, in that commit too.
         is taken off it, so right passwords never use up the limit.
 
         ``replaces`` (a reauthentication) is the token hash of a session deleted in the
@@ -441,6 +561,8 @@ class SessionService:
                     clear=clear,
                     release=release,
                     ledger=change,
+                    release_also=release_also,  # a failed commit wrote nothing: each try gives it back
+                    device=device,
                     replaces=replaces,
                 )
             except AlreadyExists:  # a resent commit that had in fact landed: the hash is ours

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from session.config import Settings
-from session.models import AttemptsRecord, LedgerRecord, SessionRecord, UserRecord
+from session.models import AttemptsRecord, DeviceRecord, LedgerRecord, SessionRecord, UserRecord
 
 if TYPE_CHECKING:  # the client library is heavy: import it on first use only
     from google.cloud.firestore import AsyncClient
@@ -35,6 +35,8 @@ R = TypeVar("R", bound=BaseModel)
 LEDGER_COLLECTION = "ledger"
 LEDGER_DOCUMENT = "sessions"
 T = TypeVar("T")
+# The subcollection of a user document that holds its trusted devices (deleted with the user's subcollections).
+DEVICES = "devices"
 # Documents per commit of a bulk write (Firestore allows 500 writes per commit; stay well below).
 BATCH = 400
 
@@ -288,6 +290,26 @@ class Store(Protocol):
         """Add one to counter ``key`` and return the value this call produced (atomic, never shared)."""
         ...
 
+    async def reserve_attempts(self, counters: Sequence[tuple[str, datetime]], now: datetime) -> list[Reservation]:
+        """``reserve_attempt`` on each ``(key, expires_at)`` in one atomic commit; the reservations in that order."""
+        ...
+
+    async def reserve_and_read_login(
+        self,
+        counters: Sequence[tuple[str, datetime]],
+        now: datetime,
+        username: str,
+        device: str | None,
+        *,
+        with_ledger: bool = False,
+    ) -> tuple[
+        list[Reservation], Versioned[UserRecord] | None, Versioned[DeviceRecord] | None, Versioned[LedgerRecord] | None
+    ]:
+        """``reserve_attempts``, the user, (if ``device``) that device of the user and (``with_ledger``) the user's
+        session ledger: one round trip. The counts are committed when this returns.
+        """
+        ...
+
     async def restart_attempts(self, reservation: Reservation, now: datetime, expires_at: datetime) -> Reservation:
         """Reset the counter to 1 from ``now``, only if unchanged since ``reservation``; else ``PreconditionFailed``."""
         ...
@@ -372,17 +394,20 @@ class Store(Protocol):
         user_changes: dict[str, Any] | None = None,
         clear: Reservation | None = None,
         release: Reservation | None = None,
+        release_also: Reservation | None = None,
+        device: tuple[str, DeviceRecord] | None = None,
         ledger: LedgerChange | None = None,
         replaces: str | None = None,
     ) -> None:
         """Insert a session only if ``user`` (if given) is unchanged, applying ``user_changes`` atomically with it.
 
-        ``clear`` deletes that counter, only if unchanged since it; ``release`` takes one off it, if it
-        still exists; ``replaces`` deletes that session, only if it still exists; all in the same write.
-        Without ``user_changes``, the user's version must not change (parallel logins must not collide).
-        ``ledger`` is written in the same commit, only if unchanged since its ``base`` (unless ``force``),
-        and its ``evict`` sessions deleted. ``PreconditionFailed`` when the user, the counter or the
-        ledger changed (or the counter to release, or the session replaced, is gone); then nothing is written.
+        ``clear`` deletes that counter, only if unchanged since it; ``release`` (and ``release_also``,
+        another counter) takes one off it, if it still exists; ``replaces`` deletes that session, only if it
+        still exists; ``device`` (its hash and record) is written under the session's user; all in the same
+        write. Without ``user_changes``, the user's version must not change (parallel logins must not
+        collide). ``ledger`` is written in the same commit, only if unchanged since its ``base`` (unless
+        ``force``), and its ``evict`` sessions deleted. ``PreconditionFailed`` when the user, the counter or
+        the ledger changed (or a counter to release, or the session replaced, is gone); then nothing is written.
         """
         ...
 
@@ -527,6 +552,10 @@ class FirestoreStore:
     def _attempts(self, key: str) -> AsyncDocumentReference:
         return self._bound().attempts.document(key)
 
+    def _device(self, username: str, device: str) -> AsyncDocumentReference:
+        ref: AsyncDocumentReference = self._bound().users.document(username).collection(DEVICES).document(device)
+        return ref
+
     def _ledger(self, username: str) -> AsyncDocumentReference:
         ref: AsyncDocumentReference = (
             self._bound().users.document(username).collection(LEDGER_COLLECTION).document(LEDGER_DOCUMENT)
@@ -576,39 +605,52 @@ class FirestoreStore:
     async def reserve_and_read_user(
         self, key: str, now: datetime, expires_at: datetime, username: str
     ) -> tuple[Reservation, Versioned[UserRecord] | None]:
-        """Count one guess on counter ``key`` and read the user, both in one round trip.
+        """Count one guess on counter ``key`` and read the user, both in one round trip (``reserve_and_read_login``)."""
+        (reservation,), user, _, _ = await self.reserve_and_read_login([(key, expires_at)], now, username, None)
+        return reservation, user
 
-        The two calls go out together; the count is committed before this returns.
+    async def reserve_and_read_login(
+        self,
+        counters: Sequence[tuple[str, datetime]],
+        now: datetime,
+        username: str,
+        device: str | None,
+        *,
+        with_ledger: bool = False,
+    ) -> tuple[
+        list[Reservation], Versioned[UserRecord] | None, Versioned[DeviceRecord] | None, Versioned[LedgerRecord] | None
+    ]:
+        """Count one guess on each counter while the user, the device ``device`` of it and (``with_ledger``) its
+        session ledger are read: one round trip.
+
+        The commit and the batched read go out together; the counts are committed before this returns.
         """
-        reserve = asyncio.ensure_future(self.reserve_attempt(key, now, expires_at))
+        reserve = asyncio.ensure_future(self.reserve_attempts(counters, now))
         try:
-            user = await self.read_user(username)
+            user_ref = self._users(username)
+            device_ref = self._device(username, device) if device is not None else None
+            ledger_ref = self._ledger(username) if with_ledger else None
+            snaps = await self._get_all([ref for ref in (user_ref, device_ref, ledger_ref) if ref is not None])
         finally:
-            reservation = await reserve
+            reservations = await reserve
         ops = current_ops.get()
         if ops is not None:
             ops.round_trips -= 1  # the two calls overlapped: one wait, not two
-        return reservation, user
+        return (
+            reservations,
+            self._versioned(UserRecord, snaps.get(user_ref.path)),
+            self._versioned(DeviceRecord, snaps.get(device_ref.path)) if device_ref is not None else None,
+            self._versioned(LedgerRecord, snaps.get(ledger_ref.path)) if ledger_ref is not None else None,
+        )
 
     async def reserve_and_read_account(
         self, key: str, now: datetime, expires_at: datetime, username: str
     ) -> tuple[Reservation, Versioned[UserRecord] | None, Versioned[LedgerRecord] | None]:
         """Count one guess on counter ``key`` and read the user and its ledger, in one round trip."""
-        reserve = asyncio.ensure_future(self.reserve_attempt(key, now, expires_at))
-        try:
-            bound = self._bound()
-            user_ref, ledger_ref = bound.users.document(username), self._ledger(username)
-            snaps = await self._get_all([user_ref, ledger_ref], bound.client)
-        finally:
-            reservation = await reserve
-        ops = current_ops.get()
-        if ops is not None:
-            ops.round_trips -= 1  # the two calls overlapped: one wait, not two
-        return (
-            reservation,
-            self._versioned(UserRecord, snaps.get(user_ref.path)),
-            self._versioned(LedgerRecord, snaps.get(ledger_ref.path)),
+        (reservation,), user, _, ledger = await self.reserve_and_read_login(
+            [(key, expires_at)], now, username, None, with_ledger=True
         )
+        return reservation, user, ledger
 
     async def reserve_and_read_ledger(
         self, key: str, now: datetime, expires_at: datetime, username: str
@@ -762,6 +804,8 @@ class FirestoreStore:
         user_changes: dict[str, Any] | None = None,
         clear: Reservation | None = None,
         release: Reservation | None = None,
+        release_also: Reservation | None = None,
+        device: tuple[str, DeviceRecord] | None = None,
         ledger: LedgerChange | None = None,
         replaces: str | None = None,
     ) -> None:
@@ -794,6 +838,10 @@ class FirestoreStore:
             batch.delete(self._attempts(clear.key), option=self._precondition_time(clear.update_time))
         if release is not None:
             batch.update(self._attempts(release.key), {"count": Increment(-1)})
+        if release_also is not None:
+            batch.update(self._attempts(release_also.key), {"count": Increment(-1)})
+        if device is not None:
+            batch.set(self._device(record.username, device[0]), device[1].model_dump())
         if replaces is not None:
             batch.delete(self._sessions(replaces), option=self.client().write_option(exists=True))
         if ledger is not None:
@@ -801,7 +849,12 @@ class FirestoreStore:
         await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
         _count(
             round_trips=1,
-            writes=1 + int(user is not None) + int(release is not None) + int(ledger is not None),
+            writes=1
+            + int(user is not None)
+            + int(release is not None)
+            + int(release_also is not None)
+            + int(device is not None)
+            + int(ledger is not None),
             deletes=int(clear is not None)
             + int(replaces is not None)
             + (len(ledger.evict) if ledger is not None else 0),
@@ -1028,30 +1081,39 @@ class FirestoreStore:
         _count(round_trips=1, deletes=1)
 
     async def reserve_attempt(self, key: str, now: datetime, expires_at: datetime) -> Reservation:
-        """Count one guess on counter ``key`` and return the count this guess got, atomically.
+        """Count one guess on counter ``key`` and return the count this guess got, atomically (``reserve_attempts``)."""
+        (reservation,) = await self.reserve_attempts([(key, expires_at)], now)
+        return reservation
 
-        One commit of two server-side transforms: ``count`` is incremented and
+    async def reserve_attempts(self, counters: Sequence[tuple[str, datetime]], now: datetime) -> list[Reservation]:
+        """Count one guess on each counter ``(key, expires_at)`` and return the counts they got, in one commit.
+
+        Per counter, two server-side transforms: ``count`` is incremented and
         ``window_start`` (seconds since the epoch) becomes the minimum of its value
         and ``now``; the commit returns both results. A missing counter is created.
         """
         from google.cloud.firestore import Increment, Minimum
         from google.cloud.firestore_v1 import _helpers
 
-        ref = self._attempts(key)
         batch = self.client().batch()
-        batch.set(
-            ref,
-            {"count": Increment(1), "window_start": Minimum(now.timestamp()), "expires_at": expires_at},
-            merge=True,
-        )
+        for key, expires_at in counters:
+            batch.set(
+                self._attempts(key),
+                {"count": Increment(1), "window_start": Minimum(now.timestamp()), "expires_at": expires_at},
+                merge=True,
+            )
         try:
-            (result,) = await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
+            results = await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
         finally:
-            _count(round_trips=1, writes=1)
-        # Transform results come in the order of their field paths: count, window_start.
-        values: list[Any] = [_helpers.decode_value(v, self.client()) for v in result.transform_results]
-        count, window_start = values
-        return Reservation(key, int(count), datetime.fromtimestamp(float(window_start), UTC), result.update_time)
+            _count(round_trips=1, writes=len(counters))
+        reservations = []
+        for (key, _), result in zip(counters, results, strict=True):
+            # Transform results come in the order of their field paths: count, window_start.
+            values: list[Any] = [_helpers.decode_value(v, self.client()) for v in result.transform_results]
+            count, window_start = values
+            start = datetime.fromtimestamp(float(window_start), UTC)
+            reservations.append(Reservation(key, int(count), start, result.update_time))
+        return reservations
 
     async def restart_attempts(self, reservation: Reservation, now: datetime, expires_at: datetime) -> Reservation:
         """Start a new window with this guess as its first, if nobody counted since ``reservation``.

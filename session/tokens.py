@@ -86,6 +86,31 @@ def counter_key(username: str) -> str:
     return hashlib.sha256(b"login-attempts\x00" + username.encode("utf-8")).hexdigest()
 
 
+def device_hash(token: str) -> str:
+    """The id of a device cookie's document: SHA-256 of the token, domain-separated from session hashes."""
+    return hashlib.sha256(b"device\x00" + token.encode("ascii")).hexdigest()
+
+
+def parse_device(token: str) -> ParsedToken | None:
+    """A presented device cookie: the username it was issued to and its ``device_hash``; ``None`` if malformed.
+
+    A device token has the shape of a session token (``mint``), so a cookie that names
+    another user is recognised without a read.
+    """
+    parsed = parse(token)
+    return None if parsed is None else ParsedToken(username=parsed.username, token_hash=device_hash(token))
+
+
+def device_counter_key(device: str) -> str:
+    """The document id of a device's failed-login counter (from its ``device_hash``)."""
+    return hashlib.sha256(b"device-attempts\x00" + device.encode("ascii")).hexdigest()
+
+
+def address_counter_key(address: str) -> str:
+    """The document id of a client address's failed-login counter (a hash: the address is not stored)."""
+    return hashlib.sha256(b"address-attempts\x00" + address.encode("utf-8")).hexdigest()
+
+
 _PUBLIC_ID_RE = re.compile(r"[A-Za-z0-9_-]{24}")
 
 

@@ -225,8 +225,9 @@ def test_users_delete_removes_the_user_sessions_counter_and_every_subcollection(
 
     result = cli("users", "delete", "alice")
     assert result.returncode == 0, result.stderr
-    # 6 put there above, and the session ledger the service keeps for the cap on sessions.
-    assert result.stdout.strip() == "alice: deleted, 2 session(s) and 7 document(s) below the user"
+    # 6 put there above, the session ledger the service keeps for the cap on sessions, and the device of the
+    # browser both logins came from (its device cookie: README "Lockout").
+    assert result.stdout.strip() == "alice: deleted, 2 session(s) and 8 document(s) below the user"
     assert not _exists(emulator_host, project, "users/alice")
     assert _subcollections(emulator_host, project, "users/alice") == []
     assert _subcollections(emulator_host, project, "users/alice/devices/d1") == []
@@ -243,7 +244,7 @@ def test_users_delete_removes_the_user_sessions_counter_and_every_subcollection(
     assert _still_working(client, alice) == []
     [event] = log_events(tmp_path)
     assert event["event"] == "user_deleted" and event["target"] == "alice" and event["user_id"] == alice_id
-    assert (event["sessions_deleted"], event["documents_deleted"]) == (2, 7)
+    assert (event["sessions_deleted"], event["documents_deleted"]) == (2, 8)
 
 
 def _user_id(client: TestClient, name: str) -> str:
@@ -264,8 +265,8 @@ def test_users_delete_again_after_an_interruption_removes_what_was_left(
     assert result.returncode == 0, result.stderr
     assert (
         result.stdout.strip()
-        # The one document below the user: its session ledger.
-        == "alice: was already deleted; removed what was left, 2 session(s) and 1 document(s) below the user"
+        # The documents below the user: its session ledger and its device (the device cookie of the logins).
+        == "alice: was already deleted; removed what was left, 2 session(s) and 2 document(s) below the user"
     )
     assert _all_sessions(client) == []
     again = cli("users", "delete", "alice")

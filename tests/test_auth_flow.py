@@ -81,7 +81,8 @@ def test_login_returns_a_token_and_sets_the_cookie(client: TestClient) -> None:
     logged_in, expires = _ts(body["logged_in_at"]), _ts(body["expires_at"])
     assert before - timedelta(seconds=5) <= logged_in <= datetime.now(UTC) + timedelta(seconds=5)
     assert expires > logged_in
-    cookie = response.headers["set-cookie"]
+    cookie, device = response.headers.get_list("set-cookie")  # the session cookie, then the device cookie
+    assert device.startswith("__Host-session-device=")  # tests/test_device_lockout.py checks it
     attributes = [part.strip() for part in cookie.split(";")]
     assert attributes[0] == f"__session={body['token']}"
     named = {a.split("=")[0].lower(): a.partition("=")[2] for a in attributes[1:]}

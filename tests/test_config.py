@@ -41,6 +41,14 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ({"SESSION_LOGIN_WINDOW_SECONDS": "0.001"}, "SESSION_LOGIN_WINDOW_SECONDS", "at least 1"),
     ({"SESSION_LOGIN_MAX_FAILURES": "0"}, "SESSION_LOGIN_MAX_FAILURES", "a whole number at least 1 and at most 1000"),
     ({"SESSION_LOGIN_MAX_FAILURES": "9" * 30}, "SESSION_LOGIN_MAX_FAILURES", "at most 1000"),
+    ({"SESSION_DEVICE_COOKIE_DAYS": "0"}, "SESSION_DEVICE_COOKIE_DAYS", "a whole number at least 1 and at most 400"),
+    ({"SESSION_DEVICE_COOKIE_DAYS": "401"}, "SESSION_DEVICE_COOKIE_DAYS", "at most 400"),
+    ({"SESSION_DEVICE_MAX_FAILURES": "0"}, "SESSION_DEVICE_MAX_FAILURES", "at least 1 and at most 1000"),
+    ({"SESSION_ADDRESS_MAX_FAILURES": "-1"}, "SESSION_ADDRESS_MAX_FAILURES", "at least 0 and at most 1000000"),
+    ({"SESSION_ADDRESS_WINDOW_SECONDS": "inf"}, "SESSION_ADDRESS_WINDOW_SECONDS", "at most 2592000 (30 days)"),
+    ({"SESSION_ADDRESS_WINDOW_SECONDS": "0"}, "SESSION_ADDRESS_WINDOW_SECONDS", "at least 1"),
+    ({"SESSION_CLIENT_IP_HEADER": "X-Forwarded-For:"}, "SESSION_CLIENT_IP_HEADER", "a header name"),
+    ({"SESSION_CLIENT_IP_HOPS": "0"}, "SESSION_CLIENT_IP_HOPS", "at least 1 and at most 10"),
     ({"SESSION_REAUTH_SECONDS": "0"}, "SESSION_REAUTH_SECONDS", "at least 1 and at most 86400"),
     ({"SESSION_REAUTH_SECONDS": "86401"}, "SESSION_REAUTH_SECONDS", "at most 86400 (1 days)"),
     ({"SESSION_REAUTH_SECONDS": "1.5"}, "SESSION_REAUTH_SECONDS", "got '1.5'"),
@@ -143,6 +151,23 @@ def test_valid_values_at_the_edges() -> None:
     assert settings.cookie_name == "__Host-session"
 
 
+def test_lockout_settings_and_their_defaults() -> None:
+    default = load_settings({"SESSION_LOGIN_MAX_FAILURES": "7"})
+    assert (default.device_max_failures, default.device_cookie_days) == (7, 90)  # the device limit follows
+    assert (default.address_max_failures, default.client_ip_header, default.client_ip_hops) == (0, None, 1)
+    given = load_settings(
+        {
+            "SESSION_DEVICE_MAX_FAILURES": "3",
+            "SESSION_CLIENT_IP_HEADER": "X-Forwarded-For",
+            "SESSION_CLIENT_IP_HOPS": "10",
+            "SESSION_ADDRESS_MAX_FAILURES": "1000000",
+        }
+    )
+    assert (given.device_max_failures, given.login_max_failures) == (3, 5)
+    assert (given.client_ip_header, given.client_ip_hops, given.address_max_failures) == ("x-forwarded-for", 10, 10**6)
+    assert load_settings({"SESSION_CLIENT_IP_HEADER": ""}).client_ip_header is None
+
+
 @pytest.fixture
 def config_warnings() -> Iterator[list[str]]:
     found: list[str] = []
@@ -226,6 +251,12 @@ def test_the_longest_allowed_session_works(make_client: AppFactory) -> None:
         SESSION_TOUCH_SECONDS=str(MAX_TTL_SECONDS - 1),
         SESSION_LOGIN_WINDOW_SECONDS=str(30 * DAY),
         SESSION_LOGIN_MAX_FAILURES="1000",
+        SESSION_DEVICE_COOKIE_DAYS="400",
+        SESSION_DEVICE_MAX_FAILURES="1000",
+        SESSION_ADDRESS_MAX_FAILURES="1000000",
+        SESSION_ADDRESS_WINDOW_SECONDS=str(30 * DAY),
+        SESSION_CLIENT_IP_HEADER="X-Forwarded-For",
+        SESSION_CLIENT_IP_HOPS="10",
     )
     register(client)
     assert client.post("/login", json={"username": "alice", "password": "wrong password"}).status_code == 401
@@ -233,3 +264,7 @@ def test_the_longest_allowed_session_works(make_client: AppFactory) -> None:
     assert reply.status_code == 200, reply.text
     assert f"Max-Age={MAX_TTL_SECONDS}" in reply.headers["set-cookie"]
     assert client.get("/profile", headers=bearer(reply.json()["token"])).status_code == 200
+    # The device cookie lives the longest a browser keeps a cookie, and a trusted browser logs in with it.
+    device = [c for c in reply.headers.get_list("set-cookie") if c.startswith("__Host-session-device=")]
+    assert len(device) == 1 and f"Max-Age={MAX_TTL_SECONDS}" in device[0], device
+    assert client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code == 200

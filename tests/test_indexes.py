@@ -21,7 +21,7 @@ from pydantic import AwareDatetime, BaseModel
 
 from session import cli, models
 from session.config import Settings
-from session.store import LEDGER_COLLECTION, FirestoreStore, QueryShape
+from session.store import DEVICES, LEDGER_COLLECTION, FirestoreStore, QueryShape
 
 SETTINGS_DEFAULTS = Settings.model_construct()
 DEFAULT_COLLECTIONS = {
@@ -197,7 +197,8 @@ def _records() -> Iterator[type[BaseModel]]:
 def test_ttl_fields_of_the_code_are_declared_and_enabled(
     make_client: AppFactory, emulator_host: str, project: str
 ) -> None:
-    # Write one document of each kind with the real service: a user, its session ledger, a session, a counter.
+    # Write one document of each kind with the real service: a user, its session ledger, a session, a counter,
+    # and (below the user too) the device of the device cookie.
     client = make_client()
     register(client, "alice")
     login(client, "alice")
@@ -220,7 +221,7 @@ def test_ttl_fields_of_the_code_are_declared_and_enabled(
             if all(set(doc) == set(model.model_fields) for doc in docs):
                 collection_of[model] = collection
     assert set(collection_of) == set(_records()), f"no documents written for {set(_records()) - set(collection_of)}"
-    assert set(collection_of.values()) == DEFAULT_COLLECTIONS | {LEDGER_COLLECTION}
+    assert set(collection_of.values()) == DEFAULT_COLLECTIONS | {LEDGER_COLLECTION, DEVICES}
 
     # A TTL field is a record's aware-datetime `expires_at`, stored as a Timestamp (TTL ignores anything else).
     code_ttl = set()
@@ -230,7 +231,7 @@ def test_ttl_fields_of_the_code_are_declared_and_enabled(
             assert field.annotation is AwareDatetime, model
             assert all("timestampValue" in doc["expires_at"] for doc in written[collection])
             code_ttl.add((collection, "expires_at"))
-    assert len(code_ttl) >= 2  # sessions and login_attempts
+    assert len(code_ttl) >= 3  # sessions, login_attempts and devices
 
     spec = load_spec()
     overrides = spec["fieldOverrides"]

@@ -7,6 +7,7 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
+from session import tokens
 from session.models import LoginRequest
 from session.store import OpCounts, current_ops
 from tests.conftest import AppFactory, main_module, register
@@ -41,8 +42,10 @@ def test_a_successful_login_is_two_round_trips(client: TestClient) -> None:
     assert result.token
     # Round trip 1: the guess is counted (1 write) while the user and its session ledger are read (2 reads).
     # Round trip 2: one commit creates the session (1 write), checks the user is unchanged (1 write that
-    # changes nothing), adds the session to the ledger (1 write) and deletes the counter (1 delete).
-    assert ops.as_dict() == {"round_trips": 2, "reads": 2, "writes": 4, "deletes": 1}
+    # changes nothing), adds the session to the ledger (1 write), writes the device of the device cookie
+    # (1 write) and deletes the counter (1 delete).
+    assert result.device_token
+    assert ops.as_dict() == {"round_trips": 2, "reads": 2, "writes": 5, "deletes": 1}
 
 
 def test_without_a_cap_a_login_reads_no_ledger(make_client: AppFactory) -> None:
@@ -50,7 +53,7 @@ def test_without_a_cap_a_login_reads_no_ledger(make_client: AppFactory) -> None:
     register(client)
     ops, result = _login(client)
     assert result.token
-    assert ops.as_dict() == {"round_trips": 2, "reads": 1, "writes": 3, "deletes": 1}
+    assert ops.as_dict() == {"round_trips": 2, "reads": 1, "writes": 4, "deletes": 1}
 
 
 def test_a_login_at_the_cap_reads_the_sessions_and_ends_one(make_client: AppFactory) -> None:
@@ -61,7 +64,7 @@ def test_a_login_at_the_cap_reads_the_sessions_and_ends_one(make_client: AppFact
     ops, result = _login(client)
     assert result.token
     # One more round trip reads the 3 sessions the full ledger lists; the commit deletes the least recently used.
-    assert ops.as_dict() == {"round_trips": 3, "reads": 2 + 3, "writes": 4, "deletes": 1 + 1}
+    assert ops.as_dict() == {"round_trips": 3, "reads": 2 + 3, "writes": 5, "deletes": 1 + 1}
 
 
 def test_a_failed_login_is_one_round_trip(client: TestClient) -> None:
@@ -70,6 +73,50 @@ def test_a_failed_login_is_one_round_trip(client: TestClient) -> None:
         ops, result = _login(client, username, "wrong!")
         assert type(result).__name__ == "InvalidCredentials"
         assert ops.as_dict() == {"round_trips": 1, "reads": 2, "writes": 1, "deletes": 0}
+
+
+def test_a_login_from_a_trusted_device_is_two_round_trips(make_client: AppFactory) -> None:
+    client = make_client(SESSION_MAX_PER_USER="0")  # the ledger's read and write are counted above
+    register(client)
+    service = main_module().api_instance.service
+    device = _login(client)[1].device_token
+    ops, result = _counted(
+        client, lambda: service.login(LoginRequest(username="alice", password=PASSWORD), device=device)
+    )
+    assert result.token and result.device_token == device
+    # Round trip 1: the guess on the device's counter (1 write) while the user and the device are read (2 reads).
+    # Round trip 2: the session, the check on the user, the device's renewed expiry; the counter deleted.
+    assert ops.as_dict() == {"round_trips": 2, "reads": 2, "writes": 4, "deletes": 1}
+    ops, result = _counted(
+        client, lambda: service.login(LoginRequest(username="alice", password="wrong!"), device=device)
+    )
+    assert type(result).__name__ == "InvalidCredentials"
+    assert ops.as_dict() == {"round_trips": 1, "reads": 2, "writes": 1, "deletes": 0}
+    # A cookie naming alice that is not hers: its device is read, then the guess counts on the shared counter.
+    forged = tokens.mint("alice")
+    ops, result = _counted(
+        client, lambda: service.login(LoginRequest(username="alice", password="wrong!"), device=forged)
+    )
+    assert type(result).__name__ == "InvalidCredentials"
+    assert ops.as_dict() == {"round_trips": 2, "reads": 2, "writes": 2, "deletes": 0}
+
+
+def test_the_address_limit_adds_writes_not_round_trips(make_client: AppFactory) -> None:
+    client = make_client(SESSION_ADDRESS_MAX_FAILURES="100", SESSION_MAX_PER_USER="0")
+    register(client)
+    service = main_module().api_instance.service
+    ops, result = _counted(
+        client, lambda: service.login(LoginRequest(username="alice", password=PASSWORD), address="192.0.2.1")
+    )
+    assert result.token
+    # Round trip 1: both counters in one commit (2 writes), the user read. Round trip 2: as without the limit,
+    # plus the address's guess given back (1 write).
+    assert ops.as_dict() == {"round_trips": 2, "reads": 1, "writes": 6, "deletes": 1}
+    ops, result = _counted(
+        client, lambda: service.login(LoginRequest(username="alice", password="wrong!"), address="192.0.2.1")
+    )
+    assert type(result).__name__ == "InvalidCredentials"
+    assert ops.as_dict() == {"round_trips": 1, "reads": 1, "writes": 2, "deletes": 0}
 
 
 def test_a_refused_guess_verifies_no_password(client: TestClient) -> None:

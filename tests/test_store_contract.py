@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from session.config import load_settings
-from session.models import LedgerRecord, SessionRecord, UserRecord
+from session.models import DeviceRecord, LedgerRecord, SessionRecord, UserRecord
 from session.store import AlreadyExists, FirestoreStore, LedgerChange, PreconditionFailed, Store, Versioned
 
 # Whole seconds: a counter's window start may travel as seconds since the epoch.
@@ -57,6 +57,10 @@ def session_record(user: UserRecord, *, created_at: datetime = NOW, **changes: A
         "auth_epoch": user.auth_epoch,
     }
     return SessionRecord(**{**fields, **changes})
+
+
+def device_record(user: UserRecord, **changes: Any) -> DeviceRecord:
+    return DeviceRecord(**{"user_id": user.user_id, "created_at": NOW, "expires_at": EXPIRES, **changes})
 
 
 def token_hash() -> str:
@@ -387,6 +391,91 @@ class StoreContract:
         reservation, user = runner.run(store.reserve_and_read_user(k, LATER, EXPIRES, "nobody"))
         assert user is None
         assert (reservation.count, reservation.window_start) == (2, NOW)
+
+    def test_reserve_attempts_counts_each_counter_in_one_commit(self, store: Store, runner: asyncio.Runner) -> None:
+        a, b = key(), key()
+        runner.run(store.reserve_attempt(a, NOW, EXPIRES))
+        first, second = runner.run(store.reserve_attempts([(a, EXPIRES), (b, LATER + timedelta(hours=1))], LATER))
+        assert (first.key, first.count, first.window_start) == (a, 2, NOW)
+        assert (second.key, second.count, second.window_start) == (b, 1, LATER)
+        assert runner.run(store.read_attempts(a)) == first
+        assert runner.run(store.read_attempts(b)) == second
+
+    def test_parallel_reserve_attempts_each_get_their_own_counts(self, store: Store, runner: asyncio.Runner) -> None:
+        shared, n = key(), 12
+
+        async def burst() -> list[Any]:
+            calls = (store.reserve_attempts([(key(), EXPIRES), (shared, EXPIRES)], NOW) for _ in range(n))
+            return list(await asyncio.gather(*calls))
+
+        counts = sorted(pair[1].count for pair in runner.run(burst()))
+        assert counts == list(range(1, n + 1))
+
+    def test_reserve_and_read_login_counts_and_reads_the_user_and_the_device(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        k, h, device = key(), token_hash(), token_hash()
+        record = device_record(alice.record)
+        runner.run(store.create_session(h, session_record(alice.record), user=alice, device=(device, record)))
+        (reservation,), user, found, _ = runner.run(store.reserve_and_read_login([(k, EXPIRES)], NOW, "alice", device))
+        assert user is not None and user.record == alice.record
+        assert found is not None and found.record == record
+        assert (reservation.key, reservation.count, reservation.window_start) == (k, 1, NOW)
+        assert runner.run(store.read_attempts(k)) == reservation  # committed when it returned
+        # Another user's device, an unknown one, none asked for: no device.
+        runner.run(store.create_user(user_record("bob")))
+        assert runner.run(store.reserve_and_read_login([(k, EXPIRES)], NOW, "bob", device))[2] is None
+        assert runner.run(store.reserve_and_read_login([(k, EXPIRES)], NOW, "alice", token_hash()))[2] is None
+        reservations, user, found, _ = runner.run(store.reserve_and_read_login([(k, EXPIRES)], NOW, "nobody", None))
+        assert (reservations[0].count, user, found) == (4, None, None)
+
+    def test_create_session_with_a_device_writes_it_under_the_user_and_overwrites_it(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        device = token_hash()
+        runner.run(
+            store.create_session(
+                token_hash(), session_record(alice.record), user=alice, device=(device, device_record(alice.record))
+            )
+        )
+        renewed = device_record(alice.record, expires_at=EXPIRES + timedelta(days=1))
+        runner.run(
+            store.create_session(token_hash(), session_record(alice.record), user=None, device=(device, renewed))
+        )
+        found = runner.run(store.reserve_and_read_login([(key(), EXPIRES)], NOW, "alice", device))[2]
+        assert found is not None and found.record == renewed
+
+    def test_create_session_with_release_also_takes_one_off_that_counter_too(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        k, other, h = key(), key(), token_hash()
+        mine, theirs = runner.run(store.reserve_attempts([(k, EXPIRES), (other, EXPIRES)], NOW))
+        runner.run(store.reserve_attempt(other, LATER, EXPIRES))
+        runner.run(store.create_session(h, session_record(alice.record), user=alice, clear=mine, release_also=theirs))
+        assert runner.run(store.read_attempts(k)) is None
+        after = runner.run(store.read_attempts(other))
+        assert after is not None and after.count == 1
+        assert runner.run(store.read_auth("alice", h))[0] is not None
+
+    def test_create_session_with_release_also_of_a_gone_counter_raises_and_writes_nothing(
+        self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
+    ) -> None:
+        k, h, device = key(), token_hash(), token_hash()
+        reservation = runner.run(store.reserve_attempt(k, NOW, EXPIRES))
+        runner.run(store.create_session(token_hash(), session_record(alice.record), user=None, clear=reservation))
+        with pytest.raises(PreconditionFailed):
+            runner.run(
+                store.create_session(
+                    h,
+                    session_record(alice.record),
+                    user=alice,
+                    release_also=reservation,
+                    device=(device, device_record(alice.record)),
+                )
+            )
+        assert runner.run(store.read_attempts(k)) is None  # not recreated
+        assert runner.run(store.read_auth("alice", h)) == (None, alice)
+        assert runner.run(store.reserve_and_read_login([(key(), EXPIRES)], NOW, "alice", device))[2] is None
 
     def test_restart_attempts_resets_an_unchanged_counter_and_refuses_a_stale_one(
         self, store: Store, runner: asyncio.Runner
