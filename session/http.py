@@ -287,7 +287,8 @@ async def _patch_profile(call: Call) -> Response:
 async def _change_password(call: Call) -> Response:
     ctx = await call.authenticate()
     req = await call.body(PasswordChangeRequest)
-    result = await call.api.service.change_password(ctx, req, user_agent=call.user_agent())
+    device = call.request.cookies.get(credentials.device_cookie_name(call.api.settings))
+    result = await call.api.service.change_password(ctx, req, user_agent=call.user_agent(), device=device)
     call.log_fields["sid"] = tokens.log_id(tokens.hash_token(result.token))
     return _login_response(call.api.settings, result)
 
@@ -295,7 +296,8 @@ async def _change_password(call: Call) -> Response:
 async def _reauthenticate(call: Call) -> Response:
     ctx = await call.authenticate()
     req = await call.body(ReauthenticateRequest)
-    result = await call.api.service.reauthenticate(ctx, req)
+    device = call.request.cookies.get(credentials.device_cookie_name(call.api.settings))
+    result = await call.api.service.reauthenticate(ctx, req, device=device)
     call.log_fields["new_sid"] = tokens.log_id(tokens.hash_token(result.token))
     return _login_response(call.api.settings, result)
 

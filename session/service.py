@@ -881,22 +881,25 @@ class SessionService:
         return user
 
     async def change_password(
-        self, ctx: AuthContext, req: PasswordChangeRequest, *, user_agent: str | None = None
+        self,
+        ctx: AuthContext,
+        req: PasswordChangeRequest,
+        *,
+        user_agent: str | None = None,
+        device: str | None = None,
     ) -> LoginResult:
         """Change the password, end every other session of the user, and open a new one.
 
-        The current password is a guess like a login's: it is counted on the
-        username's failed-login counter before it is judged. Raises
+        The current password is a guess like a login's: it is counted before it is
+        judged, on the username's failed-login counter, or on the device's own when
+        ``device`` is a trusted device cookie of the user (``_count_proof``). Raises
         ``TooManyAttempts`` past the limit (even for the right password),
         ``WrongCurrentPassword`` (403) when it is wrong, ``Unauthenticated`` when
         the caller's session was ended meanwhile (by another change, say).
         """
         ctx = await self._strong(ctx)
         now = self.clock()
-        reservation = await self.store.reserve_attempt(
-            tokens.counter_key(ctx.principal.username), now, now + self._window
-        )
-        reservation = await self._judge_attempt(reservation, now)
+        reservation, _ = await self._count_proof(ctx, device, now, with_ledger=False)  # the change resets the ledger
         user = ctx.user
         ok = await self.passwords.verify_async(user.record.password_hash, req.current_password)
         if not ok:
@@ -929,7 +932,9 @@ class SessionService:
         event("password_changed", logging.WARNING, user_id=ctx.principal.user_id, sessions_revoked=revoked)
         return result
 
-    async def reauthenticate(self, ctx: AuthContext, req: ReauthenticateRequest) -> LoginResult:
+    async def reauthenticate(
+        self, ctx: AuthContext, req: ReauthenticateRequest, *, device: str | None = None
+    ) -> LoginResult:
         """Prove the password again: the caller's session is replaced by a new one with ``auth_time`` now.
 
         The password is a guess like a login's, counted on the username's
@@ -943,15 +948,9 @@ class SessionService:
         """
         ctx = await self._strong(ctx)
         now = self.clock()
-        key = tokens.counter_key(ctx.principal.username)
-        ledger: Versioned[LedgerRecord] | None = None
-        if self.settings.max_sessions_per_user:  # the ledger is read while the guess is counted: no extra wait
-            reservation, ledger = await self.store.reserve_and_read_ledger(
-                key, now, now + self._window, ctx.principal.username
-            )
-        else:
-            reservation = await self.store.reserve_attempt(key, now, now + self._window)
-        reservation = await self._judge_attempt(reservation, now)
+        reservation, ledger = await self._count_proof(
+            ctx, device, now, with_ledger=self.settings.max_sessions_per_user > 0
+        )
         user = ctx.user
         if not await self.passwords.verify_async(user.record.password_hash, req.password):
             event("reauthentication_rejected", logging.WARNING, user_id=ctx.principal.user_id)
@@ -977,6 +976,36 @@ class SessionService:
             new_sid=tokens.log_id(tokens.hash_token(result.token)),
         )
         return result
+
+    async def _count_proof(
+        self, ctx: AuthContext, device: str | None, now: datetime, *, with_ledger: bool
+    ) -> tuple[Reservation, Versioned[LedgerRecord] | None]:
+        """Count and judge a signed-in user's password guess (a password change, a re-authentication).
+
+        As for a login: on the username's counter, or, when ``device`` is a trusted device
+        cookie of this user, on that device's own counter alone, so an attacker who has
+        locked the username cannot keep its owner from proving the password. The user's
+        session ledger is read in the same round trip when asked. Raises ``TooManyAttempts``.
+        """
+        username = ctx.principal.username
+        presented = tokens.parse_device(device) if device else None
+        if presented is not None and presented.username == username:
+            own = [(tokens.device_counter_key(presented.token_hash), now + self._window)]
+            reservations, user, found, ledger = await self.store.reserve_and_read_login(
+                own, now, username, presented.token_hash, with_ledger=with_ledger
+            )
+            if _trusted(found, user, now):
+                limit = self.settings.device_max_failures
+                return await self._judge_attempt(reservations[0], now, limit=limit, counter="device"), ledger
+            [reservation] = await self.store.reserve_attempts([(tokens.counter_key(username), now + self._window)], now)
+            return await self._judge_attempt(reservation, now), ledger
+        key = tokens.counter_key(username)
+        ledger = None
+        if with_ledger:  # the ledger is read while the guess is counted: no extra wait
+            reservation, ledger = await self.store.reserve_and_read_ledger(key, now, now + self._window, username)
+        else:
+            reservation = await self.store.reserve_attempt(key, now, now + self._window)
+        return await self._judge_attempt(reservation, now), ledger
 
     def _require_recent_auth(self, ctx: AuthContext) -> None:
         """Raise ``ReauthenticationRequired`` unless the password was proved within ``SESSION_REAUTH_SECONDS``.

@@ -72,6 +72,31 @@ def test_an_attacker_locks_the_username_but_the_owners_browser_still_logs_in(mak
     assert _status(attacker, "alice", "guess 9") == 429
 
 
+def test_a_locked_username_does_not_keep_the_owner_from_proving_the_password(make_client: AppFactory) -> None:
+    owner = make_client(SESSION_LOGIN_MAX_FAILURES="5")  # the owner's browser
+    register(owner)
+    token = _login(owner, "alice", PASSWORD).json()["token"]  # the browser keeps its device cookie
+    laptop = make_client(SESSION_LOGIN_MAX_FAILURES="5")  # a second session of the owner's, then no cookies
+    other = _login(laptop, "alice", PASSWORD).json()["token"]
+    laptop.cookies.clear()
+    attacker = make_client(SESSION_LOGIN_MAX_FAILURES="5")
+    assert [_status(attacker, "alice", f"guess {i}") for i in range(6)] == [401] * 5 + [429]
+
+    # Without the device cookie the proof of a password counts on the locked username: refused unjudged.
+    refused = laptop.post("/reauthenticate", headers={"Authorization": f"Bearer {other}"}, json={"password": PASSWORD})
+    assert refused.status_code == 429
+    # With it, re-authentication and a password change are judged on the device's own counter.
+    renewed = owner.post("/reauthenticate", headers={"Authorization": f"Bearer {token}"}, json={"password": PASSWORD})
+    assert renewed.status_code == 200, renewed.text
+    changed = owner.post(
+        "/profile/password",
+        headers={"Authorization": f"Bearer {renewed.json()['token']}"},
+        json={"current_password": PASSWORD, "new_password": "a brand new passphrase"},
+    )
+    assert changed.status_code == 200, changed.text
+    assert _status(attacker, "alice", "a brand new passphrase") == 429  # the attacker is still locked out
+
+
 # --- the device cookie itself ----------------------------------------------------------------------------
 
 
