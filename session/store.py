@@ -580,6 +580,26 @@ class FirestoreStore:
         _count(round_trips=1, reads=len(refs))
         return {snap.reference.path: snap for snap in snaps}
 
+    async def _sessions_where(
+        self, field: str, value: str, *, select: list[str] | None = None
+    ) -> list[DocumentSnapshot[Any]]:
+        """Every session document whose ``field`` equals ``value``, in any order (one round trip).
+
+        An equality on one field alone, which Firestore's automatic single-field index
+        serves: no composite index needed. ``select`` reads only those fields.
+        """
+        from google.cloud.firestore import FieldFilter
+
+        collection = self._settings.sessions_collection
+        query = self.client().collection(collection).where(filter=FieldFilter(field, "==", value))
+        if select is not None:
+            query = query.select(select)
+        self.recorded.shapes.add(QueryShape(collection, (field,)))
+        async with self._guard():
+            snaps = await query.get(retry=self._retry, timeout=self._deadline)
+        _count(round_trips=1, reads=max(1, len(snaps)))
+        return list(snaps)
+
     def _precondition_time(self, update_time: datetime) -> Any:
         return self.client().write_option(last_update_time=update_time)
 
@@ -717,14 +737,11 @@ class FirestoreStore:
         """
         from google.cloud.firestore import FieldFilter, Query
 
+        if not ordered:
+            found = await self._sessions_where("user_id", user_id)
+            return [(s.id, _parse(SessionRecord, _data(s), s.reference.path)) for s in found]
         collection = self._settings.sessions_collection
         query = self.client().collection(collection).where(filter=FieldFilter("user_id", "==", user_id))
-        if not ordered:
-            self.recorded.shapes.add(QueryShape(collection, ("user_id",)))
-            async with self._guard():
-                found = await query.get(retry=self._retry, timeout=self._deadline)
-            _count(round_trips=1, reads=max(1, len(found)))
-            return [(s.id, _parse(SessionRecord, _data(s), s.reference.path)) for s in found]
         query = query.order_by("created_at", direction=Query.DESCENDING).order_by(
             "public_id", direction=Query.DESCENDING
         )
@@ -905,19 +922,7 @@ class FirestoreStore:
         With ``up_to_epoch``, only sessions committed at that ``auth_epoch`` or an older
         one: a revocation that raced a newer change must not delete what that change opened.
         """
-        from google.cloud.firestore import FieldFilter
-
-        collection = self._settings.sessions_collection
-        query = (
-            self.client()
-            .collection(collection)
-            .where(filter=FieldFilter("user_id", "==", user_id))
-            .select(["auth_epoch"])
-        )
-        self.recorded.shapes.add(QueryShape(collection, ("user_id",)))
-        async with self._guard():
-            snaps = await query.get(retry=self._retry, timeout=self._deadline)
-        _count(round_trips=1, reads=max(1, len(snaps)))
+        snaps = await self._sessions_where("user_id", user_id, select=["auth_epoch"])
         refs = [
             s.reference
             for s in snaps
@@ -1027,19 +1032,7 @@ class FirestoreStore:
 
     async def delete_username_sessions(self, username: str) -> int:
         """Delete every session document whose ``username`` is ``username`` (the automatic single-field index)."""
-        from google.cloud.firestore import FieldFilter
-
-        collection = self._settings.sessions_collection
-        query = (
-            self.client()
-            .collection(collection)
-            .where(filter=FieldFilter("username", "==", username))
-            .select(["__name__"])
-        )
-        self.recorded.shapes.add(QueryShape(collection, ("username",)))
-        async with self._guard():
-            snaps = await query.get(retry=self._retry, timeout=self._deadline)
-        _count(round_trips=1, reads=max(1, len(snaps)))
+        snaps = await self._sessions_where("username", username, select=["__name__"])
         return await self._delete_in_batches([s.reference for s in snaps])
 
     async def delete_user(self, current: Versioned[UserRecord]) -> None:
