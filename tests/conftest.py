@@ -9,14 +9,16 @@ store after all fails.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import sys
+import threading
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from functions_framework import create_app
@@ -66,6 +68,7 @@ def project(emulator_host: str) -> Iterator[str]:
 
 
 AppFactory = Callable[..., TestClient]
+T = TypeVar("T")
 
 
 class _Clients:
@@ -180,3 +183,19 @@ def emulator_get(host: str, project: str, path: str) -> dict[str, Any]:
         import json
 
         return dict(json.loads(resp.read()))
+
+
+def together(calls: list[Callable[[], T]]) -> list[T]:
+    """Run each call in its own thread, all released at once by a barrier; their results, in order.
+
+    The races of the suite use it: real threads against the real app and emulator, not an
+    interleaving made up by the test.
+    """
+    start = threading.Barrier(len(calls))
+
+    def run(call: Callable[[], T]) -> T:
+        start.wait()
+        return call()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(run, calls))

@@ -11,8 +11,6 @@ without one, so counting the accepted ones counts the user's live sessions.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +20,7 @@ from google.cloud import firestore
 from starlette.testclient import TestClient
 
 from session import tokens
-from tests.conftest import AppFactory, bearer, login, main_module, register
+from tests.conftest import AppFactory, bearer, login, main_module, register, together
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new passphrase"
@@ -30,18 +28,6 @@ CAP = 3
 TRIALS = 5
 
 pytestmark = pytest.mark.slow
-
-
-def _race(actions: list[Callable[[], Any]]) -> list[Any]:
-    """Run every action in its own thread, all released together; their results in order."""
-    start = threading.Barrier(len(actions))
-
-    def run(action: Callable[[], Any]) -> Any:
-        start.wait()
-        return action()
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(actions)) as pool:
-        return list(pool.map(run, actions))
 
 
 def _login(client: TestClient, username: str, password: str = PASSWORD) -> Callable[[], tuple[int, str | None]]:
@@ -108,8 +94,8 @@ def test_logins_racing_a_password_change_stay_under_the_cap(make_client: AppFact
             return 200, response.json()["token"]
 
         actions = [change] + [_login(client, username, (PASSWORD, NEW_PASSWORD)[i % 2]) for i in range(cap - 1)]
-        results = _race(actions)
-        results += _race([_login(client, username, NEW_PASSWORD) for _ in range(cap + 1)])  # fill up after it
+        results = together(actions)
+        results += together([_login(client, username, NEW_PASSWORD) for _ in range(cap + 1)])  # fill up after it
         assert all(status in (200, 401) for status, _ in results), results
         alive = _alive(client, [owner, *(t for _, t in results)])
         if len(alive) > cap:
@@ -130,8 +116,8 @@ def test_logins_racing_revoke_all_stay_under_the_cap(make_client: AppFactory) ->
         def revoke_all(owner: str = owner) -> tuple[int, None]:
             return client.delete("/sessions", headers=bearer(owner)).status_code, None
 
-        results = _race([revoke_all] + [_login(client, username) for _ in range(6)])
-        results += _race([_login(client, username) for _ in range(4)])
+        results = together([revoke_all] + [_login(client, username) for _ in range(6)])
+        results += together([_login(client, username) for _ in range(4)])
         assert results[0][0] in (204, 401), results
         # 401: a login that read the user before revoke-all took effect (it must not survive it); the later ones 200.
         assert all(status in (200, 401) for status, _ in results[1:7]), results
@@ -161,7 +147,7 @@ def test_logins_racing_logouts_and_revoke_one_stay_under_the_cap(make_client: Ap
             return clients[0].delete(f"/sessions/{sid}", headers=bearer(by)).status_code, None
 
         logins = [_login(clients[i % 2], username) for i in range(6)]
-        results = _race([logout, revoke, *logins])
+        results = together([logout, revoke, *logins])
         assert all(status in (200, 204, 401, 404) for status, _ in results), results
         alive = _alive(clients[0], [*issued, *(t for _, t in results)])
         if len(alive) > CAP:
@@ -179,7 +165,7 @@ def test_first_logins_of_a_user_without_a_ledger_stay_under_the_cap(make_client:
         username = f"first{trial}"
         register(uncapped, username)  # no ledger
         before = [login(uncapped, username) for _ in range(CAP - 1)]
-        results = _race([_login(clients[i % 2], username) for i in range(8)])
+        results = together([_login(clients[i % 2], username) for i in range(8)])
         assert all(status == 200 for status, _ in results), results
         alive = _alive(clients[0], [*before, *(t for _, t in results)])
         if len(alive) != CAP:
@@ -204,7 +190,7 @@ def test_logins_racing_profile_edits_stay_under_the_cap(make_client: AppFactory)
                     return response.status_code, None  # the owner's session was ended to make room
             return 200, None
 
-        results = _race([edits, edits, *(_login(clients[i % 2], username) for i in range(8))])
+        results = together([edits, edits, *(_login(clients[i % 2], username) for i in range(8))])
         assert all(status == 200 for status, _ in results[2:]), results
         alive = _alive(clients[0], [owner, *(t for _, t in results)])
         if len(alive) != CAP:
@@ -227,7 +213,7 @@ def test_touches_racing_evictions_bring_no_session_back(make_client: AppFactory)
         def touch(token: str, i: int) -> Callable[[], tuple[int, None]]:
             return lambda: (clients[i % 2].get("/profile", headers=bearer(token)).status_code, None)
 
-        results = _race(
+        results = together(
             [*(touch(t, i) for i, t in enumerate(issued * 2)), *(_login(clients[i % 2], username) for i in range(4))]
         )
         assert all(status in (200, 401) for status, _ in results), results
@@ -258,7 +244,7 @@ def test_a_burst_of_right_passwords_gives_every_guess_back(make_client: AppFacto
     for trial in range(3):
         username = f"count{trial}"
         register(clients[0], username)
-        results = _race([_login(clients[i % 2], username) for i in range(16)])
+        results = together([_login(clients[i % 2], username) for i in range(16)])
         assert [status for status, _ in results] == [200] * 16, results
         if (left := _counter(project, username)) != 0:
             leftover.append((trial, left))
@@ -273,7 +259,7 @@ def test_a_burst_of_right_passwords_past_the_limit(make_client: AppFactory, proj
     env = {"SESSION_MAX_PER_USER": "2", "SESSION_LOGIN_MAX_FAILURES": "3"}
     clients = [make_client(**env), make_client(**env)]
     register(clients[0], "bob")
-    results = _race([_login(clients[i % 2], "bob") for i in range(8)])
+    results = together([_login(clients[i % 2], "bob") for i in range(8)])
     statuses = sorted(status for status, _ in results)
     assert set(statuses) <= {200, 429} and statuses.count(200) <= 3, statuses
     assert _counter(project, "bob") == 8 - statuses.count(200)
@@ -286,7 +272,7 @@ def test_a_big_burst_for_one_user_gets_no_503_and_no_401(make_client: AppFactory
     env = {"SESSION_LOGIN_MAX_FAILURES": "1000"}
     clients = [make_client(**env), make_client(**env)]
     register(clients[0], "carol")
-    results = _race([_login(clients[i % 2], "carol") for i in range(burst)])
+    results = together([_login(clients[i % 2], "carol") for i in range(burst)])
     statuses = sorted(status for status, _ in results)
     assert statuses == [200] * burst, {s: statuses.count(s) for s in set(statuses)}
     assert len(_alive(clients[0], [t for _, t in results])) == min(20, burst)

@@ -9,9 +9,6 @@ its guess is judged, so bursts are raced with a barrier over several trials.
 
 from __future__ import annotations
 
-import concurrent.futures
-import threading
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +17,7 @@ from starlette.testclient import TestClient
 
 from session import credentials, tokens
 from session.config import load_settings
-from tests.conftest import AppFactory, emulator_get, main_module, register
+from tests.conftest import AppFactory, emulator_get, main_module, register, together
 from tests.test_lifecycle import FakeClock
 
 PASSWORD = "correct horse battery"
@@ -41,17 +38,6 @@ def _device_cookie(response: Any, name: str = DEVICE) -> str:
     """The value of the device cookie a response sets."""
     (cookie,) = [c for c in response.headers.get_list("set-cookie") if c.startswith(f"{name}=")]
     return str(cookie.split(";")[0].partition("=")[2])
-
-
-def _burst(calls: list[Callable[[], int]]) -> list[int]:
-    start = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], int]) -> int:
-        start.wait()
-        return call()
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        return list(pool.map(run, calls))
 
 
 # --- the acceptance test of the issue ---------------------------------------------------------------
@@ -252,7 +238,7 @@ def test_a_burst_with_one_device_cookie_is_judged_at_most_the_device_limit(make_
         client.cookies.clear()
         passwords = [f"wrong guess {i}" for i in range(BURST - 1)]
         passwords.insert(trial * 7 % BURST, PASSWORD)  # the right one somewhere in the burst
-        statuses = _burst([lambda p=p, u=username, c=cookie: _status(client, u, p, **c) for p in passwords])  # type: ignore[misc]
+        statuses = together([lambda p=p, u=username, c=cookie: _status(client, u, p, **c) for p in passwords])  # type: ignore[misc]
         judged = [s for s in statuses if s in (200, 401)]
         assert len(judged) <= 4, f"trial {trial}: {len(judged)} judged: {sorted(statuses)}"
         assert set(statuses) <= {200, 401, 429} and statuses.count(429) == BURST - len(judged)
@@ -268,7 +254,7 @@ def test_the_address_limit_holds_across_usernames_in_a_burst(make_client: AppFac
     for trial in range(TRIALS):
         address = {"X-Forwarded-For": f"198.51.100.{trial}"}
         calls = [lambda u=f"user{trial}x{i}", a=address: _status(client, u, "stuffed", **a) for i in range(BURST)]  # type: ignore[misc]
-        statuses = _burst(calls)
+        statuses = together(calls)
         # Every username is new (count 1), so the address counter alone decides: exactly 10 judged.
         assert sorted(statuses) == [401] * 10 + [429] * (BURST - 10), f"trial {trial}"
     assert _status(client, "fresh", "stuffed", **{"X-Forwarded-For": "198.51.100.200"}) == 401  # another address

@@ -19,7 +19,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from session.admin import AdminService
-from tests.conftest import AppFactory, bearer, login, main_module, register
+from tests.conftest import AppFactory, bearer, login, main_module, register, together
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new passphrase"
@@ -209,17 +209,6 @@ BURST = 40
 BURST_TRIALS = 5
 
 
-def _burst(client: TestClient, attempts: list[Callable[[], int]]) -> list[int]:
-    start = threading.Barrier(len(attempts))
-
-    def run(attempt: Callable[[], int]) -> int:
-        start.wait()
-        return attempt()
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(attempts)) as pool:
-        return list(pool.map(run, attempts))
-
-
 def test_a_burst_of_guesses_is_judged_at_most_max_failures_times(make_client: AppFactory) -> None:
     client = make_client(SESSION_LOGIN_MAX_FAILURES="5")
     for trial in range(BURST_TRIALS):
@@ -231,7 +220,7 @@ def test_a_burst_of_guesses_is_judged_at_most_max_failures_times(make_client: Ap
             (lambda p=p, u=username: _login_status(client, u, p)[0])
             for p in passwords  # type: ignore[misc]
         ]
-        statuses = _burst(client, attempts)
+        statuses = together(attempts)
         judged = [s for s in statuses if s in (200, 401)]
         assert len(judged) <= 5, f"trial {trial}: {len(judged)} guesses judged: {sorted(statuses)}"
         assert set(statuses) <= {200, 401, 429}, statuses
@@ -283,13 +272,15 @@ def test_wrong_current_passwords_count_against_the_login_limit(make_client: AppF
     client = make_client(SESSION_LOGIN_MAX_FAILURES="5")
     register(client)
     stolen = login(client)
+    # A thief with the token alone, not the owner's browser: its device cookie would be judged on its own
+    # counter (tests/test_device_lockout.py, README "Lockout").
+    client.cookies.clear()
     statuses = [_change(client, stolen, f"guess {i}").status_code for i in range(12)]
     assert statuses == [403] * 5 + [429] * 7
     right = _change(client, stolen, PASSWORD)  # past the limit, even the right password is refused
     assert right.status_code == 429 and right.json()["code"] == "too_many_attempts"
     assert int(right.headers["retry-after"]) >= 1
     # The owner's password still works where it did: the takeover did not happen.
-    client.cookies.clear()  # a browser without alice's device cookie (that one is judged apart: README "Lockout")
     assert _login_status(client, "alice", PASSWORD)[0] == 429  # ... and the username is locked for logins too
 
 
@@ -301,7 +292,7 @@ def test_a_burst_of_current_password_guesses_is_judged_at_most_max_failures_time
         stolen = login(client, username)
         guesses = [f"guess {i}" for i in range(19)]
         guesses.insert(trial * 5, PASSWORD)
-        statuses = _burst(client, [(lambda g=g, t=stolen: _change(client, t, g).status_code) for g in guesses])  # type: ignore[misc]
+        statuses = together([(lambda g=g, t=stolen: _change(client, t, g).status_code) for g in guesses])  # type: ignore[misc]
         judged = [s for s in statuses if s in (200, 403)]
         assert len(judged) <= 5, f"trial {trial}: {sorted(statuses)}"
         assert set(statuses) <= {200, 401, 403, 429}, statuses
@@ -318,8 +309,7 @@ def test_parallel_password_changes_with_one_session_apply_once(make_client: AppF
         register(client, username)
         token = login(client, username)
         new = [f"new passphrase {trial} {i}" for i in range(4)]
-        statuses = _burst(
-            client,
+        statuses = together(
             [
                 (
                     lambda n=n, t=token: (

@@ -11,9 +11,7 @@ profile PATCHes without If-Match got 412 and parallel PATCHes made logins fail.
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,7 +21,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import AppFactory, bearer, login, main_module, register
+from tests.conftest import AppFactory, bearer, login, main_module, register, together
 from tests.test_lifecycle import FakeClock
 
 PASSWORD = "correct horse battery"
@@ -35,17 +33,6 @@ pytestmark = pytest.mark.slow
 
 def _service() -> Any:
     return main_module().api_instance.service
-
-
-def _burst(calls: list[Callable[[], Any]]) -> list[Any]:
-    start = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], Any]) -> Any:
-        start.wait()
-        return call()
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        return list(pool.map(run, calls))
 
 
 def _works(client: TestClient, token: str) -> bool:
@@ -86,7 +73,7 @@ def test_revoke_all_from_a_session_voided_mid_flight_deletes_the_owners_new_sess
             time.sleep(delay)
             return client.delete("/sessions", headers=bearer(stolen)).status_code
 
-        statuses = _burst([lambda o=owner: _change(client, o, PASSWORD), attack])
+        statuses = together([lambda o=owner: _change(client, o, PASSWORD), attack])
         response, attacker = statuses
         if response.status_code != 200:
             print(f"RT trial {trial} delay {delay:.3f}: change {response.status_code}, attacker {attacker}")
@@ -107,7 +94,7 @@ def test_parallel_revoke_alls_from_one_session_all_succeed(make_client: AppFacto
         owner = login(client, username)
         for _ in range(2):
             login(client, username)
-        statuses = _burst([lambda o=owner: client.delete("/sessions", headers=bearer(o)).status_code] * 3)
+        statuses = together([lambda o=owner: client.delete("/sessions", headers=bearer(o)).status_code] * 3)
         works = _works(client, owner)
         print(f"RT trial {trial}: revoke-all statuses {statuses}; kept session works: {works}")
         wrong += statuses.count(401) if works else 0
@@ -133,7 +120,7 @@ def test_profile_patch_from_the_kept_session_during_its_own_revoke_all(make_clie
             )
             for i in range(3)
         ]
-        results = _burst(calls)
+        results = together(calls)
         works = _works(client, owner)
         patch_401 = sum(1 for kind, s in results if kind == "patch" and s == 401)
         print(f"RT trial {trial}: {results}; kept session works: {works}")
@@ -183,7 +170,7 @@ def test_mixed_login_and_current_password_burst(make_client: AppFactory) -> None
                 )
             )
             calls.append(lambda t=stolen, i=i: ("change", _change(client, t, f"w{i}x").status_code))
-        results = _burst(calls)
+        results = together(calls)
         judged = [r for r in results if r[1] in (200, 401, 403)]
         print(f"RT trial {trial}: judged {len(judged)}: {Counter(results)}")
         assert len(judged) <= 5
@@ -199,7 +186,7 @@ def test_burst_at_window_expiry_with_a_fake_clock(make_client: AppFactory) -> No
         for i in range(8):  # fill the window and then some
             client.post("/login", json={"username": username, "password": f"x{i}"})
         clock.advance(61)
-        statuses = _burst(
+        statuses = together(
             [
                 lambda u=username, i=i: client.post("/login", json={"username": u, "password": f"y{i}"}).status_code
                 for i in range(40)
@@ -209,7 +196,7 @@ def test_burst_at_window_expiry_with_a_fake_clock(make_client: AppFactory) -> No
         print(f"RT trial {trial}: after expiry, judged {judged}: {Counter(statuses)}")
         assert judged <= 5
         # a second burst in the same (new) window gets nothing
-        statuses = _burst(
+        statuses = together(
             [
                 lambda u=username, i=i: client.post("/login", json={"username": u, "password": f"z{i}"}).status_code
                 for i in range(20)
@@ -239,7 +226,7 @@ def test_burst_straddling_window_expiry(make_client: AppFactory) -> None:
             (lambda u=username, i=i: client.post("/login", json={"username": u, "password": f"y{i}"}).status_code)
             for i in range(40)
         ]
-        results = _burst(calls)[1:]
+        results = together(calls)[1:]
         judged = sum(1 for s in results if s in (200, 401))
         print(f"RT trial {trial}: judged {judged}: {Counter(results)}")
         assert judged <= 5
@@ -252,7 +239,7 @@ def test_owner_success_mid_burst_does_not_hand_out_fresh_guesses(make_client: Ap
         register(client, username)
         passwords = [f"wrong {i}" for i in range(39)]
         passwords.insert(trial % 6, PASSWORD)
-        first = _burst(
+        first = together(
             [
                 lambda u=username, p=p: (
                     p == PASSWORD,
@@ -261,7 +248,7 @@ def test_owner_success_mid_burst_does_not_hand_out_fresh_guesses(make_client: Ap
                 for p in passwords
             ]
         )
-        second = _burst(
+        second = together(
             [
                 lambda u=username, i=i: (
                     client.post("/login", json={"username": u, "password": f"again {i}"}).status_code
@@ -282,7 +269,7 @@ def test_32_parallel_correct_logins(make_client: AppFactory) -> None:
     client = make_client(SESSION_LOGIN_MAX_FAILURES="100")
     register(client)
     for trial in range(3):
-        statuses = _burst(
+        statuses = together(
             [lambda: client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code] * 32
         )
         print(f"RT trial {trial}: {Counter(statuses)}")
@@ -293,7 +280,9 @@ def test_parallel_correct_logins_at_the_default_limit(make_client: AppFactory) -
     """Successful logins are counted as guesses: 6 parallel right logins with the default limit."""
     client = make_client()
     register(client)
-    statuses = _burst([lambda: client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code] * 8)
+    statuses = together(
+        [lambda: client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code] * 8
+    )
     after = client.post("/login", json={"username": "alice", "password": PASSWORD})
     print(
         f"RT 8 parallel correct logins, default limit: {Counter(statuses)}; a later correct login: "
@@ -312,7 +301,7 @@ def test_parallel_logins_that_rehash(make_client: AppFactory) -> None:
         register(weak, f"rh{trial}")
     strong = make_client(SESSION_LOGIN_MAX_FAILURES="100", SESSION_ARGON2_TIME_COST="3")
     for trial in range(3):
-        statuses = _burst(
+        statuses = together(
             [lambda u=f"rh{trial}": strong.post("/login", json={"username": u, "password": PASSWORD}).status_code] * 16
         )
         print(f"RT trial {trial}: 16 parallel rehashing logins: {Counter(statuses)}")
@@ -324,7 +313,7 @@ def test_parallel_profile_patches_without_if_match(make_client: AppFactory) -> N
     register(client)
     token = login(client)
     for trial in range(3):
-        statuses = _burst(
+        statuses = together(
             [
                 lambda i=i, trial=trial: (
                     client.patch("/profile", headers=bearer(token), json={"display_name": f"d{trial}-{i}"}).status_code
@@ -351,7 +340,7 @@ def test_logins_during_a_patch_storm(make_client: AppFactory) -> None:
         calls.append(
             lambda: ("login", client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code)
         )
-    results = _burst(calls)
+    results = together(calls)
     print(f"RT PATCH storm with logins: {Counter(results)}")
     assert {s for _, s in results} == {200}
 
@@ -362,7 +351,9 @@ def test_an_attacker_with_the_password_can_block_the_owners_password_change(make
     client = make_client()
     register(client)
     owner = login(client)
-    statuses = _burst([lambda: client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code] * 8)
+    statuses = together(
+        [lambda: client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code] * 8
+    )
     response = _change(client, owner, PASSWORD)
     print(
         f"RT attacker logins {Counter(statuses)}; owner's change: {response.status_code} "

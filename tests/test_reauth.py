@@ -8,9 +8,7 @@ real threads together with a barrier and repeat over several trials, as in
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -23,7 +21,7 @@ from starlette.testclient import TestClient
 from session import tokens
 from session.models import ReauthenticateRequest, SessionRecord
 from session.service import utc_now
-from tests.conftest import AppFactory, bearer, emulator_get, login, main_module, register
+from tests.conftest import AppFactory, bearer, emulator_get, login, main_module, register, together
 from tests.test_login_cost import _counted as counted
 
 PASSWORD = "correct horse battery"
@@ -356,17 +354,6 @@ def test_what_a_reauthentication_costs(client: TestClient) -> None:
 TRIALS = 8
 
 
-def _burst(calls: list[Callable[[], Any]]) -> list[Any]:
-    start = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], Any]) -> Any:
-        start.wait()
-        return call()
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        return list(pool.map(run, calls))
-
-
 def _later(delay: float, call: Callable[[], Any]) -> Any:
     """``call()`` after ``delay`` seconds: each trial of a race starts one side a little later (other orders)."""
     time.sleep(delay)
@@ -391,7 +378,7 @@ def test_a_burst_of_wrong_passwords_is_judged_at_most_max_failures_times(make_cl
         token = login(client, username)
         guesses = [f"guess {i}" for i in range(19)]
         guesses.insert(trial * 7, PASSWORD)  # the right one somewhere in the burst
-        replies = _burst([lambda g=g, t=token: reauth(client, t, g).status_code for g in guesses])  # type: ignore[misc]
+        replies = together([lambda g=g, t=token: reauth(client, t, g).status_code for g in guesses])  # type: ignore[misc]
         judged = [s for s in replies if s in (200, 403)]
         assert len(judged) <= 5, f"trial {trial}: {sorted(replies)}"
         assert set(replies) <= {200, 401, 403, 429}, replies
@@ -406,7 +393,7 @@ def test_parallel_reauthentications_with_one_token_rotate_once(
         username = f"twin{trial}"
         register(client, username)
         token = login(client, username)
-        replies = _burst([lambda t=token: reauth(client, t) for _ in range(4)])  # type: ignore[misc]
+        replies = together([lambda t=token: reauth(client, t) for _ in range(4)])  # type: ignore[misc]
         statuses = [r.status_code for r in replies]
         assert statuses.count(200) == 1, f"trial {trial}: {statuses}"
         assert set(statuses) == {200, 401}, statuses
@@ -427,7 +414,7 @@ def test_a_reauthentication_racing_a_password_change_leaves_no_session_of_the_ol
         username = f"race{trial}"
         register(client, username)
         stolen, owner = login(client, username), login(client, username)
-        reauthed, changed = _burst(
+        reauthed, changed = together(
             [
                 lambda t=stolen, d=trial * 0.025: _later(d, lambda: reauth(client, t)),  # type: ignore[misc]
                 lambda t=owner: client.post(  # type: ignore[misc]
@@ -463,7 +450,7 @@ def test_a_reauthentication_racing_a_revoke_all_leaves_only_the_revoker(make_cli
         username = f"rall{trial}"
         register(client, username)
         stolen, owner = login(client, username), login(client, username)
-        reauthed, revoked = _burst(
+        reauthed, revoked = together(
             [
                 lambda t=stolen: reauth(client, t),  # type: ignore[misc]
                 lambda t=owner, d=trial * 0.02: _later(d, lambda: client.delete("/sessions", headers=bearer(t))),  # type: ignore[misc]
