@@ -280,12 +280,6 @@ class Store(Protocol):
         """A user, with the version (update time) it was read at."""
         ...
 
-    async def reserve_and_read_user(
-        self, key: str, now: datetime, expires_at: datetime, username: str
-    ) -> tuple[Reservation, Versioned[UserRecord] | None]:
-        """``reserve_attempt`` and ``read_user`` in one round trip; the count is committed when this returns."""
-        ...
-
     async def reserve_attempt(self, key: str, now: datetime, expires_at: datetime) -> Reservation:
         """Add one to counter ``key`` and return the value this call produced (atomic, never shared)."""
         ...
@@ -316,12 +310,6 @@ class Store(Protocol):
 
     async def read_attempts(self, key: str) -> Reservation | None:
         """Counter ``key`` as it is now (its count, window start and version), without counting."""
-        ...
-
-    async def reserve_and_read_account(
-        self, key: str, now: datetime, expires_at: datetime, username: str
-    ) -> tuple[Reservation, Versioned[UserRecord] | None, Versioned[LedgerRecord] | None]:
-        """``reserve_and_read_user``, with the user's session ledger read in the same round trip."""
         ...
 
     async def read_ledger(self, username: str) -> Versioned[LedgerRecord] | None:
@@ -622,13 +610,6 @@ class FirestoreStore:
         snaps = await self._get_all([ref])
         return self._versioned(UserRecord, snaps.get(ref.path))
 
-    async def reserve_and_read_user(
-        self, key: str, now: datetime, expires_at: datetime, username: str
-    ) -> tuple[Reservation, Versioned[UserRecord] | None]:
-        """Count one guess on counter ``key`` and read the user, both in one round trip (``reserve_and_read_login``)."""
-        (reservation,), user, _, _ = await self.reserve_and_read_login([(key, expires_at)], now, username, None)
-        return reservation, user
-
     async def reserve_and_read_login(
         self,
         counters: Sequence[tuple[str, datetime]],
@@ -645,17 +626,12 @@ class FirestoreStore:
 
         The commit and the batched read go out together; the counts are committed before this returns.
         """
-        reserve = asyncio.ensure_future(self.reserve_attempts(counters, now))
-        try:
-            user_ref = self._users(username)
-            device_ref = self._device(username, device) if device is not None else None
-            ledger_ref = self._ledger(username) if with_ledger else None
-            snaps = await self._get_all([ref for ref in (user_ref, device_ref, ledger_ref) if ref is not None])
-        finally:
-            reservations = await reserve
-        ops = current_ops.get()
-        if ops is not None:
-            ops.round_trips -= 1  # the two calls overlapped: one wait, not two
+        user_ref = self._users(username)
+        device_ref = self._device(username, device) if device is not None else None
+        ledger_ref = self._ledger(username) if with_ledger else None
+        reservations, snaps = await self._reserve_and_get(
+            counters, now, [ref for ref in (user_ref, device_ref, ledger_ref) if ref is not None]
+        )
         return (
             reservations,
             self._versioned(UserRecord, snaps.get(user_ref.path)),
@@ -663,28 +639,30 @@ class FirestoreStore:
             self._versioned(LedgerRecord, snaps.get(ledger_ref.path)) if ledger_ref is not None else None,
         )
 
-    async def reserve_and_read_account(
-        self, key: str, now: datetime, expires_at: datetime, username: str
-    ) -> tuple[Reservation, Versioned[UserRecord] | None, Versioned[LedgerRecord] | None]:
-        """Count one guess on counter ``key`` and read the user and its ledger, in one round trip."""
-        (reservation,), user, _, ledger = await self.reserve_and_read_login(
-            [(key, expires_at)], now, username, None, with_ledger=True
-        )
-        return reservation, user, ledger
-
     async def reserve_and_read_ledger(
         self, key: str, now: datetime, expires_at: datetime, username: str
     ) -> tuple[Reservation, Versioned[LedgerRecord] | None]:
         """Count one guess on counter ``key`` and read the user's ledger, in one round trip."""
-        reserve = asyncio.ensure_future(self.reserve_attempt(key, now, expires_at))
+        ref = self._ledger(username)
+        (reservation,), snaps = await self._reserve_and_get([(key, expires_at)], now, [ref])
+        return reservation, self._versioned(LedgerRecord, snaps.get(ref.path))
+
+    async def _reserve_and_get(
+        self, counters: Sequence[tuple[str, datetime]], now: datetime, refs: list[AsyncDocumentReference]
+    ) -> tuple[list[Reservation], dict[str, DocumentSnapshot[Any]]]:
+        """``reserve_attempts`` and a batched read of ``refs``, sent together: one round trip to wait for.
+
+        The counts are committed before this returns, whatever the read did.
+        """
+        reserve = asyncio.ensure_future(self.reserve_attempts(counters, now))
         try:
-            ledger = await self.read_ledger(username)
+            snaps = await self._get_all(refs)
         finally:
-            reservation = await reserve
+            reservations = await reserve
         ops = current_ops.get()
         if ops is not None:
             ops.round_trips -= 1  # the two calls overlapped: one wait, not two
-        return reservation, ledger
+        return reservations, snaps
 
     async def read_ledger(self, username: str) -> Versioned[LedgerRecord] | None:
         ref = self._ledger(username)

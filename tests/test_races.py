@@ -96,10 +96,7 @@ def _race_logins_against(
             done.set()
 
     patched = {"login": timed_login}
-    store_patched = {
-        name: timed_read(getattr(service.store, name))
-        for name in ("reserve_and_read_user", "reserve_and_read_account", "reserve_and_read_login")
-    }
+    store_patched = {"reserve_and_read_login": timed_read(service.store.reserve_and_read_login)}
     if in_flight_of is not None:
         real_action = getattr(service, in_flight_of)
 

@@ -379,16 +379,16 @@ class StoreContract:
         assert counter is not None
         assert (counter.count, counter.window_start) == (n, min(times))
 
-    def test_reserve_and_read_user_counts_and_reads(
+    def test_reserve_and_read_login_of_one_counter_counts_and_reads(
         self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
     ) -> None:
         k = key()
-        reservation, user = runner.run(store.reserve_and_read_user(k, NOW, EXPIRES, "alice"))
+        (reservation,), user, _, _ = runner.run(store.reserve_and_read_login([(k, EXPIRES)], NOW, "alice", None))
         assert user == alice
         assert (reservation.key, reservation.count, reservation.window_start) == (k, 1, NOW)
         assert runner.run(store.read_attempts(k)) == reservation  # committed when it returned
 
-        reservation, user = runner.run(store.reserve_and_read_user(k, LATER, EXPIRES, "nobody"))
+        (reservation,), user, _, _ = runner.run(store.reserve_and_read_login([(k, EXPIRES)], LATER, "nobody", None))
         assert user is None
         assert (reservation.count, reservation.window_start) == (2, NOW)
 
@@ -574,14 +574,18 @@ class StoreContract:
         reservation, ledger = runner.run(store.reserve_and_read_ledger(k, NOW, EXPIRES, "nobody"))
         assert (reservation.count, ledger) == (2, None)
 
-    def test_reserve_and_read_account_counts_and_reads_user_and_ledger(
+    def test_reserve_and_read_login_with_the_ledger_counts_and_reads_user_and_ledger(
         self, store: Store, runner: asyncio.Runner, alice: Versioned[UserRecord]
     ) -> None:
         k = key()
         made = runner.run(store.create_ledger("alice", LedgerRecord(user_id="u-alice")))
-        reservation, user, ledger = runner.run(store.reserve_and_read_account(k, NOW, EXPIRES, "alice"))
+        (reservation,), user, _, ledger = runner.run(
+            store.reserve_and_read_login([(k, EXPIRES)], NOW, "alice", None, with_ledger=True)
+        )
         assert (reservation.count, user, ledger) == (1, alice, made)
-        reservation, user, ledger = runner.run(store.reserve_and_read_account(k, NOW, EXPIRES, "nobody"))
+        (reservation,), user, _, ledger = runner.run(
+            store.reserve_and_read_login([(k, EXPIRES)], NOW, "nobody", None, with_ledger=True)
+        )
         assert (reservation.count, user, ledger) == (2, None, None)
 
     def test_read_attempts_does_not_count(self, store: Store, runner: asyncio.Runner) -> None:
