@@ -309,12 +309,7 @@ class SessionService:
         """
         now = self.clock()
         reservations, user, trusted, ledger = await self._reserve(req.username, device, address, now)
-        if trusted is not None:
-            reservation = await self._judge_attempt(
-                reservations[0], now, limit=self.settings.device_max_failures, counter="device"
-            )
-        else:
-            reservation = await self._judge_attempt(reservations[0], now)
+        reservation = await self._judge_first(reservations, trusted is not None, now)
         by_address = None
         if len(reservations) > 1:  # judged after the username's: each guess refused by either is refused
             by_address = await self._judge_attempt(
@@ -403,20 +398,49 @@ class SessionService:
         if address is not None and self.settings.address_max_failures > 0:
             shared.append((tokens.address_counter_key(address), now + self._address_window))
         with_ledger = self.settings.max_sessions_per_user > 0
+        on_device = await self._reserve_on_device(username, device, shared, now, with_ledger=with_ledger)
+        if on_device is not None:
+            return on_device
+        reservations, user, _, ledger = await self.store.reserve_and_read_login(
+            shared, now, username, None, with_ledger=with_ledger
+        )
+        return reservations, user, None, ledger
+
+    async def _reserve_on_device(
+        self,
+        username: str,
+        device: str | None,
+        shared: list[tuple[str, datetime]],
+        now: datetime,
+        *,
+        with_ledger: bool,
+    ) -> (
+        tuple[list[Reservation], Versioned[UserRecord] | None, _TrustedDevice | None, Versioned[LedgerRecord] | None]
+        | None
+    ):
+        """``_reserve`` for a request that presents a device cookie naming ``username``; ``None`` without one.
+
+        One round trip counts on the device's counter and reads the user, the device and (``with_ledger``)
+        the ledger; if the device is not a trusted one of the user, the ``shared`` counters are counted too.
+        """
         presented = tokens.parse_device(device) if device else None
-        if presented is None or presented.username != username:  # issued to another user: as good as none
-            reservations, user, _, ledger = await self.store.reserve_and_read_login(
-                shared, now, username, None, with_ledger=with_ledger
-            )
-            return reservations, user, None, ledger
+        if device is None or presented is None or presented.username != username:  # another user's: as none
+            return None
         own = [(tokens.device_counter_key(presented.token_hash), now + self._window)]
         reservations, user, found, ledger = await self.store.reserve_and_read_login(
             own, now, username, presented.token_hash, with_ledger=with_ledger
         )
         if found is not None and _trusted(found, user, now):
-            assert device is not None
             return reservations, user, _TrustedDevice(device, presented.token_hash, found), ledger
         return await self.store.reserve_attempts(shared, now), user, None, ledger
+
+    async def _judge_first(self, reservations: list[Reservation], trusted: bool, now: datetime) -> Reservation:
+        """Judge the guess on its first counter: a trusted device's by the device limit, else the username's."""
+        if trusted:
+            return await self._judge_attempt(
+                reservations[0], now, limit=self.settings.device_max_failures, counter="device"
+            )
+        return await self._judge_attempt(reservations[0], now)
 
     async def _judge_attempt(
         self,
@@ -533,7 +557,6 @@ class SessionService:
         counter is deleted if nobody counted since (a success clears it), or else one
         is taken off it, so right passwords never use up the limit. ``release_also`` (the
         address's guess) is taken off its counter, and ``device`` written, in that commit too.
-        is taken off it, so right passwords never use up the limit.
 
         ``replaces`` (a reauthentication) is the token hash of a session deleted in the
         same commit, only if it still exists: ``reread`` must then return ``None`` once
@@ -621,8 +644,8 @@ class SessionService:
         cap = self.settings.max_sessions_per_user
         if cap == 0:
             return None, ledger
-        record = LedgerRecord(user_id=user.user_id, sessions=[new_hash])
         if reset:
+            record = LedgerRecord(user_id=user.user_id, sessions=[new_hash])
             return LedgerChange(user.username, record, base=ledger, force=True), ledger
         if ledger is None:  # not read yet (a reauthentication), or none made yet
             ledger = await self.store.read_ledger(user.username) or await self._make_ledger(user)
@@ -988,18 +1011,12 @@ class SessionService:
         session ledger is read in the same round trip when asked. Raises ``TooManyAttempts``.
         """
         username = ctx.principal.username
-        presented = tokens.parse_device(device) if device else None
-        if presented is not None and presented.username == username:
-            own = [(tokens.device_counter_key(presented.token_hash), now + self._window)]
-            reservations, user, found, ledger = await self.store.reserve_and_read_login(
-                own, now, username, presented.token_hash, with_ledger=with_ledger
-            )
-            if _trusted(found, user, now):
-                limit = self.settings.device_max_failures
-                return await self._judge_attempt(reservations[0], now, limit=limit, counter="device"), ledger
-            [reservation] = await self.store.reserve_attempts([(tokens.counter_key(username), now + self._window)], now)
-            return await self._judge_attempt(reservation, now), ledger
         key = tokens.counter_key(username)
+        shared = [(key, now + self._window)]
+        on_device = await self._reserve_on_device(username, device, shared, now, with_ledger=with_ledger)
+        if on_device is not None:
+            reservations, _, trusted, ledger = on_device
+            return await self._judge_first(reservations, trusted is not None, now), ledger
         ledger = None
         if with_ledger:  # the ledger is read while the guess is counted: no extra wait
             reservation, ledger = await self.store.reserve_and_read_ledger(key, now, now + self._window, username)
