@@ -106,6 +106,10 @@ class Call:
         self.log_fields["sid"] = tokens.log_id(self.auth.token_hash)
         return self.auth
 
+    def device_cookie(self) -> str | None:
+        """The device cookie the request carries (the lockout's trusted device), if any."""
+        return self.request.cookies.get(credentials.device_cookie_name(self.api.settings))
+
     def user_agent(self) -> str | None:
         """The User-Agent to store with a new session: control characters removed, at most 512 characters.
 
@@ -252,8 +256,9 @@ async def _login(call: Call) -> Response:
     address = credentials.client_address(
         settings, request.headers.getlist(header) if header else [], request.client.host if request.client else None
     )
-    device = request.cookies.get(credentials.device_cookie_name(settings))
-    result = await call.api.service.login(req, user_agent=call.user_agent(), device=device, address=address)
+    result = await call.api.service.login(
+        req, user_agent=call.user_agent(), device=call.device_cookie(), address=address
+    )
     call.log_fields["user_id"] = result.body.user_id
     call.log_fields["sid"] = tokens.log_id(tokens.hash_token(result.token))
     response = _login_response(settings, result)
@@ -287,8 +292,7 @@ async def _patch_profile(call: Call) -> Response:
 async def _change_password(call: Call) -> Response:
     ctx = await call.authenticate()
     req = await call.body(PasswordChangeRequest)
-    device = call.request.cookies.get(credentials.device_cookie_name(call.api.settings))
-    result = await call.api.service.change_password(ctx, req, user_agent=call.user_agent(), device=device)
+    result = await call.api.service.change_password(ctx, req, user_agent=call.user_agent(), device=call.device_cookie())
     call.log_fields["sid"] = tokens.log_id(tokens.hash_token(result.token))
     return _login_response(call.api.settings, result)
 
@@ -296,8 +300,7 @@ async def _change_password(call: Call) -> Response:
 async def _reauthenticate(call: Call) -> Response:
     ctx = await call.authenticate()
     req = await call.body(ReauthenticateRequest)
-    device = call.request.cookies.get(credentials.device_cookie_name(call.api.settings))
-    result = await call.api.service.reauthenticate(ctx, req, device=device)
+    result = await call.api.service.reauthenticate(ctx, req, device=call.device_cookie())
     call.log_fields["new_sid"] = tokens.log_id(tokens.hash_token(result.token))
     return _login_response(call.api.settings, result)
 
