@@ -198,6 +198,16 @@ if os.environ.get("SESSION_COOKIE_SECURE", "").strip().lower() in ("0", "off", "
     problems.append("SESSION_COOKIE_SECURE: false would let the session cookie travel over plain http; unset it")
 origins("SESSION_ALLOWED_ORIGINS")
 origins("SESSION_PAGE_API_ORIGIN")
+try:
+    per_address = int(os.environ.get("SESSION_ADDRESS_MAX_FAILURES", "0").strip() or "0")
+except ValueError:
+    per_address = 0  # the service's own validation names a bad number
+if per_address > 0 and not os.environ.get("SESSION_CLIENT_IP_HEADER", "").strip():
+    problems.append(
+        "SESSION_ADDRESS_MAX_FAILURES: a per-address limit without SESSION_CLIENT_IP_HEADER counts the address of"
+        " Google's front end, shared by every client: one attacker would lock everyone out; set"
+        " SESSION_CLIENT_IP_HEADER (X-Forwarded-For) or leave SESSION_ADDRESS_MAX_FAILURES unset"
+    )
 for name in names:
     if "\n" in os.environ.get(name, "") or "\r" in os.environ.get(name, ""):
         problems.append(f"{name}: the value must be one line")

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from session import errors, pages, tokens
-from session.models import NewPassword, SessionOut, UserRecord
-from session.service import DEFAULT_PAGE_SIZE, SessionService, _is_live, retrying, session_out
-from session.store import Versioned
+from session import errors, liveness, pages, plan, tokens
+from session.models import NewPassword, SessionOut, UserChange, UserRecord
+from session.plan import Doc, Plan
+from session.retry import retrying
+from session.service import DEFAULT_PAGE_SIZE, SessionService, session_out
+from session.store import AccountView, Versioned
 
 # Documents per page (and so per commit) of revoke-everyone, unless told otherwise: within Firestore's 500
 # writes per commit, small enough that one commit stays quick.
@@ -58,27 +59,38 @@ class AdminService:
             raise errors.NotFound(f"no user {username.lower()!r}")
         return user
 
-    async def update(self, username: str, changes: dict[str, Any], *, end_sessions: bool = False) -> UserRecord:
-        """Apply ``changes`` to a user (with a precondition, retried on races).
+    async def update(self, username: str, changes: UserChange, *, end_sessions: bool = False) -> UserRecord:
+        """Apply ``changes`` to a user (retried on races); raises ``NotFound``.
 
-        ``end_sessions`` also bumps ``auth_epoch`` in the same write: every session,
-        including one being committed right now, is void from then on.
+        ``end_sessions`` (a change of credentials) also bumps ``auth_epoch`` and resets the account's
+        ledger in the same commit, under the ledger's precondition: every session and trusted device,
+        including one being committed right now, is void from then on. Other changes carry a
+        precondition on the user as read.
         """
+        name = username.lower()
 
-        async def write(user: Versioned[UserRecord]) -> UserRecord:
-            update = {**changes, "updated_at": self.service.clock()}
-            if end_sessions:
-                update["auth_epoch"] = user.record.auth_epoch + 1
+        async def read() -> AccountView:
+            return await self.store.read_account(name)
+
+        async def write(view: AccountView) -> UserRecord:
+            user = view.user
+            if user is None:
+                raise errors.NotFound(f"no user {name!r}")
+            fields = changes.model_dump(exclude_unset=True)
             try:
-                return (await self.store.update_user(user, update)).record
+                if not end_sessions:
+                    change = UserChange(**fields, updated_at=self.service.clock())
+                    return (await self.store.update_user(user, change)).record
+                epoch = user.record.auth_epoch + 1
+                change = UserChange(**fields, auth_epoch=epoch, updated_at=self.service.clock())
+                reset = self.service.opener.reset_ledger(user.record, view.ledger, None, None)
+                await self.store.commit(Plan((plan.update(Doc.user(name), change), *reset)))
+                return user.record.model_copy(update=change.model_dump(exclude_unset=True))
             finally:  # this instance's cached sessions of the user must not outlive the change
                 self.service.forget_user(user.record.user_id)
 
         return await retrying(
-            await self.user(username),
-            write,
-            lambda: self.user(username),
-            lambda: errors.VersionConflict("the user kept changing; try again"),
+            await read(), write, read, lambda: errors.VersionConflict("the user kept changing; try again")
         )
 
     async def set_disabled(self, username: str, disabled: bool) -> int:
@@ -87,7 +99,7 @@ class AdminService:
 
     async def set_disabled_record(self, username: str, disabled: bool) -> tuple[UserRecord, int]:
         """``set_disabled``, also returning the user as written."""
-        record = await self.update(username, {"disabled": disabled}, end_sessions=disabled)
+        record = await self.update(username, UserChange(disabled=disabled), end_sessions=disabled)
         revoked = await self.store.delete_user_sessions(record.user_id) if disabled else 0
         return record, revoked
 
@@ -122,7 +134,7 @@ class AdminService:
         """
         user = await self.user(username)
         revoked = await self.store.delete_user_sessions(user.record.user_id, up_to_epoch=user.record.auth_epoch)
-        record = await self.update(username, {}, end_sessions=True)
+        record = await self.update(username, UserChange(), end_sessions=True)
         return record, revoked
 
     # --- issue 14: the admin's missing tools -------------------------------------------------------------
@@ -160,7 +172,7 @@ class AdminService:
         except ValidationError as exc:
             raise errors.InvalidRequest([{"loc": ["password"], "msg": exc.errors()[0]["msg"]}]) from None
         new_hash = await self.service.passwords.hash_async(password)
-        record = await self.update(username, {"password_hash": new_hash}, end_sessions=True)
+        record = await self.update(username, UserChange(password_hash=new_hash), end_sessions=True)
         revoked = await self.store.delete_user_sessions(record.user_id, up_to_epoch=record.auth_epoch - 1)
         return record, revoked
 
@@ -244,7 +256,7 @@ class AdminService:
                 break
             now = self.service.clock()
             owners = await self.store.read_users(sorted({s.username for _, s in page}))
-            dead = [k for k, s in page if _is_live(s, owners.get(s.username), now) is not None]
+            dead = [k for k, s in page if not liveness.is_live(s, owners.get(s.username), now)]
             deleted += await self.store.delete_sessions(dead)
             scanned += len(page)
             key = page[-1][0]

@@ -51,7 +51,7 @@ from pydantic import SecretBytes, SecretStr, TypeAdapter, ValidationError
 from session import __version__, errors, logs
 from session.admin import MAX_SWEEP_PAGE, SWEEP_PAGE
 from session.config import ConfigError, Settings, load_settings
-from session.models import Permission, RegisterRequest, SessionOut, UserRecord
+from session.models import Permission, RegisterRequest, SessionOut, UserChange, UserRecord
 from session.runtime import build, store_failure
 from session.service import MAX_PAGE_SIZE
 from session.store import StoreCorrupt, StoreError
@@ -330,7 +330,7 @@ async def _run(args: argparse.Namespace, settings: Settings, password: str | Non
                 {"user_id": user.user_id, "permissions": user.permissions},
             )
         if command == ("users", "set-permissions"):
-            record = await admin.update(args.name, {"permissions": _permissions(args.permissions)})
+            record = await admin.update(args.name, UserChange(permissions=_permissions(args.permissions)))
             return Done(
                 f"{record.username}: permissions {','.join(record.permissions) or '-'}",
                 "user_permissions_set",

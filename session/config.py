@@ -158,6 +158,8 @@ class Settings(BaseModel):
     # the guesses a trusted browser may make per window (unset: SESSION_LOGIN_MAX_FAILURES).
     device_cookie_days: int = Field(default=90, ge=1, le=400, validation_alias="SESSION_DEVICE_COOKIE_DAYS")
     device_max_failures: int = Field(default=5, ge=1, le=1000, validation_alias="SESSION_DEVICE_MAX_FAILURES")
+    # The most trusted devices a user may have at once; a login past it ends the least recently used one's trust.
+    max_devices_per_user: int = Field(default=10, ge=1, le=100, validation_alias="SESSION_MAX_DEVICES_PER_USER")
     # Failed logins per client address across usernames; 0: off (the default, see the README for why).
     address_max_failures: int = Field(default=0, ge=0, le=1_000_000, validation_alias="SESSION_ADDRESS_MAX_FAILURES")
     address_window_seconds: float = Field(

@@ -331,7 +331,7 @@ async def _list_sessions(call: Call) -> Response:
 async def _revoke_all(call: Call) -> Response:
     include_current = _parse_bool(call, "include_current")
     ctx = await call.authenticate()
-    await call.api.service.revoke_all(ctx, include_current=include_current)
+    await call.api.service.revoke_all(ctx, include_current=include_current, device=call.device_cookie())
     response = Response(status_code=204)
     return _clear_cookie(call.api.settings, response) if include_current else response
 

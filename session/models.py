@@ -251,17 +251,28 @@ class SessionRecord(_Record):
 
 
 class LedgerRecord(_Record):
-    """``users/{username}/ledger/sessions``: the keys of the user's sessions, for the cap on sessions.
+    """``users/{username}/ledger/sessions``: the account's ledger, and the witness of its credentials.
 
-    Every session is committed together with its key's entry here, under a
-    precondition on this document, so the user never has more sessions than
-    ``SESSION_MAX_PER_USER`` (see ``SessionService._ledger_change``). An entry may
-    outlive its session (a logout, an expiry): it is dropped when the ledger is full.
-    ``user_id`` tells a deleted user's ledger from that of a namesake registered later.
+    Every commit that opens a session or changes the credentials (a password, an enablement, the
+    ``auth_epoch``) writes this document under a precondition on it as read together with the user,
+    so a session is only ever committed under credentials still current, whatever happens to the
+    profile fields of the user document meanwhile (see ``docs/architecture.md``, "Consistency").
+
+    It also lists the user's sessions (for ``SESSION_MAX_PER_USER``) and trusted devices (for
+    ``SESSION_MAX_DEVICES_PER_USER``): every session and device is committed with its entry, so
+    neither bound can be passed by parallel logins. An entry may outlive its document (a logout,
+    an expiry): it is dropped when the list is full. ``user_id`` tells a deleted user's ledger from
+    that of a namesake registered later.
     """
 
-    user_id: str
+    # "" only for a ledger that revoke-everyone made for a user from before ledgers (a foreign one: recounted).
+    user_id: str = ""
     sessions: list[str] = Field(default_factory=list)
+    # The user's trusted devices (their hashes), at most SESSION_MAX_DEVICES_PER_USER of them.
+    devices: list[str] = Field(default_factory=list)
+    # Set by every change of credentials that has nothing else to write here (revoke-everyone): a commit
+    # opening a session under a precondition on this document then fails, as on any other change.
+    changed_at: AwareDatetime | None = None
 
 
 class AttemptsRecord(_Record):
@@ -287,13 +298,32 @@ class DeviceRecord(_Record):
     """``users/{username}/devices/{device_hash(token)}``: a browser trusted by a successful login (device cookie).
 
     A login presenting its cookie is judged against the device's own failed-login counter, not the
-    username-wide one. Valid while ``user_id`` is the user's and ``expires_at`` (renewed by each
+    username-wide one. Trusted while ``user_id`` is the user's, ``auth_epoch`` the user's current one
+    (a change of credentials ends the trust of every earlier device) and ``expires_at`` (renewed by each
     successful login from it; TTL field) is in the future.
     """
 
     user_id: str
     created_at: AwareDatetime
     expires_at: AwareDatetime
+    # The user's auth_epoch when the device was minted or last re-stamped; None: stored before device
+    # epochs existed, and never trusted again.
+    auth_epoch: int | None = None
+
+
+class UserChange(BaseModel):
+    """A change to a stored user: only the fields given are written (a mistyped name fails at once)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    password_hash: str | None = None
+    display_name: str | None = None
+    email: str | None = None
+    permissions: list[str] | None = None
+    disabled: bool | None = None
+    version: int | None = None
+    auth_epoch: int | None = None
+    updated_at: AwareDatetime | None = None
 
 
 def is_valid_username(value: str) -> bool:

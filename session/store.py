@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from session.config import Settings
-from session.models import AttemptsRecord, DeviceRecord, LedgerRecord, SessionRecord, UserRecord
+from session.models import AttemptsRecord, DeviceRecord, LedgerRecord, SessionRecord, UserChange, UserRecord
+from session.plan import Doc, Kind, Plan, Write
 
 if TYPE_CHECKING:  # the client library is heavy: import it on first use only
     from google.cloud.firestore import AsyncClient
@@ -112,21 +113,17 @@ class Reservation:
 
 
 @dataclass(frozen=True, slots=True)
-class LedgerChange:
-    """A new value for a user's session ledger, written in the commit that creates a session.
+class AccountView:
+    """What one consistent read of an account returned (``Store.read_account``).
 
-    ``base`` is the ledger as read (it must exist: ``Store.create_ledger``): the write happens
-    only if it is still unchanged, so two logins can never both take the last free place.
-    ``force`` writes regardless, creating it if need be (a password
-    change, which voids every other session in the same commit). ``evict`` are sessions
-    deleted in the same commit: those the new ledger no longer lists.
+    ``sessions`` and ``counters`` hold those of the asked keys that exist.
     """
 
-    username: str
-    record: LedgerRecord
-    base: Versioned[LedgerRecord] | None
-    evict: tuple[str, ...] = ()
-    force: bool = False
+    user: Versioned[UserRecord] | None
+    ledger: Versioned[LedgerRecord] | None
+    sessions: dict[str, Versioned[SessionRecord]]
+    device: Versioned[DeviceRecord] | None = None
+    counters: dict[str, Reservation] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -178,6 +175,12 @@ def _data(snap: DocumentSnapshot[Any]) -> dict[str, Any] | None:
     """
     data = getattr(snap, "_data", None)
     return data if isinstance(data, dict) else snap.to_dict()
+
+
+def _reservation(key: str, found: Versioned[AttemptsRecord]) -> Reservation:
+    """A counter as stored, as the ``Reservation`` a guess counted now would have seen."""
+    record = found.record
+    return Reservation(key, record.count, datetime.fromtimestamp(record.window_start, UTC), found.update_time)
 
 
 def _parse(model: type[R], data: dict[str, Any] | None, path: str) -> R:
@@ -289,18 +292,11 @@ class Store(Protocol):
         ...
 
     async def reserve_and_read_login(
-        self,
-        counters: Sequence[tuple[str, datetime]],
-        now: datetime,
-        username: str,
-        device: str | None,
-        *,
-        with_ledger: bool = False,
-    ) -> tuple[
-        list[Reservation], Versioned[UserRecord] | None, Versioned[DeviceRecord] | None, Versioned[LedgerRecord] | None
-    ]:
-        """``reserve_attempts``, the user, (if ``device``) that device of the user and (``with_ledger``) the user's
-        session ledger: one round trip. The counts are committed when this returns.
+        self, counters: Sequence[tuple[str, datetime]], now: datetime, username: str, device: str | None
+    ) -> tuple[list[Reservation], AccountView]:
+        """``reserve_attempts`` while the user, its ledger and (if ``device``) that device of it are read.
+
+        One round trip; the counts are committed when this returns.
         """
         ...
 
@@ -314,16 +310,6 @@ class Store(Protocol):
 
     async def read_ledger(self, username: str) -> Versioned[LedgerRecord] | None:
         """The user's session ledger, with the version it was read at."""
-        ...
-
-    async def reserve_and_read_ledger(
-        self, key: str, now: datetime, expires_at: datetime, username: str
-    ) -> tuple[Reservation, Versioned[LedgerRecord] | None]:
-        """``reserve_attempt`` and ``read_ledger`` in one round trip (a reauthentication)."""
-        ...
-
-    async def create_ledger(self, username: str, record: LedgerRecord) -> Versioned[LedgerRecord]:
-        """Insert the user's session ledger; ``AlreadyExists`` when there is one (atomic)."""
         ...
 
     async def read_sessions(self, token_hashes: list[str]) -> dict[str, SessionRecord]:
@@ -353,50 +339,40 @@ class Store(Protocol):
         """The session with this public id, with its key."""
         ...
 
-    async def create_user(self, record: UserRecord, *, ledger: LedgerRecord | None = None) -> None:
-        """Insert a user (with its session ``ledger``, in one commit); ``AlreadyExists`` when the username is taken."""
+    async def create_user(self, record: UserRecord, ledger: LedgerRecord) -> None:
+        """Insert a user with its ``ledger``, in one commit; ``AlreadyExists`` when the username is taken."""
         ...
 
-    async def update_user(
-        self,
-        current: Versioned[UserRecord],
-        changes: dict[str, Any],
-        *,
-        session_changes: tuple[str, dict[str, Any]] | None = None,
-        ledger: LedgerChange | None = None,
-    ) -> Versioned[UserRecord]:
-        """Apply ``changes`` only if the user is still at ``current``'s version, with ``session_changes`` atomically.
+    async def update_user(self, current: Versioned[UserRecord], changes: UserChange) -> Versioned[UserRecord]:
+        """Apply ``changes`` only if the user is still at ``current``'s version; else ``PreconditionFailed``."""
+        ...
 
-        ``ledger``, if given, is written in the same commit (as in ``create_session``).
+    async def commit(self, plan: Plan) -> None:
+        """Carry out every write of ``plan`` in one atomic commit, or none of them.
 
-        ``PreconditionFailed`` when the user changed or vanished, or the session vanished; then nothing is written.
+        ``AlreadyExists`` when a ``create`` found its document; ``PreconditionFailed`` when an
+        ``update``, ``decrement`` or ``must_exist`` delete found none, or an ``unchanged_since``
+        document had changed. Either way nothing was written.
         """
         ...
 
-    async def create_session(
+    async def read_account(
         self,
-        token_hash: str,
-        record: SessionRecord,
+        username: str,
         *,
-        user: Versioned[UserRecord] | None,
-        user_changes: dict[str, Any] | None = None,
-        clear: Reservation | None = None,
-        release: Reservation | None = None,
-        release_also: Reservation | None = None,
-        device: tuple[str, DeviceRecord] | None = None,
-        ledger: LedgerChange | None = None,
-        replaces: str | None = None,
-    ) -> None:
-        """Insert a session only if ``user`` (if given) is unchanged, applying ``user_changes`` atomically with it.
+        sessions: Sequence[str] = (),
+        device: str | None = None,
+        counters: Sequence[str] = (),
+    ) -> AccountView:
+        """The user, its ledger, those ``sessions`` that exist, its device ``device`` and those ``counters``.
 
-        ``clear`` deletes that counter, only if unchanged since it; ``release`` (and ``release_also``,
-        another counter) takes one off it, if it still exists; ``replaces`` deletes that session, only if it
-        still exists; ``device`` (its hash and record) is written under the session's user; all in the same
-        write. Without ``user_changes``, the user's version must not change (parallel logins must not
-        collide). ``ledger`` is written in the same commit, only if unchanged since its ``base`` (unless
-        ``force``), and its ``evict`` sessions deleted. ``PreconditionFailed`` when the user, the counter or
-        the ledger changed (or a counter to release, or the session replaced, is gone); then nothing is written.
+        One round trip, one consistent snapshot: a ledger read with a user is the ledger as it
+        was when that user was read.
         """
+        ...
+
+    async def read_devices(self, username: str, device_hashes: Sequence[str]) -> dict[str, DeviceRecord]:
+        """The user's devices of these hashes that exist, by hash (one round trip)."""
         ...
 
     async def touch_session(self, token_hash: str, last_seen_at: datetime, expires_at: datetime) -> bool:
@@ -429,8 +405,9 @@ class Store(Protocol):
     async def bump_epochs(self, usernames: list[str], now: datetime) -> int:
         """Add one to the ``auth_epoch`` of each user (a server-side increment, no precondition).
 
-        Sets ``updated_at`` to ``now``. A user that does not exist (any more) is skipped, never
-        created. Returns how many were bumped. Atomic per user, not across users.
+        Sets ``updated_at`` to ``now``, and the ledger's ``changed_at`` in the same commit, so that
+        a commit opening a session under the ledger's precondition fails. A user that does not
+        exist (any more) is skipped, never created. Returns how many were bumped. Atomic per user, not across users.
         """
         ...
 
@@ -447,9 +424,11 @@ class Store(Protocol):
         ...
 
     async def delete_user(self, current: Versioned[UserRecord]) -> None:
-        """Delete the user document, only if it is still at ``current``'s version; else ``PreconditionFailed``.
+        """Delete the user document and its ledger, only if the user is still at ``current``'s version.
 
-        Its subcollections are left alone: ``delete_user_descendants`` removes them.
+        ``PreconditionFailed`` otherwise. From then on no commit that opens a session (each carries a
+        precondition on the ledger) can write below the user. The other subcollections are left
+        alone: ``delete_user_descendants`` removes them.
         """
         ...
 
@@ -611,41 +590,74 @@ class FirestoreStore:
         return self._versioned(UserRecord, snaps.get(ref.path))
 
     async def reserve_and_read_login(
-        self,
-        counters: Sequence[tuple[str, datetime]],
-        now: datetime,
-        username: str,
-        device: str | None,
-        *,
-        with_ledger: bool = False,
-    ) -> tuple[
-        list[Reservation], Versioned[UserRecord] | None, Versioned[DeviceRecord] | None, Versioned[LedgerRecord] | None
-    ]:
-        """Count one guess on each counter while the user, the device ``device`` of it and (``with_ledger``) its
-        session ledger are read: one round trip.
+        self, counters: Sequence[tuple[str, datetime]], now: datetime, username: str, device: str | None
+    ) -> tuple[list[Reservation], AccountView]:
+        """Count one guess on each counter while the user, its ledger and its device ``device`` are read.
 
-        The commit and the batched read go out together; the counts are committed before this returns.
+        The commit and the batched read go out together (one round trip to wait for); the counts
+        are committed before this returns.
         """
-        user_ref = self._users(username)
-        device_ref = self._device(username, device) if device is not None else None
-        ledger_ref = self._ledger(username) if with_ledger else None
-        reservations, snaps = await self._reserve_and_get(
-            counters, now, [ref for ref in (user_ref, device_ref, ledger_ref) if ref is not None]
-        )
-        return (
-            reservations,
-            self._versioned(UserRecord, snaps.get(user_ref.path)),
-            self._versioned(DeviceRecord, snaps.get(device_ref.path)) if device_ref is not None else None,
-            self._versioned(LedgerRecord, snaps.get(ledger_ref.path)) if ledger_ref is not None else None,
+        refs = self._account_refs(username, (), device)
+        reservations, snaps = await self._reserve_and_get(counters, now, list(refs.values()))
+        return reservations, self._account_view(refs, snaps, device)
+
+    async def read_account(
+        self,
+        username: str,
+        *,
+        sessions: Sequence[str] = (),
+        device: str | None = None,
+        counters: Sequence[str] = (),
+    ) -> AccountView:
+        refs = self._account_refs(username, sessions, device)
+        refs.update({f"counter:{k}": self._attempts(k) for k in counters})
+        return self._account_view(refs, await self._get_all(list(refs.values())), device)
+
+    def _account_refs(
+        self, username: str, sessions: Sequence[str], device: str | None
+    ) -> dict[str, AsyncDocumentReference]:
+        refs = {"user": self._users(username), "ledger": self._ledger(username)}
+        refs.update({f"session:{h}": self._sessions(h) for h in sessions})
+        if device is not None:
+            refs["device"] = self._device(username, device)
+        return refs
+
+    def _account_view(
+        self,
+        refs: dict[str, AsyncDocumentReference],
+        snaps: dict[str, DocumentSnapshot[Any]],
+        device: str | None,
+    ) -> AccountView:
+        found: dict[str, Versioned[SessionRecord]] = {}
+        counters: dict[str, Reservation] = {}
+        for name, ref in refs.items():
+            if name.startswith("session:"):
+                session = self._versioned(SessionRecord, snaps.get(ref.path))
+                if session is not None:
+                    found[ref.id] = session
+            elif name.startswith("counter:"):
+                attempts = self._versioned(AttemptsRecord, snaps.get(ref.path))
+                if attempts is not None:
+                    counters[ref.id] = _reservation(ref.id, attempts)
+        return AccountView(
+            user=self._versioned(UserRecord, snaps.get(refs["user"].path)),
+            ledger=self._versioned(LedgerRecord, snaps.get(refs["ledger"].path)),
+            sessions=found,
+            device=self._versioned(DeviceRecord, snaps.get(refs["device"].path)) if device is not None else None,
+            counters=counters,
         )
 
-    async def reserve_and_read_ledger(
-        self, key: str, now: datetime, expires_at: datetime, username: str
-    ) -> tuple[Reservation, Versioned[LedgerRecord] | None]:
-        """Count one guess on counter ``key`` and read the user's ledger, in one round trip."""
-        ref = self._ledger(username)
-        (reservation,), snaps = await self._reserve_and_get([(key, expires_at)], now, [ref])
-        return reservation, self._versioned(LedgerRecord, snaps.get(ref.path))
+    async def read_devices(self, username: str, device_hashes: Sequence[str]) -> dict[str, DeviceRecord]:
+        if not device_hashes:
+            return {}
+        refs = [self._device(username, h) for h in device_hashes]
+        snaps = await self._get_all(refs)
+        found = {}
+        for ref in refs:
+            versioned = self._versioned(DeviceRecord, snaps.get(ref.path))
+            if versioned is not None:
+                found[ref.id] = versioned.record
+        return found
 
     async def _reserve_and_get(
         self, counters: Sequence[tuple[str, datetime]], now: datetime, refs: list[AsyncDocumentReference]
@@ -667,13 +679,6 @@ class FirestoreStore:
     async def read_ledger(self, username: str) -> Versioned[LedgerRecord] | None:
         ref = self._ledger(username)
         return self._versioned(LedgerRecord, (await self._get_all([ref])).get(ref.path))
-
-    async def create_ledger(self, username: str, record: LedgerRecord) -> Versioned[LedgerRecord]:
-        """Insert the user's session ledger; ``AlreadyExists`` when another request made it first."""
-        ref = self._ledger(username)
-        result = await self._call(ref.create(record.model_dump(), retry=self._write_retry, timeout=self._deadline))
-        _count(round_trips=1, writes=1)
-        return Versioned(record, result.update_time)
 
     async def read_sessions(self, token_hashes: list[str]) -> dict[str, SessionRecord]:
         """The sessions of these keys that exist, by key, in one round trip."""
@@ -752,120 +757,66 @@ class FirestoreStore:
 
     # --- writes -----------------------------------------------------------------------
 
-    async def create_user(self, record: UserRecord, *, ledger: LedgerRecord | None = None) -> None:
-        """Insert a user; raises ``AlreadyExists`` when the username is taken (atomic).
+    async def create_user(self, record: UserRecord, ledger: LedgerRecord) -> None:
+        """Insert a user and its ledger in one commit; raises ``AlreadyExists`` when the username is taken (atomic).
 
-        With ``ledger``, the user's session ledger is written in the same commit (replacing a
-        deleted namesake's, which lists only dead sessions).
+        The ledger replaces a deleted namesake's, if one was left behind.
         """
-        batch = self.client().batch()
-        batch.create(self._users(record.username), record.model_dump())
-        if ledger is not None:
-            batch.set(self._ledger(record.username), ledger.model_dump())
-        await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
-        _count(round_trips=1, writes=1 + int(ledger is not None))
+        user = Write(Doc.user(record.username), "create", record.model_dump())
+        await self.commit(Plan((user, Write(Doc.ledger(record.username), "set", ledger.model_dump()))))
 
-    async def update_user(
-        self,
-        current: Versioned[UserRecord],
-        changes: dict[str, Any],
-        *,
-        session_changes: tuple[str, dict[str, Any]] | None = None,
-        ledger: LedgerChange | None = None,
-    ) -> Versioned[UserRecord]:
-        """Apply ``changes`` only if the user is unchanged since ``current`` was read.
+    async def update_user(self, current: Versioned[UserRecord], changes: UserChange) -> Versioned[UserRecord]:
+        """Apply ``changes`` only if the user is unchanged since ``current`` was read (``PreconditionFailed``)."""
+        fields = changes.model_dump(exclude_unset=True)
+        ref = self._users(current.record.username)
+        option = self._precondition_time(current.update_time)
+        try:
+            result = await self._call(
+                ref.update(fields, option=option, retry=self._write_retry, timeout=self._deadline)
+            )
+        finally:
+            _count(round_trips=1, writes=1)
+        return Versioned(current.record.model_copy(update=fields), result.update_time)
 
-        With ``session_changes`` (a token hash and its changes), that existing session
-        is updated in the same atomic commit; so is ``ledger`` (as in ``create_session``).
-        Raises ``PreconditionFailed`` when the user changed or vanished, or the session vanished.
-        """
-        batch = self.client().batch()
-        batch.update(self._users(current.record.username), changes, option=self._precondition_time(current.update_time))
-        if session_changes is not None:
-            batch.update(self._sessions(session_changes[0]), session_changes[1])
-        if ledger is not None:
-            self._write_ledger(batch, ledger)
-        results = await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
-        _count(round_trips=1, writes=len(results))
-        record = current.record.model_copy(update=changes)
-        return Versioned(record, results[0].update_time)
-
-    async def create_session(
-        self,
-        token_hash: str,
-        record: SessionRecord,
-        *,
-        user: Versioned[UserRecord] | None,
-        user_changes: dict[str, Any] | None = None,
-        clear: Reservation | None = None,
-        release: Reservation | None = None,
-        release_also: Reservation | None = None,
-        device: tuple[str, DeviceRecord] | None = None,
-        ledger: LedgerChange | None = None,
-        replaces: str | None = None,
-    ) -> None:
-        """Insert a session only if its user is unchanged since ``user`` was read, in one commit.
-
-        The commit carries a precondition on the user document: with ``user_changes``
-        they are applied too; without, the user is "updated" to a value it already has,
-        which checks the precondition without changing the document (a write that
-        changes nothing keeps its update time, so parallel logins do not collide).
-        ``clear`` deletes that failed-login counter in the same commit, if nobody has
-        counted on it since; ``release`` takes one off it (``update`` with its
-        implicit exists precondition). ``ledger`` is updated with a precondition on its
-        ``base`` (set outright when ``force``), and its ``evict`` sessions deleted, in the same
-        commit. ``replaces`` (a rotation) deletes that session with an exists precondition: of
-        two rotations of one session, only one can commit. Raises ``PreconditionFailed`` (the
-        user, the counter or the ledger changed, the replaced session is gone) or
-        ``AlreadyExists`` (the session, when a resent commit had landed).
-        """
+    async def commit(self, plan: Plan) -> None:
+        """Carry out ``plan`` in one batch; its operations are counted from the plan."""
         from google.cloud.firestore import Increment
 
-        batch = self.client().batch()
-        batch.create(self._sessions(token_hash), record.model_dump())
-        if user is not None:
-            batch.update(
-                self._users(user.record.username),
-                user_changes or {"user_id": user.record.user_id},
-                option=self._precondition_time(user.update_time),
-            )
-        if clear is not None:
-            batch.delete(self._attempts(clear.key), option=self._precondition_time(clear.update_time))
-        if release is not None:
-            batch.update(self._attempts(release.key), {"count": Increment(-1)})
-        if release_also is not None:
-            batch.update(self._attempts(release_also.key), {"count": Increment(-1)})
-        if device is not None:
-            batch.set(self._device(record.username, device[0]), device[1].model_dump())
-        if replaces is not None:
-            batch.delete(self._sessions(replaces), option=self.client().write_option(exists=True))
-        if ledger is not None:
-            self._write_ledger(batch, ledger)
-        await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
-        _count(
-            round_trips=1,
-            writes=1
-            + int(user is not None)
-            + int(release is not None)
-            + int(release_also is not None)
-            + int(device is not None)
-            + int(ledger is not None),
-            deletes=int(clear is not None)
-            + int(replaces is not None)
-            + (len(ledger.evict) if ledger is not None else 0),
-        )
+        client = self.client()
+        batch = client.batch()
+        for write in plan.writes:
+            ref = self._ref(write.doc)
+            option = None
+            if write.unchanged_since is not None:
+                option = self._precondition_time(write.unchanged_since)
+            elif write.must_exist:
+                option = client.write_option(exists=True)
+            if write.action == "create":
+                batch.create(ref, dict(write.fields))
+            elif write.action == "set":
+                batch.set(ref, dict(write.fields))
+            elif write.action == "update":
+                batch.update(ref, dict(write.fields), option=option)
+            elif write.action == "delete":
+                batch.delete(ref, option=option)
+            else:  # decrement: update's implicit exists precondition never recreates a gone counter
+                batch.update(ref, {"count": Increment(-1)})
+        try:
+            await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
+        finally:
+            _count(round_trips=1)
+        _count(writes=plan.write_count, deletes=plan.delete_count)
 
-    def _write_ledger(self, batch: Any, ledger: LedgerChange) -> None:
-        """Add ``ledger`` to ``batch``: under a precondition on its ``base`` (outright if ``force``), with evictions."""
-        data = ledger.record.model_dump()
-        if ledger.force:
-            batch.set(self._ledger(ledger.username), data)
-        elif ledger.base is None:  # create_ledger makes it first: a set here could undo another login's entry
-            raise ValueError("a ledger change needs the ledger it was based on, or force")
-        else:
-            batch.update(self._ledger(ledger.username), data, option=self._precondition_time(ledger.base.update_time))
-        for evicted in ledger.evict:
-            batch.delete(self._sessions(evicted))
+    def _ref(self, doc: Doc) -> AsyncDocumentReference:
+        if doc.kind is Kind.USER:
+            return self._users(doc.key)
+        if doc.kind is Kind.SESSION:
+            return self._sessions(doc.key)
+        if doc.kind is Kind.COUNTER:
+            return self._attempts(doc.key)
+        if doc.kind is Kind.DEVICE:
+            return self._device(doc.username, doc.key)
+        return self._ledger(doc.username)
 
     async def touch_session(self, token_hash: str, last_seen_at: datetime, expires_at: datetime) -> bool:
         """Extend a session's idle deadline. False if it was deleted meanwhile: never recreates it.
@@ -969,28 +920,28 @@ class FirestoreStore:
 
         changes = {"auth_epoch": Increment(1), "updated_at": now}
         bumped = 0
-        for start in range(0, len(usernames), BATCH):
-            chunk = usernames[start : start + BATCH]
-            batch = self.client().batch()
-            for name in chunk:
-                batch.update(self._users(name), changes)
-            try:
-                await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
+        for start in range(0, len(usernames), BATCH // 2):
+            chunk = usernames[start : start + BATCH // 2]
+            if await self._bump(chunk, changes, now):
                 bumped += len(chunk)
                 continue
-            except PreconditionFailed:
-                pass
-            finally:
-                _count(round_trips=1, writes=len(chunk))
-            for name in chunk:
-                try:
-                    await self._call(self._users(name).update(changes, retry=self._write_retry, timeout=self._deadline))
-                    bumped += 1
-                except PreconditionFailed:  # deleted meanwhile: nothing to end
-                    pass
-                finally:
-                    _count(round_trips=1, writes=1)
+            for name in chunk:  # one missing user fails its whole batch: one at a time
+                bumped += await self._bump([name], changes, now)
         return bumped
+
+    async def _bump(self, usernames: list[str], changes: dict[str, Any], now: datetime) -> int:
+        """One commit: each user's epoch change and its ledger's ``changed_at``; 0 when one user is gone."""
+        batch = self.client().batch()
+        for name in usernames:
+            batch.update(self._users(name), changes)
+            batch.set(self._ledger(name), {"changed_at": now}, merge=True)
+        try:
+            await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
+        except PreconditionFailed:  # deleted meanwhile: nothing to end
+            return 0
+        finally:
+            _count(round_trips=1, writes=2 * len(usernames))
+        return len(usernames)
 
     async def scan_sessions(self, limit: int, after: str | None = None) -> list[tuple[str, SessionRecord]]:
         """Session documents of every user in document id order, after ``after``."""
@@ -1015,12 +966,9 @@ class FirestoreStore:
 
     async def delete_user(self, current: Versioned[UserRecord]) -> None:
         """Delete the user document if it is unchanged since ``current`` was read; else ``PreconditionFailed``."""
-        ref = self._users(current.record.username)
-        option = self._precondition_time(current.update_time)
-        try:
-            await self._call(ref.delete(option=option, retry=self._write_retry, timeout=self._deadline))
-        finally:
-            _count(round_trips=1, deletes=1)
+        name = current.record.username
+        user = Write(Doc.user(name), "delete", unchanged_since=current.update_time)
+        await self.commit(Plan((user, Write(Doc.ledger(name), "delete"))))
 
     async def delete_user_descendants(self, username: str) -> int:
         """Delete every document below ``users/{username}``, depth first, ``BATCH`` per commit.
@@ -1107,10 +1055,7 @@ class FirestoreStore:
         ref = self._attempts(key)
         snap = (await self._get_all([ref])).get(ref.path)
         found = self._versioned(AttemptsRecord, snap)
-        if found is None:
-            return None
-        record = found.record
-        return Reservation(key, record.count, datetime.fromtimestamp(record.window_start, UTC), found.update_time)
+        return _reservation(key, found) if found is not None else None
 
     async def close(self) -> None:
         """Close the running loop's client, if any."""

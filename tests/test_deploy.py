@@ -217,6 +217,8 @@ def test_only_the_services_settings_are_passed_on() -> None:
         "SESSION_COOKIE_SECURE",
         "SESSION_ALLOWED_ORIGINS",
         "SESSION_PAGE_API_ORIGIN",
+        "SESSION_ADDRESS_MAX_FAILURES",
+        "SESSION_CLIENT_IP_HEADER",
         "SESSION_USERS_COLLECTION",
         "SESSION_SESSIONS_COLLECTION",
         "SESSION_ATTEMPTS_COLLECTION",
@@ -235,6 +237,11 @@ def test_only_the_services_settings_are_passed_on() -> None:
         ),
         ({"SESSION_PAGE_API_ORIGIN": "http://api.example.com:8080"}, "SESSION_PAGE_API_ORIGIN: http://api.example.com"),
         ({"SESSION_DEFAULT_PERMISSIONS": "read\nadmin"}, "SESSION_DEFAULT_PERMISSIONS: the value must be one line"),
+        # Issue 19: on Cloud Functions the peer is Google's front end, shared by every client.
+        (
+            {"SESSION_ADDRESS_MAX_FAILURES": "100"},
+            "SESSION_ADDRESS_MAX_FAILURES: a per-address limit without SESSION_CLIENT_IP_HEADER",
+        ),
     ],
 )
 def test_insecure_settings_are_refused(env: dict[str, str], message: str) -> None:
@@ -243,6 +250,14 @@ def test_insecure_settings_are_refused(env: dict[str, str], message: str) -> Non
     assert "refusing insecure or malformed settings" in result.stderr
     assert message in result.stderr
     assert result.stdout == ""  # not one command
+
+
+def test_a_per_address_limit_with_the_client_ip_header_is_deployed() -> None:
+    result = run_deploy(
+        "--dry-run", "--single", SESSION_ADDRESS_MAX_FAILURES="100", SESSION_CLIENT_IP_HEADER="X-Forwarded-For"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "SESSION_ADDRESS_MAX_FAILURES=100" in result.stdout
 
 
 def test_a_loopback_origin_is_allowed_with_a_warning() -> None:

@@ -1,0 +1,346 @@
+"""The commit that opens a session, and the account's ledger that keeps it honest.
+
+Every commit that opens a session (a login, a password change, a re-authentication) is one
+``Plan`` under a precondition on the account's ledger (``users/{name}/ledger/sessions``) as it
+was read together with the user whose credentials were verified. Every change of credentials
+writes that ledger in its own commit, so the precondition fails, and no session is opened, when
+the password, the enablement or the epoch changed meanwhile. Profile edits do not touch the
+ledger: a storm of them cannot starve a proof of the password.
+
+The same commit adds the session's entry to the ledger (the cap on sessions), the device's
+entry (the bound on trusted devices), gives the counted guess back, and writes the device.
+On a conflict the account is read again and the plan rebuilt from what is stored now.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from session import liveness, plan, tokens
+from session.clock import Clock
+from session.config import Settings
+from session.models import DeviceRecord, LedgerRecord, SessionRecord, UserChange, UserRecord
+from session.plan import Doc, Plan, Write
+from session.retry import CONFLICT_TRIES, retrying
+from session.store import AccountView, Reservation, Store, StoreUnavailable, Versioned
+
+
+class CredentialsChanged(Exception):
+    """The user's password, enablement or epoch changed (or the replaced session ended) while opening a session."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUse:
+    """The device cookie a commit trusts: minted now (``stored`` False) or renewed and re-stamped."""
+
+    token: str
+    device_hash: str
+    created_at: datetime
+    stored: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Guess:
+    """The counted guesses of a proof of the password, to be given back when it succeeds."""
+
+    counted: Reservation  # on the counter that judged it (the username's or the trusted device's)
+    also: Reservation | None = None  # on the client address's counter, when that limit is on
+
+    def keys(self) -> list[str]:
+        return [self.counted.key, *([self.also.key] if self.also else [])]
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """What a commit that opens a session carries besides the session itself."""
+
+    user: Versioned[UserRecord]  # as verified
+    ledger: Versioned[LedgerRecord] | None  # read in the same snapshot as ``user``
+    user_agent: str | None
+    guess: Guess
+    device: DeviceUse | None = None
+    new_password_hash: str | None = None  # a password change: the epoch moves on, every other session ends
+    rehash: str | None = None  # the same password under current hashing parameters
+    replaces: str | None = None  # a re-authentication: this session ends in the same commit
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    token: str
+    token_hash: str
+    record: SessionRecord
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    """The account as last read, and what that read says about the counters."""
+
+    user: Versioned[UserRecord]
+    ledger: Versioned[LedgerRecord] | None
+    counters: dict[str, Reservation | None]  # None: the counter is gone (nothing to give back)
+    device_stored: bool
+    landed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPlan:
+    """The ledger a commit writes, and the sessions and devices it ends to stay within the bounds."""
+
+    write: tuple[Write, ...]
+    evicted_sessions: tuple[str, ...] = ()
+    evicted_devices: tuple[str, ...] = ()
+
+
+class Opener:
+    """Builds and commits the plans that open sessions and change credentials."""
+
+    def __init__(self, settings: Settings, store: Store, clock: Clock) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self._ttl = timedelta(seconds=settings.ttl_seconds)
+        self._idle = timedelta(seconds=settings.idle_seconds)
+        self._device_lifetime = timedelta(days=settings.device_cookie_days)
+
+    # --- sessions -----------------------------------------------------------------------------------
+
+    def new_session(self, user: UserRecord, user_agent: str | None, epoch: int) -> NewSession:
+        """A fresh token and its session record, not yet stored."""
+        now = self.clock()
+        token = tokens.mint(user.username)
+        token_hash = tokens.hash_token(token)
+        absolute = now + self._ttl
+        record = SessionRecord(
+            user_id=user.user_id,
+            username=user.username,
+            public_id=tokens.public_id(token_hash),
+            created_at=now,
+            last_seen_at=now,
+            absolute_expires_at=absolute,
+            expires_at=min(now + self._idle, absolute),
+            user_agent=user_agent or None,  # cleaned and capped at the HTTP edge
+            auth_epoch=epoch,
+            auth_time=now,  # every new session is opened by a proof of the password
+        )
+        return NewSession(token, token_hash, record)
+
+    async def open(self, opening: Opening) -> tuple[NewSession, LedgerPlan]:
+        """Commit a new session while the credentials verified in ``opening`` are current.
+
+        Raises ``CredentialsChanged`` when they are not (no session exists then), ``ServiceUnavailable``
+        when the account kept changing, ``StoreUnavailable`` when the outcome cannot be known. A commit
+        whose answer was lost but which landed is recognised by its session, and counts as done.
+        """
+        epoch = opening.user.record.auth_epoch + (1 if opening.new_password_hash else 0)
+        new = self.new_session(opening.user.record, opening.user_agent, epoch)
+        counted = [g for g in (opening.guess.counted, opening.guess.also) if g is not None]
+        first = _State(
+            opening.user,
+            opening.ledger,
+            {g.key: g for g in counted},
+            device_stored=opening.device is not None and opening.device.stored,
+        )
+        done: list[LedgerPlan] = []
+
+        async def attempt(state: _State) -> None:
+            if state.landed:
+                return
+            ledger = await self._ledger_plan(opening, state, new)
+            try:
+                await self.store.commit(self._plan(opening, state, new, ledger, epoch))
+            except StoreUnavailable:
+                if not (await self._reread(opening, new)).landed:
+                    raise
+            done.append(ledger)
+
+        await retrying(first, attempt, lambda: self._reread(opening, new), tries=CONFLICT_TRIES)
+        return new, (done[-1] if done else LedgerPlan(()))
+
+    def _plan(self, opening: Opening, state: _State, new: NewSession, ledger: LedgerPlan, epoch: int) -> Plan:
+        username = state.user.record.username
+        now = self.clock()
+        user_change = None
+        if opening.new_password_hash is not None:
+            user_change = UserChange(password_hash=opening.new_password_hash, auth_epoch=epoch, updated_at=now)
+        elif opening.rehash is not None:
+            user_change = UserChange(password_hash=opening.rehash, updated_at=now)
+        writes: list[Write | None] = [
+            plan.create(Doc.session(new.token_hash), new.record),
+            plan.update(Doc.user(username), user_change) if user_change is not None else None,
+            *ledger.write,
+            *(plan.delete(Doc.session(h)) for h in ledger.evicted_sessions),
+            *(plan.delete(Doc.device(username, h)) for h in ledger.evicted_devices),
+            plan.delete(Doc.session(opening.replaces), must_exist=True) if opening.replaces else None,
+            self._device_write(opening.device, state, epoch),
+            *self._give_back(opening.guess, state),
+        ]
+        return Plan().then(*writes)
+
+    def _device_write(self, device: DeviceUse | None, state: _State, epoch: int) -> Write | None:
+        if device is None:
+            return None
+        expires_at = self.clock() + self._device_lifetime
+        username = state.user.record.username
+        if state.device_stored:  # renewed and re-stamped; never recreated if it was ended meanwhile
+            return plan.update(
+                Doc.device(username, device.device_hash), {"auth_epoch": epoch, "expires_at": expires_at}
+            )
+        record = DeviceRecord(
+            user_id=state.user.record.user_id, created_at=device.created_at, expires_at=expires_at, auth_epoch=epoch
+        )
+        return plan.put(Doc.device(username, device.device_hash), record)
+
+    @staticmethod
+    def _give_back(guess: Guess, state: _State) -> list[Write]:
+        """The counted guesses, given back: a counter nobody counted on since is deleted, else taken down by one."""
+        writes = []
+        for mine in (guess.counted, guess.also):
+            if mine is None:
+                continue
+            now = state.counters.get(mine.key)
+            if now is None:
+                continue  # gone: a success cleared it, or its window expired
+            if now.update_time == mine.update_time:
+                writes.append(plan.delete(Doc.counter(mine.key), now.update_time))
+            else:
+                writes.append(plan.decrement(Doc.counter(mine.key)))
+        return writes
+
+    async def _reread(self, opening: Opening, new: NewSession) -> _State:
+        """The account as stored now; raises ``CredentialsChanged`` when it no longer accepts this opening."""
+        username = opening.user.record.username
+        device = opening.device.device_hash if opening.device is not None and opening.device.stored else None
+        view: AccountView = await self.store.read_account(
+            username,
+            sessions=[new.token_hash, *([opening.replaces] if opening.replaces else [])],
+            device=device,
+            counters=opening.guess.keys(),
+        )
+        if new.token_hash in view.sessions:  # an earlier try landed though its answer was lost
+            return _State(opening.user, view.ledger, {}, False, landed=True)
+        if view.user is None or not liveness.same_credentials(opening.user.record, view.user.record):
+            raise CredentialsChanged()
+        if opening.replaces is not None and opening.replaces not in view.sessions:
+            raise CredentialsChanged()  # a parallel re-authentication (or a logout) ended it first
+        keys = opening.guess.keys()
+        counters: dict[str, Reservation | None] = {key: view.counters.get(key) for key in keys}
+        return _State(view.user, view.ledger, counters, device_stored=view.device is not None)
+
+    # --- the ledger ---------------------------------------------------------------------------------
+
+    async def _ledger_plan(self, opening: Opening, state: _State, new: NewSession) -> LedgerPlan:
+        """The ledger with the new session's and the device's entries, making room where a bound is reached."""
+        user = state.user.record
+        reset = opening.new_password_hash is not None
+        device = opening.device.device_hash if opening.device is not None else None
+        if reset:  # every other session and device ends with this change
+            sessions = [new.token_hash] if self.settings.max_sessions_per_user else []
+            record = LedgerRecord(
+                user_id=user.user_id, sessions=sessions, devices=[device] if device else [], changed_at=self.clock()
+            )
+            return LedgerPlan(self.ledger_write(user, state.ledger, record))
+        own = state.ledger is not None and state.ledger.record.user_id == user.user_id
+        sessions, evicted = await self._sessions_entry(user, state.ledger, own, new.token_hash, opening.replaces)
+        devices = list(state.ledger.record.devices) if own and state.ledger is not None else []
+        gone: list[str] = []
+        if device is not None and device not in devices:
+            devices, gone = await self._make_device_room(user, devices)
+            devices.append(device)
+        changed_at = state.ledger.record.changed_at if state.ledger is not None else None
+        record = LedgerRecord(user_id=user.user_id, sessions=sessions, devices=devices, changed_at=changed_at)
+        return LedgerPlan(self.ledger_write(user, state.ledger, record), tuple(evicted), tuple(gone))
+
+    def ledger_write(
+        self, user: UserRecord, base: Versioned[LedgerRecord] | None, record: LedgerRecord
+    ) -> tuple[Write, ...]:
+        """``record`` over the ledger as read: only if unchanged since, or, where none was, only if still none.
+
+        A ledger made here comes with a check that the user document still exists (an update to a
+        value it already has, which changes nothing): nothing is ever written below a deleted user.
+        """
+        doc = Doc.ledger(user.username)
+        if base is None:
+            return (plan.create(doc, record), plan.update(Doc.user(user.username), {"username": user.username}))
+        return (plan.update(doc, record, base.update_time),)
+
+    async def _sessions_entry(
+        self,
+        user: UserRecord,
+        ledger: Versioned[LedgerRecord] | None,
+        own: bool,
+        new_hash: str,
+        replaces: str | None,
+    ) -> tuple[list[str], list[str]]:
+        """The ledger's session list with ``new_hash``, and the sessions ended to stay under the cap."""
+        cap = self.settings.max_sessions_per_user
+        if cap == 0:  # no cap: the list is left as it is
+            return (list(ledger.record.sessions) if own and ledger is not None else []), []
+        if own and ledger is not None:
+            members = [h for h in ledger.record.sessions if h != replaces]
+        else:
+            # None yet (sessions from before the ledger), or a deleted namesake's: count what is stored now.
+            members = [h for h in await self._countable_sessions(user) if h != replaces]
+        evict: list[str] = []
+        if len(members) >= cap:
+            members, evict = await self._make_room(user, members, cap)
+        return [*members, new_hash], evict
+
+    async def _countable_sessions(self, user: UserRecord) -> list[str]:
+        """The keys of the user's sessions stored now that could still be accepted (one query)."""
+        now = self.clock()
+        stored = await self.store.list_sessions(user.user_id, ordered=False)
+        return [h for h, s in stored if not liveness.never_live_again(s, user, now)]
+
+    async def _make_room(self, user: UserRecord, members: list[str], cap: int) -> tuple[list[str], list[str]]:
+        """Split a full session list into the entries kept and the sessions to delete, leaving room for one.
+
+        Entries whose session is gone are dropped; sessions that can never be accepted again are
+        deleted (an expired one too, so that a touch in flight cannot bring it back); then, while
+        still full, the least recently used sessions (``last_seen_at``) are ended.
+        """
+        stored = await self.store.read_sessions(members)
+        now = self.clock()
+        live = [h for h in members if h in stored and not liveness.never_live_again(stored[h], user, now)]
+        evict = [h for h in members if h in stored and liveness.never_live_again(stored[h], user, now)]
+        excess = len(live) - cap + 1
+        if excess > 0:
+            by_use = sorted(live, key=lambda h: (stored[h].last_seen_at, stored[h].created_at, h))
+            evict += by_use[:excess]
+            live = [h for h in live if h not in set(by_use[:excess])]
+        return live, evict
+
+    async def _make_device_room(self, user: UserRecord, devices: list[str]) -> tuple[list[str], list[str]]:
+        """The trusted devices kept and those whose documents go, leaving room for one more under the bound.
+
+        Only when the list is full does this read the listed devices (one round trip): entries of
+        gone documents are dropped, untrusted documents deleted, then the least recently used
+        trusted ones (the earliest renewal, so the earliest ``expires_at``) lose their trust.
+        """
+        bound = self.settings.max_devices_per_user
+        if len(devices) < bound:
+            return devices, []
+        stored = await self.store.read_devices(user.username, devices)
+        now = self.clock()
+        trusted = [h for h in devices if liveness.device_trusted(stored.get(h), user, now)]
+        gone = [h for h in devices if h in stored and h not in trusted]
+        excess = len(trusted) - bound + 1
+        if excess > 0:
+            by_use = sorted(trusted, key=lambda h: (stored[h].expires_at, h))
+            gone += by_use[:excess]
+            trusted = [h for h in trusted if h not in set(by_use[:excess])]
+        return trusted, gone
+
+    # --- credential changes without a new session ---------------------------------------------------
+
+    def reset_ledger(
+        self, user: UserRecord, base: Versioned[LedgerRecord] | None, keep: str | None, device: str | None
+    ) -> tuple[Write, ...]:
+        """The ledger after a change of credentials: only what the change keeps (the caller's session and device)."""
+        record = LedgerRecord(
+            user_id=user.user_id,
+            sessions=[keep] if keep and self.settings.max_sessions_per_user else [],
+            devices=[device] if device else [],
+            changed_at=self.clock(),
+        )
+        return self.ledger_write(user, base, record)
