@@ -268,6 +268,9 @@ class LedgerRecord(_Record):
     # "" only for a ledger that revoke-everyone made for a user from before ledgers (a foreign one: recounted).
     user_id: str = ""
     sessions: list[str] = Field(default_factory=list)
+    # False while ``sessions`` was written without a cap (SESSION_MAX_PER_USER=0) and so lists nothing: the
+    # first login under a cap counts the stored sessions instead. Ledgers from before this field were all capped.
+    sessions_counted: bool = True
     # The user's trusted devices (their hashes), at most SESSION_MAX_DEVICES_PER_USER of them.
     devices: list[str] = Field(default_factory=list)
     # Set by every change of credentials that has nothing else to write here (revoke-everyone): a commit

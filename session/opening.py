@@ -193,15 +193,20 @@ class Opener:
 
     @staticmethod
     def _give_back(guess: Guess, state: _State) -> list[Write]:
-        """The counted guesses, given back: a counter nobody counted on since is deleted, else taken down by one."""
+        """The counted guesses, given back.
+
+        The judging counter (the username's or the device's) is deleted if nobody counted on it since: the owner
+        proved the password. Otherwise, and always for the address's counter (other users' guesses from that
+        address stay), the guess is taken off by one.
+        """
         writes = []
-        for mine in (guess.counted, guess.also):
+        for mine, clears in ((guess.counted, True), (guess.also, False)):
             if mine is None:
                 continue
             now = state.counters.get(mine.key)
             if now is None:
                 continue  # gone: a success cleared it, or its window expired
-            if now.update_time == mine.update_time:
+            if clears and now.update_time == mine.update_time:
                 writes.append(plan.delete(Doc.counter(mine.key), now.update_time))
             else:
                 writes.append(plan.decrement(Doc.counter(mine.key)))
@@ -235,20 +240,21 @@ class Opener:
         reset = opening.new_password_hash is not None
         device = opening.device.device_hash if opening.device is not None else None
         if reset:  # every other session and device ends with this change
-            sessions = [new.token_hash] if self.settings.max_sessions_per_user else []
-            record = LedgerRecord(
-                user_id=user.user_id, sessions=sessions, devices=[device] if device else [], changed_at=self.clock()
-            )
-            return LedgerPlan(self.ledger_write(user, state.ledger, record))
+            return LedgerPlan(self.reset_ledger(user, state.ledger, new.token_hash, device))
         own = state.ledger is not None and state.ledger.record.user_id == user.user_id
         sessions, evicted = await self._sessions_entry(user, state.ledger, own, new.token_hash, opening.replaces)
+        counted = self.settings.max_sessions_per_user > 0 or (
+            own and state.ledger is not None and state.ledger.record.sessions_counted
+        )
         devices = list(state.ledger.record.devices) if own and state.ledger is not None else []
         gone: list[str] = []
         if device is not None and device not in devices:
             devices, gone = await self._make_device_room(user, devices)
             devices.append(device)
         changed_at = state.ledger.record.changed_at if state.ledger is not None else None
-        record = LedgerRecord(user_id=user.user_id, sessions=sessions, devices=devices, changed_at=changed_at)
+        record = LedgerRecord(
+            user_id=user.user_id, sessions=sessions, sessions_counted=counted, devices=devices, changed_at=changed_at
+        )
         return LedgerPlan(self.ledger_write(user, state.ledger, record), tuple(evicted), tuple(gone))
 
     def ledger_write(
@@ -276,10 +282,10 @@ class Opener:
         cap = self.settings.max_sessions_per_user
         if cap == 0:  # no cap: the list is left as it is
             return (list(ledger.record.sessions) if own and ledger is not None else []), []
-        if own and ledger is not None:
+        if own and ledger is not None and ledger.record.sessions_counted:
             members = [h for h in ledger.record.sessions if h != replaces]
         else:
-            # None yet (sessions from before the ledger), or a deleted namesake's: count what is stored now.
+            # None yet, one written while there was no cap, or a deleted namesake's: count what is stored now.
             members = [h for h in await self._countable_sessions(user) if h != replaces]
         evict: list[str] = []
         if len(members) >= cap:
@@ -337,9 +343,11 @@ class Opener:
         self, user: UserRecord, base: Versioned[LedgerRecord] | None, keep: str | None, device: str | None
     ) -> tuple[Write, ...]:
         """The ledger after a change of credentials: only what the change keeps (the caller's session and device)."""
+        capped = self.settings.max_sessions_per_user > 0
         record = LedgerRecord(
             user_id=user.user_id,
-            sessions=[keep] if keep and self.settings.max_sessions_per_user else [],
+            sessions=[keep] if keep and capped else [],
+            sessions_counted=capped,  # every other session is void from this commit on
             devices=[device] if device else [],
             changed_at=self.clock(),
         )

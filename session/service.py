@@ -156,8 +156,9 @@ class SessionService:
             updated_at=now,
         )
         # The account's ledger is made with the user: every later commit that opens a session is checked on it.
+        ledger = LedgerRecord(user_id=record.user_id, sessions_counted=self.settings.max_sessions_per_user > 0)
         try:
-            await self.store.create_user(record, LedgerRecord(user_id=record.user_id))
+            await self.store.create_user(record, ledger)
         except AlreadyExists:
             raise errors.UsernameTaken(f"the username {req.username!r} is taken") from None
         event("user_registered", user_id=record.user_id)
@@ -685,7 +686,9 @@ class SessionService:
         async def bump(view: AccountView) -> None:
             session, user = view.sessions.get(ctx.token_hash), view.user
             now = self.clock()
-            if session is None or user is None or not liveness.is_live(session.record, user.record, now):
+            if user is None or not liveness.same_credentials(ctx.user.record, user.record):
+                raise _revoked()  # another change of credentials got there first: this session is void
+            if keep is not None and (session is None or not liveness.is_live(session.record, user.record, now)):
                 raise _revoked()
             epoch = user.record.auth_epoch + 1
             known = view.device is not None and liveness.device_known(view.device.record, user.record, now)

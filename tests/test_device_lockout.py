@@ -123,7 +123,7 @@ def test_the_device_is_stored_by_hash_under_its_user_and_renewed_by_each_login(
     first = _login(client, "alice", PASSWORD)
     token = _device_cookie(first)
     doc = emulator_get(emulator_host, project, f"users/alice/devices/{tokens.device_hash(token)}")["fields"]
-    assert set(doc) == {"user_id", "created_at", "expires_at"}  # never the token itself
+    assert set(doc) == {"user_id", "created_at", "expires_at", "auth_epoch"}  # never the token itself
     assert doc["user_id"]["stringValue"] == first.json()["user_id"]
     assert "timestampValue" in doc["expires_at"]  # a Timestamp: the TTL policy can delete it
     created = doc["created_at"]["timestampValue"]

@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from session import tokens
 from session.admin import AdminService
+from session.models import UserChange
 from tests.conftest import AppFactory, bearer, emulator_get, login, main_module, register
 
 PASSWORD = "correct horse battery"
@@ -472,7 +473,8 @@ def test_permission_change_applies_on_next_request(client: TestClient) -> None:
     register(client)
     token = login(client)
     assert client.get("/profile", headers=bearer(token)).json()["permissions"] == ["read"]
-    client.portal.call(_admin().update, "alice", {"permissions": ["read", "admin"]})  # type: ignore[union-attr]
+    change = UserChange(permissions=["read", "admin"])
+    client.portal.call(_admin().update, "alice", change)  # type: ignore[union-attr]
     assert client.get("/profile", headers=bearer(token)).json()["permissions"] == ["read", "admin"]
 
 

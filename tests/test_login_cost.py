@@ -40,20 +40,21 @@ def test_a_successful_login_is_two_round_trips(client: TestClient) -> None:
     register(client)
     ops, result = _login(client)
     assert result.token
-    # Round trip 1: the guess is counted (1 write) while the user and its session ledger are read (2 reads).
-    # Round trip 2: one commit creates the session (1 write), checks the user is unchanged (1 write that
-    # changes nothing), adds the session to the ledger (1 write), writes the device of the device cookie
-    # (1 write) and deletes the counter (1 delete).
+    # Round trip 1: the guess is counted (1 write) while the user and the account's ledger are read (2 reads,
+    # one snapshot). Round trip 2: one commit under the ledger's precondition creates the session (1 write),
+    # adds it and the new device to the ledger (1 write), writes the device of the device cookie (1 write) and
+    # deletes the counter (1 delete). No write to the user document (issue 19): 4 writes, was 5.
     assert result.device_token
-    assert ops.as_dict() == {"round_trips": 2, "reads": 2, "writes": 5, "deletes": 1}
+    assert ops.as_dict() == {"round_trips": 2, "reads": 2, "writes": 4, "deletes": 1}
 
 
-def test_without_a_cap_a_login_reads_no_ledger(make_client: AppFactory) -> None:
+def test_without_a_cap_the_ledger_still_carries_the_precondition(make_client: AppFactory) -> None:
     client = make_client(SESSION_MAX_PER_USER="0")
     register(client)
     ops, result = _login(client)
     assert result.token
-    assert ops.as_dict() == {"round_trips": 2, "reads": 1, "writes": 4, "deletes": 1}
+    # The ledger is read and written all the same: it witnesses the credentials, and lists the trusted devices.
+    assert ops.as_dict() == {"round_trips": 2, "reads": 2, "writes": 4, "deletes": 1}
 
 
 def test_a_login_at_the_cap_reads_the_sessions_and_ends_one(make_client: AppFactory) -> None:
@@ -64,7 +65,7 @@ def test_a_login_at_the_cap_reads_the_sessions_and_ends_one(make_client: AppFact
     ops, result = _login(client)
     assert result.token
     # One more round trip reads the 3 sessions the full ledger lists; the commit deletes the least recently used.
-    assert ops.as_dict() == {"round_trips": 3, "reads": 2 + 3, "writes": 5, "deletes": 1 + 1}
+    assert ops.as_dict() == {"round_trips": 3, "reads": 2 + 3, "writes": 4, "deletes": 1 + 1}
 
 
 def test_a_failed_login_is_one_round_trip(client: TestClient) -> None:
@@ -84,21 +85,22 @@ def test_a_login_from_a_trusted_device_is_two_round_trips(make_client: AppFactor
         client, lambda: service.login(LoginRequest(username="alice", password=PASSWORD), device=device)
     )
     assert result.token and result.device_token == device
-    # Round trip 1: the guess on the device's counter (1 write) while the user and the device are read (2 reads).
-    # Round trip 2: the session, the check on the user, the device's renewed expiry; the counter deleted.
-    assert ops.as_dict() == {"round_trips": 2, "reads": 2, "writes": 4, "deletes": 1}
+    # Round trip 1: the guess on the device's counter (1 write) while the user, the ledger and the device are
+    # read (3 reads). Round trip 2: the session, the ledger (unchanged: a write that changes nothing, there for
+    # its precondition), the device's renewed expiry; the counter deleted.
+    assert ops.as_dict() == {"round_trips": 2, "reads": 3, "writes": 4, "deletes": 1}
     ops, result = _counted(
         client, lambda: service.login(LoginRequest(username="alice", password="wrong!"), device=device)
     )
     assert type(result).__name__ == "InvalidCredentials"
-    assert ops.as_dict() == {"round_trips": 1, "reads": 2, "writes": 1, "deletes": 0}
+    assert ops.as_dict() == {"round_trips": 1, "reads": 3, "writes": 1, "deletes": 0}
     # A cookie naming alice that is not hers: its device is read, then the guess counts on the shared counter.
     forged = tokens.mint("alice")
     ops, result = _counted(
         client, lambda: service.login(LoginRequest(username="alice", password="wrong!"), device=forged)
     )
     assert type(result).__name__ == "InvalidCredentials"
-    assert ops.as_dict() == {"round_trips": 2, "reads": 2, "writes": 2, "deletes": 0}
+    assert ops.as_dict() == {"round_trips": 2, "reads": 3, "writes": 2, "deletes": 0}
 
 
 def test_the_address_limit_adds_writes_not_round_trips(make_client: AppFactory) -> None:
@@ -109,14 +111,14 @@ def test_the_address_limit_adds_writes_not_round_trips(make_client: AppFactory) 
         client, lambda: service.login(LoginRequest(username="alice", password=PASSWORD), address="192.0.2.1")
     )
     assert result.token
-    # Round trip 1: both counters in one commit (2 writes), the user read. Round trip 2: as without the limit,
-    # plus the address's guess given back (1 write).
-    assert ops.as_dict() == {"round_trips": 2, "reads": 1, "writes": 6, "deletes": 1}
+    # Round trip 1: both counters in one commit (2 writes), the user and ledger read. Round trip 2: as without the
+    # limit, plus the address's guess given back (1 write; the address's counter is never cleared by one user).
+    assert ops.as_dict() == {"round_trips": 2, "reads": 2, "writes": 6, "deletes": 1}
     ops, result = _counted(
         client, lambda: service.login(LoginRequest(username="alice", password="wrong!"), address="192.0.2.1")
     )
     assert type(result).__name__ == "InvalidCredentials"
-    assert ops.as_dict() == {"round_trips": 1, "reads": 1, "writes": 2, "deletes": 0}
+    assert ops.as_dict() == {"round_trips": 1, "reads": 2, "writes": 2, "deletes": 0}
 
 
 def test_a_refused_guess_verifies_no_password(client: TestClient) -> None:
