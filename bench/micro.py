@@ -361,56 +361,6 @@ def log_parts(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
     ]
 
 
-class OnePassJsonHandler(logging.Handler):
-    """A prototype: StructuredLogHandler's line (same fields) built as one dict and written with one json.dumps."""
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__()
-        self.stream = stream
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line: dict[str, Any] = {**getattr(record, "json_fields", {}), "message": record.getMessage()}
-            line["severity"] = record.levelname
-            line["logging.googleapis.com/labels"] = {"python_logger": record.name}
-            trace = getattr(record, "trace", None)
-            if trace is not None:
-                line["logging.googleapis.com/trace"] = trace
-                line["logging.googleapis.com/spanId"] = getattr(record, "span_id", None) or ""
-                line["logging.googleapis.com/trace_sampled"] = bool(getattr(record, "trace_sampled", False))
-            line["logging.googleapis.com/sourceLocation"] = {
-                "line": record.lineno,
-                "file": record.pathname,
-                "function": record.funcName,
-            }
-            line["httpRequest"] = getattr(record, "http_request", None) or {}
-            self.stream.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
-            self.stream.flush()
-        except Exception:
-            self.handleError(record)
-
-
-def lean_handler_line(fx: Fixture, n: int, rounds: int) -> float:
-    """The request log line through ``OnePassJsonHandler`` instead of StructuredLogHandler."""
-    from session import logs
-    from session.http import Call
-    from session.store import OpCounts
-
-    logger = logging.getLogger("session")
-    saved = list(logger.handlers)
-    lean = OnePassJsonHandler(open(os.devnull, "w"))
-    lean.addFilter(logs._TraceFilter())
-    logger.handlers[:] = [lean]
-    api, req = fx.api, fx.request()
-    call = Call(api, req, "profile", ())
-    call.log_fields.update(user_id="0" * 32, sid="abcdef012345")
-    ops = OpCounts(round_trips=1, reads=2)
-    try:
-        return us_sync(lambda: api._log(req, "profile", 200, "ok", 0.0, ops, call), n, rounds)
-    finally:
-        logger.handlers[:] = saved
-
-
 def what_ifs(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
     """Cheaper ways to do the same work, for the recommendations."""
     from session.http import Call
@@ -458,10 +408,6 @@ def what_ifs(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
 
     return [
         ("what if: the same log line with logThreads/logProcesses/logMultiprocessing off", lean_logging()),
-        (
-            "what if: the same log line through a one-pass JSON handler (OnePassJsonHandler, above)",
-            lean_handler_line(fx, n, rounds),
-        ),
         (
             "what if: one json.dumps of the line's dict + write + flush (the floor of a JSON line)",
             us_sync(one_json_line, n, rounds),
