@@ -269,7 +269,7 @@ def main(argv: list[str]) -> int:
         "--gc-threshold", type=int, default=0, help="what if both servers called gc.set_threshold(N) at start-up"
     )
     args = parser.parse_args(argv)
-    from emulator import Emulator
+    from devtools.launch import Emulator
 
     OUT.mkdir(exist_ok=True)
     env = {

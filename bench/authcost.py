@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
+sys.path[:0] = [str(ROOT)]
 
-from emulator import Emulator  # noqa: E402
+from devtools.launch import Emulator  # noqa: E402
 
 PASSWORD = "correct horse battery staple"  # noqa: S105  (a benchmark user on the emulator)
 

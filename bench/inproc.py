@@ -29,9 +29,9 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-sys.path[:0] = [str(ROOT), str(BENCH), str(ROOT / "scripts")]
+sys.path[:0] = [str(ROOT), str(BENCH)]
 
-from emulator import Emulator  # noqa: E402
+from devtools.launch import Emulator  # noqa: E402
 
 PASSWORD = "correct horse battery staple"  # noqa: S105  (a benchmark user on the emulator)
 

@@ -1,6 +1,6 @@
 """`make run` and `make install` explain themselves: a taken port, a missing tool, the first install, a stop.
 
-Each case runs the real Makefile and scripts/dev.py as a user would, against the
+Each case runs the real Makefile and `python -m devtools` as a user would, against the
 shared emulator where a server must come up.
 """
 
@@ -12,7 +12,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +19,8 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from devtools import launch
 from tests.conftest import ROOT, free_port
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import emulator  # scripts/emulator.py
 
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 
@@ -45,15 +42,8 @@ def _ours(stderr: str) -> list[str]:
 
 
 def _wait_up(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the server stopped"
-        try:
-            httpx.get(f"{base}/nope", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError(f"{base} did not come up")
+    up = launch.wait_until(launch.serving(f"{base}/nope"), proc, timeout)
+    assert up, f"{base} did not come up" if proc.poll() is None else "the server stopped"
 
 
 @pytest.fixture
@@ -153,7 +143,7 @@ def test_sigterm_is_a_requested_stop(emulator_host: str, project: str) -> None:
     )
     try:
         _wait_up(f"http://127.0.0.1:{port}", proc)
-        proc.send_signal(signal.SIGTERM)  # make alone, which passes it on to dev.py
+        proc.send_signal(signal.SIGTERM)  # make alone, which passes it on to devtools
         output, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -163,11 +153,11 @@ def test_sigterm_is_a_requested_stop(emulator_host: str, project: str) -> None:
     assert "Traceback" not in text
 
 
-def test_dev_py_exits_0_on_sigterm(emulator_host: str, project: str) -> None:
+def test_devtools_run_exits_0_on_sigterm(emulator_host: str, project: str) -> None:
     port = free_port()
     env = _env(PORT=str(port), FIRESTORE_EMULATOR_HOST=emulator_host, GOOGLE_CLOUD_PROJECT=project)
     proc = subprocess.Popen(
-        [PYTHON, "scripts/dev.py", "run"],
+        [PYTHON, "-m", "devtools", "run"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -221,7 +211,7 @@ def test_make_run_logs_readable_lines_on_a_terminal(emulator_host: str, project:
 
 
 def test_emulator_logs_live_in_dot_logs_and_old_ones_go() -> None:
-    assert emulator.Emulator(port=1).log_path == ROOT / ".logs" / "firestore-emulator-1.log"
+    assert launch.Emulator(port=1).log_path == ROOT / ".logs" / "firestore-emulator-1.log"
     assert ".logs/" in (ROOT / ".gitignore").read_text().splitlines()
     assert "`.logs/`" in (ROOT / "README.md").read_text()
 
@@ -234,7 +224,7 @@ def test_prune_logs_keeps_recent_ones(tmp_path: Path) -> None:
         path.write_text(name)
         os.utime(path, (now - age, now - age))
     (tmp_path / "other.log").write_text("not an emulator log")
-    emulator.prune_logs(tmp_path, keep=3)
+    launch.prune_logs(tmp_path, keep=3)
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == [
         "firestore-emulator-new0.log",

@@ -18,5 +18,6 @@ Modules, in the order a run uses them:
 import sys
 from pathlib import Path
 
-# scripts/emulator.py (the Firestore emulator and free_port) is shared with make run and make test.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "scripts"))
+# The repository root: devtools.launch (the emulator, free ports, process groups, the wait loop) is shared with
+# make run and make test.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
