@@ -6,12 +6,14 @@ shared emulator where a server must come up.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -232,3 +234,41 @@ def test_prune_logs_keeps_recent_ones(tmp_path: Path) -> None:
         "firestore-emulator-new2.log",
         "other.log",
     ]
+
+
+def _group_alive(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that are not zombies, from /proc."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        try:
+            fields = Path("/proc", entry, "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.isdigit() and int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(entry))
+    return alive
+
+
+def test_stop_group_stops_a_child_that_ignores_sigterm(tmp_path: Path) -> None:
+    """The emulator's case: the leader's child outlives a SIGTERM; nothing of the group may be left."""
+    code = "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); os.fork(); time.sleep(60)"
+    proc = launch.spawn([sys.executable, "-c", code], tmp_path / "group.log", os.environ)
+    try:
+        assert launch.wait_until(lambda: len(_group_alive(proc.pid)) >= 2, proc, 10, interval=0.05)
+        started = time.monotonic()
+        launch.stop_group(proc, grace=0.5)
+        assert time.monotonic() - started < 5
+        gone = launch.wait_until(lambda: not _group_alive(proc.pid), None, 5, interval=0.05)
+        assert gone, f"left running: {_group_alive(proc.pid)}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_wait_until_gives_up_when_the_process_exits(tmp_path: Path) -> None:
+    proc = launch.spawn(["false"], tmp_path / "false.log", os.environ)
+    started = time.monotonic()
+    assert not launch.wait_until(lambda: False, proc, 30)
+    assert time.monotonic() - started < 5
+    assert launch.http_status(f"http://127.0.0.1:{free_port()}/") is None
