@@ -23,7 +23,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
-	@$(PY) scripts/dev.py run
+	@$(PY) -m devtools run
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
@@ -31,7 +31,7 @@ lint: $(VENV)/.installed
 	$(PY) -m mypy
 
 test: lint
-	$(PY) scripts/dev.py test -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m devtools test -- $(PY) -m pytest $(PYTEST_ARGS)
 
 fuzz: $(VENV)/.installed
 	$(PY) scripts/fuzz.py $(FUZZ_ARGS)

@@ -19,8 +19,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from liveserver import make_run
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from devtools.launch import make_run
 
 ROOT = Path(__file__).resolve().parent.parent
 ST = Path(sys.executable).parent / "st"

@@ -32,9 +32,8 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from emulator import Emulator
-from liveserver import make_run, tree_rss_kib
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from devtools.launch import Emulator, make_run, tree_rss_kib
 
 PASSWORD = "soak " + secrets.token_hex(8)
 

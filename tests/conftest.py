@@ -24,9 +24,9 @@ import pytest
 from functions_framework import create_app
 from starlette.testclient import TestClient
 
+from devtools.launch import Emulator, free_port, make_run, wipe
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from emulator import Emulator, free_port, wipe  # noqa: E402
 
 # Fast hashing for tests that do not measure it; still the OWASP minimum (the floor the settings enforce).
 BASE_ENV = {
@@ -163,9 +163,7 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.fixture
 def live_server(project: str, emulator_host: str) -> Iterator[str]:
-    """`make run` on a free port, against the shared emulator (scripts/liveserver.py, the one launcher)."""
-    from liveserver import make_run
-
+    """`make run` on a free port, against the shared emulator (devtools.launch, the one launcher)."""
     port = free_port()
     log_path = ROOT / f".pytest-make-run-{port}.log"  # tests read the server's log here
     env = {"FIRESTORE_EMULATOR_HOST": emulator_host, "GOOGLE_CLOUD_PROJECT": project}

@@ -32,7 +32,8 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from emulator import free_port
+
+from devtools.launch import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "browser"

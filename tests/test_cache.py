@@ -21,13 +21,11 @@ import httpx2 as httpx
 import pytest
 from starlette.testclient import TestClient
 
+from devtools.launch import Server, make_run
 from session import tokens
 from session.models import SessionRecord, UserRecord
 from session.store import Versioned
 from tests.conftest import ROOT, AppFactory, bearer, login, main_module, register
-
-sys.path.insert(0, str(ROOT / "scripts"))
-from liveserver import Server, make_run
 
 PASSWORD = "correct horse battery"
 N = 3.0

@@ -1,7 +1,7 @@
 """Settings that cannot work never start: one line per invalid variable, naming it and what it allows.
 
 At cold start (import of main.py), in `python -m session check-config` and in
-`make run` (scripts/dev.py), never a traceback.
+`make run` (python -m devtools), never a traceback.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def test_check_config_refuses_with_one_line_per_variable() -> None:
 
 def test_make_run_refuses_before_serving(emulator_host: str) -> None:
     env = {**BAD_START, "FIRESTORE_EMULATOR_HOST": emulator_host, "PORT": "1"}
-    result = _run([sys.executable, "scripts/dev.py", "run"], env)
+    result = _run([sys.executable, "-m", "devtools", "run"], env)
     assert result.returncode == 2
     assert "Serving" not in result.stdout
     _assert_lines(result.stderr)

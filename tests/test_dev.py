@@ -1,11 +1,12 @@
 """`make run` and `make install` explain themselves: a taken port, a missing tool, the first install, a stop.
 
-Each case runs the real Makefile and scripts/dev.py as a user would, against the
+Each case runs the real Makefile and `python -m devtools` as a user would, against the
 shared emulator where a server must come up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import select
@@ -20,10 +21,8 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 
+from devtools import launch
 from tests.conftest import ROOT, free_port
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import emulator  # scripts/emulator.py
 
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 
@@ -45,15 +44,8 @@ def _ours(stderr: str) -> list[str]:
 
 
 def _wait_up(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the server stopped"
-        try:
-            httpx.get(f"{base}/nope", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError(f"{base} did not come up")
+    up = launch.wait_until(launch.serving(f"{base}/nope"), proc, timeout)
+    assert up, f"{base} did not come up" if proc.poll() is None else "the server stopped"
 
 
 @pytest.fixture
@@ -153,7 +145,7 @@ def test_sigterm_is_a_requested_stop(emulator_host: str, project: str) -> None:
     )
     try:
         _wait_up(f"http://127.0.0.1:{port}", proc)
-        proc.send_signal(signal.SIGTERM)  # make alone, which passes it on to dev.py
+        proc.send_signal(signal.SIGTERM)  # make alone, which passes it on to devtools
         output, _ = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
@@ -163,11 +155,11 @@ def test_sigterm_is_a_requested_stop(emulator_host: str, project: str) -> None:
     assert "Traceback" not in text
 
 
-def test_dev_py_exits_0_on_sigterm(emulator_host: str, project: str) -> None:
+def test_devtools_run_exits_0_on_sigterm(emulator_host: str, project: str) -> None:
     port = free_port()
     env = _env(PORT=str(port), FIRESTORE_EMULATOR_HOST=emulator_host, GOOGLE_CLOUD_PROJECT=project)
     proc = subprocess.Popen(
-        [PYTHON, "scripts/dev.py", "run"],
+        [PYTHON, "-m", "devtools", "run"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -221,7 +213,7 @@ def test_make_run_logs_readable_lines_on_a_terminal(emulator_host: str, project:
 
 
 def test_emulator_logs_live_in_dot_logs_and_old_ones_go() -> None:
-    assert emulator.Emulator(port=1).log_path == ROOT / ".logs" / "firestore-emulator-1.log"
+    assert launch.Emulator(port=1).log_path == ROOT / ".logs" / "firestore-emulator-1.log"
     assert ".logs/" in (ROOT / ".gitignore").read_text().splitlines()
     assert "`.logs/`" in (ROOT / "README.md").read_text()
 
@@ -234,7 +226,7 @@ def test_prune_logs_keeps_recent_ones(tmp_path: Path) -> None:
         path.write_text(name)
         os.utime(path, (now - age, now - age))
     (tmp_path / "other.log").write_text("not an emulator log")
-    emulator.prune_logs(tmp_path, keep=3)
+    launch.prune_logs(tmp_path, keep=3)
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == [
         "firestore-emulator-new0.log",
@@ -242,3 +234,41 @@ def test_prune_logs_keeps_recent_ones(tmp_path: Path) -> None:
         "firestore-emulator-new2.log",
         "other.log",
     ]
+
+
+def _group_alive(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that are not zombies, from /proc."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        try:
+            fields = Path("/proc", entry, "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.isdigit() and int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(entry))
+    return alive
+
+
+def test_stop_group_stops_a_child_that_ignores_sigterm(tmp_path: Path) -> None:
+    """The emulator's case: the leader's child outlives a SIGTERM; nothing of the group may be left."""
+    code = "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); os.fork(); time.sleep(60)"
+    proc = launch.spawn([sys.executable, "-c", code], tmp_path / "group.log", os.environ)
+    try:
+        assert launch.wait_until(lambda: len(_group_alive(proc.pid)) >= 2, proc, 10, interval=0.05)
+        started = time.monotonic()
+        launch.stop_group(proc, grace=0.5)
+        assert time.monotonic() - started < 5
+        gone = launch.wait_until(lambda: not _group_alive(proc.pid), None, 5, interval=0.05)
+        assert gone, f"left running: {_group_alive(proc.pid)}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_wait_until_gives_up_when_the_process_exits(tmp_path: Path) -> None:
+    proc = launch.spawn(["false"], tmp_path / "false.log", os.environ)
+    started = time.monotonic()
+    assert not launch.wait_until(lambda: False, proc, 30)
+    assert time.monotonic() - started < 5
+    assert launch.http_status(f"http://127.0.0.1:{free_port()}/") is None

@@ -1,6 +1,6 @@
 """Firestore faults, for real: a running `make run` server whose emulator stops, freezes, or never existed.
 
-Each test starts an emulator of its own (scripts/emulator.py) so that stopping
+Each test starts an emulator of its own (devtools.launch) so that stopping
 it disturbs no other test, and a server with a 2-second store deadline. No
 mocks: the faults are a killed emulator, a SIGSTOPped one, and a port nobody
 listens on. The timings are printed (``pytest -s``) as well as asserted.
@@ -19,9 +19,8 @@ from urllib.error import HTTPError
 
 import httpx2 as httpx
 import pytest
-from emulator import Emulator, free_port
-from liveserver import Server, make_run
 
+from devtools.launch import Emulator, Server, free_port, make_run
 from session import tokens
 from tests.conftest import emulator_get
 

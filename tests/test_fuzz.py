@@ -7,8 +7,9 @@ openapi.yaml. Whatever it finds becomes a case in tests/test_fuzz_regressions.py
 
 from __future__ import annotations
 
-import fuzz  # scripts/fuzz.py
 import pytest
+
+from scripts import fuzz
 
 pytestmark = pytest.mark.slow
 

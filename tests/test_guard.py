@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from emulator import free_port
 from functions_framework import create_app
 from starlette.testclient import TestClient
 
+from devtools.launch import free_port
 from session import Principal, errors, guard, tokens, verify
 from tests.conftest import AppFactory, bearer, login, register
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import openapi  # scripts/openapi.py (conftest puts scripts/ on the path)
 import pytest
 import yaml
 from starlette.testclient import TestClient
 
+from scripts import openapi
 from session import errors
 from session.http import ROUTES
 from tests.conftest import ROOT

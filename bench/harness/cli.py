@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from devtools.launch import Emulator
+
 from .common import BENCH, OUT, ROOT, log
 from .peers import PEER_NAMES, peer_servers
 from .processes import running
@@ -97,8 +99,6 @@ def base_env(project: str, workers: str, threads: str) -> dict[str, str]:
 
 def measure(args: argparse.Namespace, tools: Toolset, res: Results, env: dict[str, str]) -> None:
     """Start the emulator and the servers, run every scenario, stop everything."""
-    from emulator import Emulator
-
     res.imports[SERVICE] = import_time_ms("main", ROOT, env, args.repeats)
     res.imports[FLOOR] = import_time_ms("floor", BENCH, env, args.repeats)
     hook_missing = require_session_hook(env)

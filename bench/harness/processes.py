@@ -8,8 +8,6 @@ so a worker's CPU and memory are never missed.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -22,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from emulator import free_port
+
+from devtools.launch import free_port, serving, spawn, stop_group, wait_until
 
 from .common import OUT, ROOT, VENV_BIN
 
@@ -127,29 +126,15 @@ class Server:
         return self.proc.pid
 
     def start(self) -> Server:
-        with open(self.log_path, "ab") as out:
-            cmd = [part.replace("{port}", str(self.port)) for part in self.cmd]
-            self.spawned_at = time.perf_counter()
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=self.cwd,
-                env={**self.env, "PORT": str(self.port)},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        cmd = [part.replace("{port}", str(self.port)) for part in self.cmd]
+        self.spawned_at = time.perf_counter()
+        self.proc = spawn(cmd, self.log_path, {**self.env, "PORT": str(self.port)}, self.cwd)
         return self
 
     def wait_until(self, probe: Callable[[], bool], timeout: float = 90.0) -> float:
         """Poll ``probe`` until it is true; returns seconds since spawn. Raises with the log tail."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc is None or self.proc.poll() is not None:
-                break
-            if probe():
-                return time.perf_counter() - self.spawned_at
-            time.sleep(0.01)
+        if self.proc is not None and wait_until(probe, self.proc, timeout, interval=0.01):
+            return time.perf_counter() - self.spawned_at
         tail = self.log_path.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{self.name} did not become ready on {self.base}:\n{tail}")
 
@@ -163,26 +148,8 @@ class Server:
         """SIGTERM the process group, SIGKILL what is left after 10 s."""
         if self.proc is None:
             return
-        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                continue
-            if not _group_alive(self.proc.pid):
-                break
+        stop_group(self.proc)
         self.proc = None
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def functions_framework(name: str, target: str, source: Path, env: dict[str, str]) -> Server:
@@ -198,7 +165,7 @@ def running(servers: list[Server]) -> Iterator[list[Server]]:
         for server in servers:
             server.start()
         for server in servers:
-            server.wait_until(listening(server.port))
+            server.wait_until(serving(f"{server.base}/"))
         yield servers
     finally:
         for server in servers:
@@ -233,20 +200,5 @@ def answers_200(url: str, headers: dict[str, str]) -> Callable[[], bool]:
             return call(url, headers=headers)[0] == 200
         except (OSError, ValueError):
             return False
-
-    return probe
-
-
-def listening(port: int) -> Callable[[], bool]:
-    """A probe: does anything answer HTTP on ``port``?"""
-
-    def probe() -> bool:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
-        except urllib.error.HTTPError:
-            return True
-        except OSError:
-            return False
-        return True
 
     return probe

@@ -1,8 +1,9 @@
 """Where the CPU goes: py-spy on a server's process tree while wrk loads it.
 
 py-spy samples on-CPU Python stacks (idle threads are left out) of every
-process of the tree; its raw ("collapsed") output is kept in ``bench/out``
-and summarised as inclusive shares per frame and self shares per package.
+process of the tree; its raw ("collapsed") output is kept in ``bench/out``.
+``make bench`` summarises it as inclusive shares per frame and self shares per
+package; ``bench/cpu.py load`` puts every sample in one bucket (``classify``).
 """
 
 from __future__ import annotations
@@ -83,31 +84,121 @@ def summarise(
     return total, (share(inclusive) if total else []), (share(own) if total else [])
 
 
-def pyspy_run(
-    pyspy: Path,
-    server: Server,
-    path: str,
-    connections: int,
-    seconds: int,
-    top: int = 15,
-    *,
-    native: bool = False,
-    rate: int = 250,
-    **load: Any,
-) -> Profile:
-    """Sample ``server``'s process tree with py-spy while wrk loads it for ``seconds``.
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    """How py-spy samples: samples per second, C frames or not, and how many frames the summary keeps.
 
     ``native`` adds C frames (the garbage collector, gRPC's core, pydantic-core); it must pause the process for
     each sample, so use a lower ``rate`` with it.
     """
+
+    pyspy: Path
+    rate: int = 250
+    native: bool = False
+    top: int = 15
+
+
+def pyspy_run(sampling: Sampling, server: Server, path: str, connections: int, seconds: int, **load: Any) -> Profile:
+    """Sample ``server``'s process tree with py-spy while wrk loads it for ``seconds`` (``load``: wrk's options)."""
+    native = sampling.native
     raw = OUT / f"pyspy-{server.name}-{path.strip('/')}-c{connections}{'-native' if native else ''}.txt"
-    cmd = [str(pyspy), "record", "--pid", str(server.pid), "--subprocesses", "--native" if native else "--nonblocking"]
-    cmd += ["--rate", str(rate), "--duration", str(seconds), "--format", "raw", "--output", str(raw)]
+    cmd = [str(sampling.pyspy), "record", "--pid", str(server.pid), "--subprocesses"]
+    cmd += ["--native" if native else "--nonblocking", "--rate", str(sampling.rate), "--duration", str(seconds)]
+    cmd += ["--format", "raw", "--output", str(raw)]
     spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(0.5)
         phase = wrk(server, path, connections, seconds, **load)
     finally:
         spy.wait(timeout=seconds + 30)
-    total, inclusive, by_package = summarise(read_collapsed(raw), top)
+    total, inclusive, by_package = summarise(read_collapsed(raw), sampling.top)
     return Profile(phase, total, inclusive, by_package, raw)
+
+
+# (bucket, pattern on one frame "function (file)"); the first bucket whose pattern matches any frame of a
+# sample's stack wins, so the specific steps come before the layers that contain them.
+BUCKETS: list[tuple[str, str]] = [
+    (
+        "garbage collector (seen with --native only)",
+        r"^(gc_collect_main|gc_collect_with_callback|collect|deduce_unreachable|"
+        r"move_unreachable|subtract_refs|update_refs|visit_reachable|_PyObject_GC_Link|gc_collect_generations) ",
+    ),
+    ("one-time set-up (logging configure, gc.freeze)", r"^(Api\._after_first_response|configure) "),
+    ("request log line: Api._log → logging → JsonLineHandler", r"^Api\._log "),
+    ("stored records: 2 model_validate calls (store._parse)", r"^_parse \(session/store\.py\)"),
+    ("response: ProfileOut build + model_dump_json + Response", r"^(_profile_response|json_response|_profile_out) "),
+    (
+        "store: deadline guard (asynccontextmanager + asyncio.timeout)",
+        r"^(FirestoreStore\._guard|_Guard\.__aenter__|_Guard\.__aexit__) ",
+    ),
+    ("Firestore client: get_all, gRPC, protobuf (both)", r"^(AsyncClient\.get_all|FirestoreStore\._get_all) "),
+    ("Firestore client: get_all, gRPC, protobuf (both)", r"^_profile\.<locals>\.<listcomp> \(floor\.py\)"),
+    ("Firestore references and client lookup", r"^(FirestoreStore\.(client|_users|_sessions)|_client) "),
+    (
+        "credential + CSRF check, token parse",
+        r"^(Call\.required_credential|required_credential|presented_credential) |^parse \(session/tokens",
+    ),
+    ("session rules: authenticate's own code", r"^(SessionService\.authenticate|Call\.authenticate) "),
+    ("CORS headers", r"^Api\._cors_headers "),
+    ("trace header parse, log hold", r"^(parse_trace|hold) "),
+    ("routing (resolve, static check)", r"^(resolve|static_file) "),
+    ("Api.handle's own code: headers, context variables, Call", r"^(Api\.handle|api \(main\.py\)) "),
+    ("the floor's own code", r"^(floor|_profile|_json) \(floor\.py\)"),
+]
+# Samples in none of the steps above go to a layer by their leaf frame (every stack starts in the
+# functions-framework CLI and gunicorn, so a match anywhere would put them all in one layer).
+LAYERS: list[tuple[str, str]] = [
+    ("gRPC: send, receive, poller thread (both)", r"[(/]grpc/|^Thread\.run "),
+    ("Firestore client outside get_all: protobuf, marshal (both)", r"[(/](google|proto|firestore_v1|api_core)/"),
+    ("functions-framework + Starlette (both)", r"[(/](functions_framework|starlette)/"),
+    ("uvicorn + h11 HTTP server (both)", r"[(/](uvicorn|h11)/"),
+    ("event loop, selectors, sockets (both)", r"[(/](asyncio/|selectors\.py|socket\.py)"),
+]
+
+
+# With --native, py-spy cannot tell idle threads from busy ones: drop samples that sit in a wait.
+_IDLE = re.compile(
+    r"^(epoll_wait|epoll_pwait|poll|__poll|select|pselect6?|futex|syscall|nanosleep|clock_nanosleep|"
+    r"pthread_cond_(timed)?wait|sem_(timed)?wait|0x[0-9a-f]+) \((libc|libpthread)"
+)
+
+
+def bucket_of(frames: list[str]) -> str:
+    """The step any of ``frames`` belongs to, else the layer of the leaf frame, else "other"."""
+    for bucket, pattern in _STEPS:
+        if any(pattern.search(frame) for frame in frames):
+            return bucket
+    for bucket, pattern in _LAYERS:
+        if pattern.search(frames[-1]):
+            return bucket
+    return "other"
+
+
+_STEPS = [(bucket, re.compile(pattern)) for bucket, pattern in BUCKETS]
+_LAYERS = [(bucket, re.compile(pattern)) for bucket, pattern in LAYERS]
+
+
+def classify(raw: Path, into: dict[str, int]) -> int:
+    """Add ``raw``'s samples to ``into`` by bucket; returns their number."""
+    total = 0
+    for frames, n in read_collapsed(raw):
+        if _IDLE.match(frames[-1]):
+            continue
+        bucket = bucket_of(frames)
+        into[bucket] = into.get(bucket, 0) + n
+        total += n
+    return total
+
+
+def top_frames(raw_files: list[Path], cpu_ms: float, top: int) -> list[str]:
+    """The frames with the most self samples (leaf frames), in µs per request."""
+    own: dict[str, int] = {}
+    total = 0
+    for raw in raw_files:
+        for frames, n in read_collapsed(raw):
+            if _IDLE.match(frames[-1]):
+                continue
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+            total += n
+    ranked = sorted(own.items(), key=lambda kv: -kv[1])[:top]
+    return [f"| {n / total * cpu_ms * 1000:.0f} | `{frame}` |" for frame, n in ranked]

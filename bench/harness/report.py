@@ -366,10 +366,9 @@ def footer(res: Results) -> list[str]:
         "and needs Node.js for the "
         "express peer and a Python >= 3.12 for the aiohttp peer (`BENCH_PEER_PYTHON`); the peers' packages are cached "
         f"in `{home(CACHE)}`; server logs and py-spy samples are in `bench/out/`. "
-        "Drill-downs (see `bench/PROFILE.md`): "
-        "`.venv/bin/python bench/anatomy.py` (py-spy under load, every sample in a bucket, µs per request), "
-        "`.venv/bin/python bench/micro.py` (the service's own per-request steps, in µs) and "
-        "`.venv/bin/python bench/inproc.py [--cprofile]` (service vs floor CPU in one process, no HTTP server).",
+        "Drill-down (see `bench/PROFILE.md`): `.venv/bin/python bench/cpu.py load` (py-spy under load, every "
+        "sample in a bucket, µs per request), `steps` (the service's own per-request steps, in µs) and "
+        "`calls [--cprofile]` (service vs floor CPU in one process, no HTTP server).",
         "",
     ]
 

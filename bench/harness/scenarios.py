@@ -26,7 +26,7 @@ from .load import Phase, wrk
 from .opslog import Ops, count_ops
 from .peers import PEER_NAMES, peer_cookie
 from .processes import Server, answers_200, call, functions_framework
-from .profiling import Profile, pyspy_run
+from .profiling import Profile, Sampling, pyspy_run
 from .stats import Figure
 
 SERVICE, FLOOR, DECORATED, CACHED = "service", "floor", "decorated", "service-cache30"
@@ -316,4 +316,4 @@ def profiles(bench: Bench) -> None:
     ]
     for label, server, path, level, load in runs:
         log(f"profiling {label}")
-        res.profiles[label] = pyspy_run(cfg.pyspy, server, path, level, max(cfg.seconds, 5), **load)
+        res.profiles[label] = pyspy_run(Sampling(cfg.pyspy), server, path, level, max(cfg.seconds, 5), **load)

@@ -1,19 +1,16 @@
-"""What the service's own code costs per GET /profile, without server or Firestore: ``make bench``'s drill-down.
+"""``bench/cpu.py steps``: what the service's own code costs per GET /profile, without server or Firestore.
 
-    .venv/bin/python bench/micro.py [--requests N] [--rounds R]
-
-In one process, with no network: ``Api.handle`` serves GET /profile end to
-end (real settings, service, store code, records, logging to /dev/null) with
-only the Firestore client's ``get_all`` replaced by two ready snapshots; the
-floor's handler runs the same way. Then each step the service adds is timed
-alone, and a few cheaper ways of doing the same work are timed beside them
-("what if" rows), all in microseconds per request (the median of R rounds of
-N calls). Timings on a shared machine are noisy: compare rows of one run.
+In one process, with no network: ``Api.handle`` serves GET /profile end to end
+(real settings, service, store code, records, logging to /dev/null) with only
+the store's ``_get_all`` replaced by two ready snapshots; the floor's handler
+runs the same way. Then each step the service adds is timed alone, and a few
+cheaper ways of doing the same work are timed beside them ("what if" rows), all
+in microseconds per request (the median of R rounds of N calls). Timings on a
+shared machine are noisy: compare rows of one run.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextvars
 import gc
@@ -21,44 +18,10 @@ import json
 import logging
 import os
 import statistics
-import sys
-import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-sys.path[:0] = [str(ROOT), str(BENCH)]
-os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "demo-bench-micro")
-os.environ.setdefault("FIRESTORE_EMULATOR_HOST", "127.0.0.1:9")  # never contacted: get_all is replaced
-
-Timed = Callable[[], object]
-ATimed = Callable[[], Awaitable[object]]
-
-
-def us_sync(fn: Timed, n: int, rounds: int) -> float:
-    """CPU µs per call of ``fn``: the median over ``rounds`` of ``n`` calls (process time: less hurt by neighbours)."""
-    values = []
-    for _ in range(rounds):
-        start = time.process_time()
-        for _ in range(n):
-            fn()
-        values.append((time.process_time() - start) / n)
-    return statistics.median(values) * 1e6
-
-
-async def us_interleaved(fns: dict[str, ATimed], n: int, rounds: int) -> dict[str, float]:
-    """CPU µs per call of each coroutine function, measured in turn within each round (so noise hits all alike)."""
-    values: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.process_time()
-            for _ in range(n):
-                await fn()
-            values[name].append((time.process_time() - start) / n)
-    return {name: statistics.median(v) * 1e6 for name, v in values.items()}
+from .cputime import ATimed, Timed, us_interleaved, us_sync
 
 
 class Fixture:
@@ -66,13 +29,12 @@ class Fixture:
 
     def __init__(self) -> None:
         from session import logs, tokens
-        from session.config import load_settings
         from session.http import Api
         from session.models import SessionRecord, UserRecord
-        from session.service import SessionService
-        from session.store import FirestoreStore
+        from session.runtime import build
 
-        self.settings = load_settings()
+        runtime = build()
+        self.settings = runtime.settings
         logs.configure(self.settings, stream=open(os.devnull, "w"))  # a write per line, as to a pipe
         now = datetime.now(UTC)
         self.token = tokens.mint("bench")
@@ -97,13 +59,12 @@ class Fixture:
         ).model_dump()
         self.now = now
         self._snapshots: dict[str, Any] = {}
-        fixture = self
 
-        class StubStore(FirestoreStore):
-            async def _get_all(self, refs: list[Any], client: Any = None) -> dict[str, Any]:
-                return {ref.path: fixture.snapshot(ref) for ref in refs}
+        async def get_all(refs: list[Any], client: Any = None) -> dict[str, Any]:
+            return {ref.path: self.snapshot(ref) for ref in refs}
 
-        self.api = Api(self.settings, SessionService(self.settings, StubStore(self.settings)))
+        runtime.store._get_all = get_all  # type: ignore[method-assign]  # the one call that would reach Firestore
+        self.api = Api(runtime)
         self.scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -133,6 +94,16 @@ class Fixture:
         from starlette.requests import Request
 
         return Request(self.scope)
+
+    def log_args(self) -> tuple[Any, Any, Any]:
+        """A request, its ``Call`` with the fields a signed-in GET /profile logs, and its Firestore counts."""
+        from session.http import Call
+        from session.store import OpCounts
+
+        req = self.request()
+        call = Call(self.api, req, "profile", ())
+        call.log_fields.update(user_id="0" * 32, sid="abcdef012345")
+        return req, call, OpCounts(round_trips=1, reads=2)
 
     def floor_handler(self) -> ATimed:
         import floor
@@ -199,11 +170,8 @@ def steps(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
 
     api = fx.api
     u, s = UserRecord.model_validate(fx.user), SessionRecord.model_validate(fx.session)
-    req = fx.request()
-    call = Call(api, req, "profile", ())
-    call.log_fields.update(user_id="0" * 32, sid="abcdef012345")
+    req, call, ops = fx.log_args()
     response = _profile_response(_profile_out(u, s))
-    ops = OpCounts(round_trips=1, reads=2)
 
     def per_request_context() -> None:
         logs.hold(fx.settings)
@@ -224,44 +192,34 @@ def steps(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
         resp.headers.setdefault("Cache-Control", "no-store")
         api._cors_headers(req, resp)
 
-    return [
-        (
-            "request log line: Api._log (logging + StructuredLogHandler, to /dev/null)",
-            us_sync(lambda: api._log(req, "profile", 200, "ok", 0.0, ops, call), n, rounds),
+    cases: dict[str, Timed] = {
+        "request log line: Api._log (logging + JsonLineHandler, to /dev/null)": lambda: api._log(
+            req, "profile", 200, "ok", 0.0, ops, call
         ),
-        (
-            "2 stored records: store._parse (model_validate)",
-            us_sync(lambda: (_parse(SessionRecord, fx.session, "s"), _parse(UserRecord, fx.user, "u")), n, rounds),
+        "2 stored records: store._parse (model_validate)": lambda: (
+            _parse(SessionRecord, fx.session, "s"),
+            _parse(UserRecord, fx.user, "u"),
         ),
-        (
-            "response: _profile_out + model_dump_json + Starlette Response + ETag",
-            us_sync(lambda: _profile_response(_profile_out(u, s)), n, rounds),
+        "response: _profile_out + model_dump_json + Starlette Response + ETag": lambda: _profile_response(
+            _profile_out(u, s)
         ),
-        ("Cache-Control + CORS on a response (incl. building it)", us_sync(headers_and_cors, n, rounds)),
-        (
-            "credential + CSRF check on a new Request (headers, cookies)",
-            us_sync(lambda: Call(api, fx.request(), "profile", ()).required_credential(), n, rounds),
+        "Cache-Control + CORS on a response (incl. building it)": headers_and_cors,
+        "credential + CSRF check on a new Request (headers, cookies)": lambda: Call(
+            api, fx.request(), "profile", ()
+        ).required_credential(),
+        "token parse + SHA-256": lambda: tokens.parse(fx.token),
+        "routing: URL path, resolve, Call": routing,
+        "context: log hold, trace parse, 2 context variables set/reset, OpCounts": per_request_context,
+        "for scale: a new Starlette Request + request.url.path (builds the whole URL, then splits it)": lambda: (
+            fx.request().url.path
         ),
-        ("token parse + SHA-256", us_sync(lambda: tokens.parse(fx.token), n, rounds)),
-        ("routing: URL path, resolve, Call", us_sync(routing, n, rounds)),
-        (
-            "context: log hold, trace parse, 2 context variables set/reset, OpCounts",
-            us_sync(per_request_context, n, rounds),
+        "for scale: a new Starlette Request + scope['path']": lambda: fx.request().scope["path"],
+        "for scale: a new Starlette Request + one header read": lambda: fx.request().headers.get("authorization"),
+        "for scale: response.headers.setdefault alone": lambda: response.headers.setdefault(
+            "Cache-Control", "no-store"
         ),
-        (
-            "for scale: a new Starlette Request + request.url.path (builds the whole URL, then splits it)",
-            us_sync(lambda: fx.request().url.path, n, rounds),
-        ),
-        ("for scale: a new Starlette Request + scope['path']", us_sync(lambda: fx.request().scope["path"], n, rounds)),
-        (
-            "for scale: a new Starlette Request + one header read",
-            us_sync(lambda: fx.request().headers.get("authorization"), n, rounds),
-        ),
-        (
-            "for scale: response.headers.setdefault alone",
-            us_sync(lambda: response.headers.setdefault("Cache-Control", "no-store"), n, rounds),
-        ),
-    ]
+    }
+    return [(label, us_sync(fn, n, rounds)) for label, fn in cases.items()]
 
 
 def store_steps(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
@@ -300,15 +258,11 @@ def store_steps(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
 
 def log_parts(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
     """The request log line, part by part, on the record ``Api._log`` makes."""
-    from session.http import Call
     from session.http import log as request_log
-    from session.store import OpCounts
 
-    api, req = fx.api, fx.request()
-    call = Call(api, req, "profile", ())
-    call.log_fields.update(user_id="0" * 32, sid="abcdef012345")
-    ops = OpCounts(round_trips=1, reads=2)
-    handler: Any = logging.getLogger("session").handlers[0]  # JsonLineHandler (StructuredLogHandler before)
+    api = fx.api
+    req, call, ops = fx.log_args()
+    handler: Any = logging.getLogger("session").handlers[0]  # logs.JsonLineHandler, with its trace filter
     captured: list[logging.LogRecord] = []
     real_log = request_log.log
     request_log.log = lambda level, msg, extra: captured.append(  # type: ignore[method-assign,assignment,misc]
@@ -321,12 +275,8 @@ def log_parts(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
         request_log.log = real_log  # type: ignore[method-assign]
     record = captured[0]
     extra = {"http_request": record.http_request, "json_fields": record.json_fields}  # type: ignore[attr-defined]
-    trace_filter, other_filters = (
-        handler.filters[0],
-        handler.filters[1:],
-    )  # StructuredLogHandler: its CloudLoggingFilter
-    for each in handler.filters:
-        each.filter(record)
+    [trace_filter] = handler.filters
+    trace_filter.filter(record)
     line = handler.format(record)
 
     def write() -> None:
@@ -346,13 +296,6 @@ def log_parts(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
             ),
         ),
         ("log line, part: the trace filter", us_sync(lambda: trace_filter.filter(record), n, rounds)),
-        *[
-            (
-                "log line, part: CloudLoggingFilter (OpenTelemetry/Django/Flask look-ups, 3 json.dumps)",
-                us_sync(lambda other=other: other.filter(record), n, rounds),
-            )
-            for other in other_filters
-        ],
         (
             f"log line, part: {type(handler).__name__}.format",
             us_sync(lambda: handler.format(record), n, rounds),
@@ -361,67 +304,13 @@ def log_parts(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
     ]
 
 
-class OnePassJsonHandler(logging.Handler):
-    """A prototype: StructuredLogHandler's line (same fields) built as one dict and written with one json.dumps."""
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__()
-        self.stream = stream
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            line: dict[str, Any] = {**getattr(record, "json_fields", {}), "message": record.getMessage()}
-            line["severity"] = record.levelname
-            line["logging.googleapis.com/labels"] = {"python_logger": record.name}
-            trace = getattr(record, "trace", None)
-            if trace is not None:
-                line["logging.googleapis.com/trace"] = trace
-                line["logging.googleapis.com/spanId"] = getattr(record, "span_id", None) or ""
-                line["logging.googleapis.com/trace_sampled"] = bool(getattr(record, "trace_sampled", False))
-            line["logging.googleapis.com/sourceLocation"] = {
-                "line": record.lineno,
-                "file": record.pathname,
-                "function": record.funcName,
-            }
-            line["httpRequest"] = getattr(record, "http_request", None) or {}
-            self.stream.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
-            self.stream.flush()
-        except Exception:
-            self.handleError(record)
-
-
-def lean_handler_line(fx: Fixture, n: int, rounds: int) -> float:
-    """The request log line through ``OnePassJsonHandler`` instead of StructuredLogHandler."""
-    from session import logs
-    from session.http import Call
-    from session.store import OpCounts
-
-    logger = logging.getLogger("session")
-    saved = list(logger.handlers)
-    lean = OnePassJsonHandler(open(os.devnull, "w"))
-    lean.addFilter(logs._TraceFilter())
-    logger.handlers[:] = [lean]
-    api, req = fx.api, fx.request()
-    call = Call(api, req, "profile", ())
-    call.log_fields.update(user_id="0" * 32, sid="abcdef012345")
-    ops = OpCounts(round_trips=1, reads=2)
-    try:
-        return us_sync(lambda: api._log(req, "profile", 200, "ok", 0.0, ops, call), n, rounds)
-    finally:
-        logger.handlers[:] = saved
-
-
 def what_ifs(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
     """Cheaper ways to do the same work, for the recommendations."""
-    from session.http import Call
     from session.models import ProfileOut, SessionInfo, SessionRecord, UserRecord
     from session.service import _profile_out
-    from session.store import OpCounts
 
-    api, req = fx.api, fx.request()
-    call = Call(api, req, "profile", ())
-    call.log_fields.update(user_id="0" * 32, sid="abcdef012345")
-    ops = OpCounts(round_trips=1, reads=2)
+    api = fx.api
+    req, call, ops = fx.log_args()
     u, s = UserRecord.model_validate(fx.user), SessionRecord.model_validate(fx.session)
     out = open(os.devnull, "w")
     record = {"severity": "INFO", "message": "GET /profile 200", "httpRequest": {}, "firestore": ops.as_dict()}
@@ -443,60 +332,38 @@ def what_ifs(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
     def set_reset() -> None:
         var.reset(var.set(1))
 
+    # The user's fields of a profile, read once: the what-if times model_construct, not the look-ups.
+    user_fields = {name: getattr(u, name) for name in ProfileOut.model_fields if name != "session"}
+
     def profile_constructed() -> str:
-        info = SessionInfo.model_construct(logged_in_at=s.created_at, expires_at=s.expires_at)
-        out = ProfileOut.model_construct(
-            user_id=u.user_id,
-            username=u.username,
-            display_name=u.display_name,
-            email=u.email,
-            permissions=u.permissions,
-            version=u.version,
-            session=info,
-        )
-        return out.model_dump_json()
+        info = SessionInfo.model_construct(logged_in_at=s.created_at, expires_at=s.expires_at, auth_time=s.auth_time)
+        return ProfileOut.model_construct(**user_fields, session=info).model_dump_json()
 
-    return [
-        ("what if: the same log line with logThreads/logProcesses/logMultiprocessing off", lean_logging()),
-        (
-            "what if: the same log line through a one-pass JSON handler (OnePassJsonHandler, above)",
-            lean_handler_line(fx, n, rounds),
+    cases: dict[str, Timed] = {
+        "what if: one json.dumps of the line's dict + write + flush (the floor of a JSON line)": one_json_line,
+        "what if: 2 records via model_construct (no validation)": lambda: (
+            SessionRecord.model_construct(**fx.session),
+            UserRecord.model_construct(**fx.user),
         ),
-        (
-            "what if: one json.dumps of the line's dict + write + flush (the floor of a JSON line)",
-            us_sync(one_json_line, n, rounds),
-        ),
-        (
-            "what if: 2 records via model_construct (no validation)",
-            us_sync(
-                lambda: (SessionRecord.model_construct(**fx.session), UserRecord.model_construct(**fx.user)), n, rounds
-            ),
-        ),
-        ("what if: ProfileOut.model_dump_json alone", us_sync(lambda: _profile_out(u, s).model_dump_json(), n, rounds)),
-        (
-            "what if: ProfileOut + SessionInfo via model_construct, then model_dump_json",
-            us_sync(profile_constructed, n, rounds),
-        ),
-        ("for scale: one ContextVar set + reset", us_sync(set_reset, n, rounds)),
-    ]
+        "what if: ProfileOut.model_dump_json alone": lambda: _profile_out(u, s).model_dump_json(),
+        "what if: ProfileOut + SessionInfo via model_construct, then model_dump_json": profile_constructed,
+        "for scale: one ContextVar set + reset": set_reset,
+    }
+    lean = ("what if: the same log line with logThreads/logProcesses/logMultiprocessing off", lean_logging())
+    return [lean, *((label, us_sync(fn, n, rounds)) for label, fn in cases.items())]
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args(argv)
+def steps_table(requests: int, rounds: int) -> int:
+    """Every row, as a Markdown table on stdout."""
+    os.environ.setdefault("GOOGLE_CLOUD_PROJECT", "demo-bench-micro")
+    os.environ.setdefault("FIRESTORE_EMULATOR_HOST", "127.0.0.1:9")  # never contacted: _get_all is replaced
     fx = Fixture()
-    rows = end_to_end(fx, args.requests, args.rounds)
-    rows += steps(fx, args.requests, args.rounds)
-    rows += store_steps(fx, args.requests, args.rounds)
-    rows += log_parts(fx, args.requests, args.rounds)
-    rows += what_ifs(fx, args.requests, args.rounds)
-    print(f"| step ({args.rounds} rounds of {args.requests}, median) | µs per request |\n|---|---|")
+    rows = end_to_end(fx, requests, rounds)
+    rows += steps(fx, requests, rounds)
+    rows += store_steps(fx, requests, rounds)
+    rows += log_parts(fx, requests, rounds)
+    rows += what_ifs(fx, requests, rounds)
+    print(f"| step ({rounds} rounds of {requests}, median) | µs per request |\n|---|---|")
     for name, us in rows:
         print(f"| {name} | {us:.1f} |")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
