@@ -6,9 +6,14 @@
 The document describes the ``api`` entry point (every endpoint under its path
 prefix), which serves both files at ``/openapi.yaml`` and ``/openapi.json``:
 they live in the package so that they travel with it. Bodies come from
-``session.models``; problem responses list, per status, the ``code`` values of
-``session.errors`` that the operation can answer with, so a schema check
-catches a wrong status or code, not only a wrong shape.
+``session.models``. Each error of ``session.errors`` that some route can answer
+with has a problem schema of its own (``InvalidCredentialsProblem``: its status,
+code and type pinned, its members required), and each problem response is the
+one, or the ``oneOf``, of the codes its operation declares at that status, with
+the headers those errors declare (``header_names``). So a schema check catches a
+wrong status or code, not only a wrong shape, and client generators
+(openapi-python-client, openapi-typescript: tests/test_clients.py) read every
+problem as a typed value.
 ``tests/test_openapi.py`` regenerates it in memory and fails on any drift.
 """
 
@@ -303,6 +308,7 @@ def build() -> dict[str, Any]:
     _, defs = models_json_schema(MODELS, ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(sorted(defs["$defs"].items()))
     for error in documented_errors():
+        assert problem_name(error) not in schemas, f"{problem_name(error)} is also a model's name"
         schemas[problem_name(error)] = _problem_schema(error, defs["$defs"]["Problem"])
 
     include_current = {
