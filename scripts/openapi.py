@@ -6,9 +6,14 @@
 The document describes the ``api`` entry point (every endpoint under its path
 prefix), which serves both files at ``/openapi.yaml`` and ``/openapi.json``:
 they live in the package so that they travel with it. Bodies come from
-``session.models``; problem responses list, per status, the ``code`` values of
-``session.errors`` that the operation can answer with, so a schema check
-catches a wrong status or code, not only a wrong shape.
+``session.models``. Each error of ``session.errors`` that some route can answer
+with has a problem schema of its own (``InvalidCredentialsProblem``: its status,
+code and type pinned, its members required), and each problem response is the
+one, or the ``oneOf``, of the codes its operation declares at that status, with
+the headers those errors declare (``header_names``). So a schema check catches a
+wrong status or code, not only a wrong shape, and client generators
+(openapi-python-client, openapi-typescript: tests/test_clients.py) read every
+problem as a typed value.
 ``tests/test_openapi.py`` regenerates it in memory and fails on any drift.
 """
 
@@ -102,52 +107,82 @@ def _device_cookie_parameter() -> dict[str, Any]:
     }
 
 
+# The component each header an error sends is documented by (session.errors: ``header_names``).
+ERROR_HEADERS = {"WWW-Authenticate": "WWWAuthenticate", "Retry-After": "RetryAfter", "Allow": "Allow"}
+
+
 def _error_headers(error: type[errors.SessionError]) -> dict[str, Any]:
-    if issubclass(error, errors.Unauthenticated):
-        return {"WWW-Authenticate": _ref("WWWAuthenticate", "headers")}
-    if issubclass(error, errors.TooManyAttempts | errors.ServiceUnavailable):
-        return {"Retry-After": _ref("RetryAfter", "headers")}
-    return {}
+    return {name: _ref(ERROR_HEADERS[name], "headers") for name in error.header_names}
+
+
+def problem_name(error: type[errors.SessionError]) -> str:
+    """The schema of one error's problem document: ``invalid_credentials`` -> ``InvalidCredentialsProblem``."""
+    return "".join(part.title() for part in error.code.split("_")) + "Problem"
+
+
+def _problem_schema(error: type[errors.SessionError], problem: dict[str, Any]) -> dict[str, Any]:
+    """The problem document of one error: ``Problem`` with its type, status and code pinned, its members required.
+
+    A schema of its own rather than ``allOf`` of ``Problem`` and the pins: client generators cannot merge an
+    ``integer`` with a ``const`` (openapi-python-client drops such a response), and a ``const`` per member lets a
+    typed client tell the problems of one status apart by ``code``.
+    """
+    members = problem["properties"]
+    properties: dict[str, Any] = {
+        "type": {"type": "string", "const": PROBLEM_TYPE + error.code},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "const": error.status},
+        "detail": {"type": "string"},
+        "code": {"type": "string", "const": error.code},
+    }
+    for member in error.members:
+        # Optional (nullable) on Problem, always there on this error's document.
+        branches = [b for b in members[member]["anyOf"] if b != {"type": "null"}]
+        (properties[member],) = branches
+    return {
+        "title": problem_name(error),
+        "description": f"`{error.code}` ({error.status}): {error.title}.",
+        "type": "object",
+        "properties": properties,
+        "required": [*problem["required"], *error.members],
+    }
 
 
 def _problems(errs: list[type[errors.SessionError]]) -> dict[str, Any]:
-    """Problem responses grouped by status, each pinned to its ``code`` values."""
+    """Problem responses grouped by status: each is one of the problem schemas of its codes."""
     by_status: dict[int, list[type[errors.SessionError]]] = {}
-    for error in errs:
+    for error in sorted(set(errs), key=lambda e: e.code):
         by_status.setdefault(error.status, []).append(error)
     responses: dict[str, Any] = {}
     for status in sorted(by_status):
         group = by_status[status]
-        codes = sorted({e.code for e in group})
         headers: dict[str, Any] = {}
         for error in group:
             headers.update(_error_headers(error))
         # A header only some codes of this status carry is not required for the others.
-        if len(group) > 1:
-            for name in list(headers):
-                if not all(name in _error_headers(e) for e in group):
-                    headers[name] = {**_component_header(name), "required": False}
-        schema = {
-            "allOf": [
-                _ref("Problem"),
-                {
-                    "type": "object",
-                    "properties": {
-                        "status": {"const": status},
-                        "code": {"enum": codes},
-                        "type": {"enum": [PROBLEM_TYPE + c for c in codes]},
-                    },
-                },
-            ]
-        }
+        for name in headers:
+            if not all(name in e.header_names for e in group):
+                headers[name] = {**_component_header(ERROR_HEADERS[name]), "required": False}
+        refs = [_ref(problem_name(e)) for e in group]
+        schema = refs[0] if len(refs) == 1 else {"oneOf": refs}
         response: dict[str, Any] = {
-            "description": "; ".join(f"`{e.code}`: {e.title}" for e in sorted(group, key=lambda e: e.code)),
+            "description": "; ".join(f"`{e.code}`: {e.title}" for e in group),
             "content": {PROBLEM_JSON: {"schema": schema}},
         }
         if headers:
             response["headers"] = headers
         responses[str(status)] = response
     return responses
+
+
+def documented_errors() -> list[type[errors.SessionError]]:
+    """Every error some operation of the route table can answer with (and 404 for an unroutable path)."""
+    found = {errors.NotFound}
+    for routes in ROUTES.values():
+        for _, methods in routes:
+            for operation in methods.values():
+                found.update(operation.raises)
+    return sorted(found, key=lambda e: e.code)
 
 
 def _component_header(name: str) -> dict[str, Any]:
@@ -272,6 +307,9 @@ def build() -> dict[str, Any]:
     """The whole OpenAPI document, as plain data."""
     _, defs = models_json_schema(MODELS, ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(sorted(defs["$defs"].items()))
+    for error in documented_errors():
+        assert problem_name(error) not in schemas, f"{problem_name(error)} is also a model's name"
+        schemas[problem_name(error)] = _problem_schema(error, defs["$defs"]["Problem"])
 
     include_current = {
         "name": "include_current",

@@ -22,6 +22,10 @@ class SessionError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal server error"
+    # Declared for the OpenAPI document (scripts/openapi.py): the names of the headers ``headers()`` returns,
+    # and of the members ``extra()`` adds to the problem document. tests/test_openapi.py holds them to both.
+    header_names: ClassVar[tuple[str, ...]] = ()
+    members: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, detail: str | None = None) -> None:
         self.detail = detail or self.title
@@ -55,6 +59,7 @@ class InvalidRequest(BadRequest):
 
     code = "invalid_request"
     title = "The request does not match the schema"
+    members = ("errors",)
 
     def __init__(self, errors: Sequence[Mapping[str, object]], detail: str | None = None) -> None:
         super().__init__(detail or "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors))  # type: ignore[call-overload]
@@ -80,6 +85,7 @@ class MethodNotAllowed(SessionError):
     status = 405
     code = "method_not_allowed"
     title = "Method not allowed"
+    header_names = ("Allow",)
 
     def __init__(self, allow: Sequence[str]) -> None:
         self.allow = tuple(allow)
@@ -125,6 +131,8 @@ class Unauthenticated(SessionError):
     status = 401
     code = "unauthenticated"
     title = "Authentication required"
+    header_names = ("WWW-Authenticate",)
+    members = ("reason",)
 
     def __init__(self, reason: UnauthenticatedReason, detail: str | None = None) -> None:
         self.reason = reason
@@ -141,6 +149,7 @@ class InvalidCredentials(SessionError):
     status = 401
     code = "invalid_credentials"
     title = "Invalid username or password"
+    header_names = ("WWW-Authenticate",)
 
     def headers(self) -> Mapping[str, str]:
         # RFC 9110: every 401 names the scheme to use.
@@ -161,6 +170,7 @@ class ReauthenticationRequired(SessionError):
     status = 403
     code = "reauthentication_required"
     title = "Re-enter your password to continue"
+    members = ("max_age",)
 
     def __init__(self, max_age: int, detail: str | None = None) -> None:
         self.max_age = max_age
@@ -207,6 +217,8 @@ class VersionConflict(SessionError):
 
 
 class _RetryAfter(SessionError):
+    header_names = ("Retry-After",)
+
     def __init__(self, retry_after: int, detail: str | None = None) -> None:
         self.retry_after = max(1, int(retry_after))
         super().__init__(detail)

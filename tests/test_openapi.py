@@ -47,44 +47,116 @@ def test_request_and_response_schemas_are_the_models(committed: dict[str, Any]) 
     from pydantic.json_schema import models_json_schema
 
     _, defs = models_json_schema(openapi.MODELS, ref_template="#/components/schemas/{model}")
-    assert committed["components"]["schemas"] == defs["$defs"]
-
-
-def test_every_problem_response_names_real_codes_with_their_status(committed: dict[str, Any]) -> None:
-    known: dict[str, set[int]] = {}
-    for cls in _all_errors(errors.SessionError):
-        known.setdefault(cls.code, set()).add(cls.status)
-    for ops in committed["paths"].values():
-        for method, op in ops.items():
-            if method == "parameters":
-                continue
-            for status, response in op["responses"].items():
-                content = response.get("content", {})
-                if "application/problem+json" not in content:
-                    continue
-                pinned = content["application/problem+json"]["schema"]["allOf"][1]["properties"]
-                assert pinned["status"]["const"] == int(status)
-                for code in pinned["code"]["enum"]:
-                    assert int(status) in known[code], (code, status)
+    schemas = committed["components"]["schemas"]
+    assert {name: schemas[name] for name in defs["$defs"]} == defs["$defs"]
+    # Besides the models: one problem schema per error some operation answers with, and nothing else.
+    problems = {openapi.problem_name(e): e for e in openapi.documented_errors()}
+    assert set(schemas) - set(defs["$defs"]) == set(problems)
 
 
 def _all_errors(cls: type[errors.SessionError]) -> list[type[errors.SessionError]]:
     return [cls, *(sub for direct in cls.__subclasses__() for sub in _all_errors(direct))]
 
 
-def test_problem_responses_carry_their_required_headers(committed: dict[str, Any]) -> None:
-    for path, ops in committed["paths"].items():
-        for method, op in ops.items():
-            if method == "parameters":
+# One instance of every error class, for what its declarations must match.
+SAMPLE_ARGS: dict[type[errors.SessionError], tuple[Any, ...]] = {
+    errors.InvalidRequest: ([{"loc": ["body"], "msg": "bad"}],),
+    errors.MethodNotAllowed: (["GET"],),
+    errors.Unauthenticated: (errors.UnauthenticatedReason.EXPIRED,),
+    errors.ReauthenticationRequired: (300,),
+    errors._RetryAfter: (30,),
+    errors.TooManyAttempts: (30,),
+}
+
+
+@pytest.mark.parametrize("error", _all_errors(errors.SessionError), ids=lambda e: e.__name__)
+def test_each_error_declares_the_headers_and_members_it_sends(error: type[errors.SessionError]) -> None:
+    instance = error(*SAMPLE_ARGS.get(error, ()))
+    assert tuple(instance.headers()) == error.header_names
+    assert tuple(instance.extra()) == error.members
+    body = json.loads(errors.problem_body(instance))
+    assert set(body) == {"type", "title", "status", "detail", "code", *error.members}
+
+
+def _problem_schemas(committed: dict[str, Any], response: dict[str, Any]) -> list[dict[str, Any]]:
+    """The problem schemas a problem response can carry (one, or the ``oneOf`` of several)."""
+    schema = response["content"]["application/problem+json"]["schema"]
+    refs = schema.get("oneOf", [schema])
+    assert all(set(ref) == {"$ref"} for ref in refs), schema  # named schemas only: generators name them well
+    return [committed["components"]["schemas"][ref["$ref"].rsplit("/", 1)[1]] for ref in refs]
+
+
+def _operations(committed: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (path, method, op)
+        for path, ops in committed["paths"].items()
+        for method, op in ops.items()
+        if method != "parameters"
+    ]
+
+
+def _declared(path: str, method: str) -> list[type[errors.SessionError]]:
+    declared = openapi._raises(path, method.upper()) if method in METHODS else []
+    return [*declared, errors.NotFound] if "{" in path else declared  # an unroutable path parameter
+
+
+def test_every_problem_response_names_the_codes_the_route_table_declares(committed: dict[str, Any]) -> None:
+    for path, method, op in _operations(committed):
+        documented: dict[str, set[str]] = {}
+        for status, response in op["responses"].items():
+            if "application/problem+json" not in response.get("content", {}):
                 continue
-            responses = op["responses"]
-            if "401" in responses and path != "/login":
-                assert "WWW-Authenticate" in responses["401"]["headers"], (path, method)
-            for status in ("429", "503"):
-                if status in responses:
-                    assert "Retry-After" in responses[status]["headers"], (path, method, status)
-            if method in METHODS:
-                assert "503" in responses, (path, method)
+            for schema in _problem_schemas(committed, response):
+                pinned = schema["properties"]
+                assert pinned["status"] == {"type": "integer", "const": int(status)}
+                code = pinned["code"]["const"]
+                assert pinned["type"] == {"type": "string", "const": errors.PROBLEM_TYPE + code}
+                documented.setdefault(status, set()).add(code)
+        expected: dict[str, set[str]] = {}
+        for error in _declared(path, method):
+            expected.setdefault(str(error.status), set()).add(error.code)
+        assert documented == expected, (path, method)
+
+
+def test_each_problem_schema_is_its_error(committed: dict[str, Any]) -> None:
+    problem = committed["components"]["schemas"]["Problem"]
+    for error in openapi.documented_errors():
+        schema = committed["components"]["schemas"][openapi.problem_name(error)]
+        assert schema["type"] == "object"
+        assert schema["properties"]["code"]["const"] == error.code
+        assert schema["properties"]["status"]["const"] == error.status
+        # Every member of Problem it carries, typed (never a bare const a generator cannot merge); its own required.
+        assert set(schema["properties"]) == {*problem["required"], *error.members}
+        assert all("type" in member or "$ref" in member for member in schema["properties"].values()), error
+        assert schema["required"] == [*problem["required"], *error.members]
+
+
+def test_problem_responses_carry_the_headers_their_errors_send(committed: dict[str, Any]) -> None:
+    by_code = {e.code: e for e in _all_errors(errors.SessionError)}
+    for path, method, op in _operations(committed):
+        for status, response in op["responses"].items():
+            if "application/problem+json" not in response.get("content", {}):
+                continue
+            group = [by_code[s["properties"]["code"]["const"]] for s in _problem_schemas(committed, response)]
+            documented = response.get("headers", {})
+            sent = {name for e in group for name in e.header_names}
+            assert set(documented) == sent, (path, method, status)
+            for name, header in documented.items():
+                if "$ref" in header:
+                    header = committed["components"]["headers"][header["$ref"].rsplit("/", 1)[1]]
+                assert header["required"] is all(name in e.header_names for e in group), (path, method, status, name)
+
+
+def test_every_401_names_its_scheme_and_every_429_and_503_when_to_retry(committed: dict[str, Any]) -> None:
+    for path, method, op in _operations(committed):
+        responses = op["responses"]
+        if "401" in responses:  # RFC 9110: a 401 names the scheme, at /login too
+            assert "WWW-Authenticate" in responses["401"]["headers"], (path, method)
+        for status in ("429", "503"):
+            if status in responses:
+                assert "Retry-After" in responses[status]["headers"], (path, method, status)
+        if method in METHODS:
+            assert "503" in responses, (path, method)
 
 
 def test_security_schemes_are_bearer_and_the_session_cookie(committed: dict[str, Any]) -> None:
