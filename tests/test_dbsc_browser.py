@@ -90,7 +90,8 @@ class DbscApp:
     sessions: dict[str, AppSession] = field(default_factory=dict)
     events: list[tuple[str, str]] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # guards events and requests
+    serial: threading.Lock = field(default_factory=threading.Lock)  # one request at a time changes the sessions
 
     def names(self) -> list[str]:
         with self.lock:
@@ -217,7 +218,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         with self.app.lock:
             self.app.requests.append(f"{self.command} {path}")
-        reply = handle(self.app, self.command, path, self.headers)
+        with self.app.serial:
+            reply = handle(self.app, self.command, path, self.headers)
         body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
         self.send_response(reply.status)
         kind = "text/html; charset=utf-8" if isinstance(reply.body, bytes) else "application/json"
