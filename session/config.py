@@ -21,7 +21,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -210,6 +210,12 @@ class Settings(BaseModel):
         default=0, ge=0, le=MAX_CACHE_SECONDS, allow_inf_nan=False, validation_alias="SESSION_CACHE_SECONDS"
     )
     cache_size: int = Field(default=10_000, ge=1, le=MAX_CACHE_SIZE, validation_alias="SESSION_CACHE_SIZE")
+
+    # Device Bound Session Credentials (session.dbsc) for cookie sessions: off (the default) or on; and the
+    # lifetime of a bound session's short-lived cookie, after which the browser must prove its key again. At
+    # most a day: a longer one gives a stolen copy as long as a session cookie. Tests set a few seconds.
+    dbsc: Literal["off", "on"] = Field(default="off", validation_alias="SESSION_DBSC")
+    dbsc_cookie_seconds: int = Field(default=600, ge=1, le=DAY, validation_alias="SESSION_DBSC_COOKIE_SECONDS")
 
     @field_validator("default_permissions", "allowed_origins", mode="before")
     @classmethod

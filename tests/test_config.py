@@ -87,6 +87,12 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ),
     ({"SESSION_LOGLEVEL": "DEBUG"}, "SESSION_LOGLEVEL", "did you mean SESSION_LOG_LEVEL?"),
     ({"SESSION_ARGON2_MEMORY": "65536"}, "SESSION_ARGON2_MEMORY", "did you mean SESSION_ARGON2_MEMORY_KIB?"),
+    ({"SESSION_DBSC": "yes"}, "SESSION_DBSC", "'off' or 'on'"),
+    ({"SESSION_DBSC": "ON"}, "SESSION_DBSC", "'off' or 'on'"),
+    ({"SESSION_DBSC_COOKIE_SECONDS": "0"}, "SESSION_DBSC_COOKIE_SECONDS", "at least 1 and at most 86400"),
+    ({"SESSION_DBSC_COOKIE_SECONDS": "86401"}, "SESSION_DBSC_COOKIE_SECONDS", "at most 86400"),
+    ({"SESSION_DBSC_COOKIE_SECONDS": "2.5"}, "SESSION_DBSC_COOKIE_SECONDS", "got '2.5'"),
+    ({"SESSION_DBSC_COOKIE": "5"}, "SESSION_DBSC_COOKIE", "did you mean SESSION_DBSC_COOKIE_SECONDS?"),
 ]
 
 
@@ -166,6 +172,14 @@ def test_lockout_settings_and_their_defaults() -> None:
     assert (given.device_max_failures, given.login_max_failures) == (3, 5)
     assert (given.client_ip_header, given.client_ip_hops, given.address_max_failures) == ("x-forwarded-for", 10, 10**6)
     assert load_settings({"SESSION_CLIENT_IP_HEADER": ""}).client_ip_header is None
+
+
+def test_dbsc_settings_and_their_defaults() -> None:
+    default = load_settings({})
+    assert (default.dbsc, default.dbsc_cookie_seconds) == ("off", 600)
+    given = load_settings({"SESSION_DBSC": "on", "SESSION_DBSC_COOKIE_SECONDS": "2"})  # a test's few seconds
+    assert (given.dbsc, given.dbsc_cookie_seconds) == ("on", 2)
+    assert load_settings({"SESSION_DBSC_COOKIE_SECONDS": str(DAY)}).dbsc_cookie_seconds == DAY
 
 
 @pytest.fixture
