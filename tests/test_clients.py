@@ -27,11 +27,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import openapi  # scripts/openapi.py (conftest puts scripts/ on the path)
 import pytest
 import uvicorn
 from functions_framework import create_app
 
+from scripts import openapi
 from session.service import utc_now
 from tests.conftest import ROOT, free_port, main_module
 from tests.deploy_support import CI_TOOLS, missing_tool, require_tool

@@ -165,8 +165,8 @@ def steps(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
     from session import logs, tokens
     from session.http import Call, _profile_response, resolve
     from session.models import SessionRecord, UserRecord
-    from session.service import _profile_out
     from session.store import OpCounts, _parse, current_ops
+    from session.views import profile_out as _profile_out
 
     api = fx.api
     u, s = UserRecord.model_validate(fx.user), SessionRecord.model_validate(fx.session)
@@ -307,7 +307,7 @@ def log_parts(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
 def what_ifs(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
     """Cheaper ways to do the same work, for the recommendations."""
     from session.models import ProfileOut, SessionInfo, SessionRecord, UserRecord
-    from session.service import _profile_out
+    from session.views import profile_out as _profile_out
 
     api = fx.api
     req, call, ops = fx.log_args()

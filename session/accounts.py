@@ -1,0 +1,105 @@
+"""Accounts: registration, the profile and its edits."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from session import errors
+from session.authn import Authn
+from session.context import AuthContext, Basis
+from session.models import (
+    LedgerRecord,
+    ProfileOut,
+    ProfileUpdateRequest,
+    RegisterRequest,
+    UserChange,
+    UserOut,
+    UserRecord,
+)
+from session.proofs import revoked
+from session.reauth import require_recent_auth
+from session.retry import TRIES, retrying
+from session.security_log import event
+from session.store import AlreadyExists, Versioned
+from session.views import profile_out, user_out
+
+
+class Accounts:
+    """Registration and the profile."""
+
+    def __init__(self, basis: Basis, authn: Authn) -> None:
+        self.basis = basis
+        self.authn = authn
+
+    async def register(self, req: RegisterRequest, *, permissions: list[str] | None = None) -> UserOut:
+        """Create a user. Raises ``RegistrationDisabled`` or ``UsernameTaken`` (atomically).
+
+        ``permissions`` (the admin CLI) bypasses ``SESSION_ALLOW_REGISTRATION``.
+        """
+        settings = self.basis.settings
+        if permissions is None and not settings.allow_registration:
+            raise errors.RegistrationDisabled()
+        password_hash = await self.basis.passwords.hash_async(req.password)
+        now = self.basis.clock()
+        record = UserRecord(
+            user_id=uuid.uuid4().hex,
+            username=req.username,
+            password_hash=password_hash,
+            display_name=req.display_name,
+            email=req.email,
+            permissions=list(settings.default_permissions if permissions is None else permissions),
+            created_at=now,
+            updated_at=now,
+        )
+        # The account's ledger is made with the user: every later commit that opens a session is checked on it.
+        ledger = LedgerRecord(user_id=record.user_id, sessions_counted=settings.max_sessions_per_user > 0)
+        try:
+            await self.basis.store.create_user(record, ledger)
+        except AlreadyExists:
+            raise errors.UsernameTaken(f"the username {req.username!r} is taken") from None
+        event("user_registered", user_id=record.user_id)
+        return user_out(record)
+
+    @staticmethod
+    def profile(ctx: AuthContext) -> ProfileOut:
+        """The caller's profile and session (no store access: ``authenticate`` read it all)."""
+        return profile_out(ctx.user.record, ctx.session)
+
+    async def update_profile(self, ctx: AuthContext, req: ProfileUpdateRequest, *, if_match: int | None) -> ProfileOut:
+        """Apply a profile change, bumping ``version`` atomically.
+
+        Raises ``VersionConflict`` when ``if_match`` is not the stored version, including when a
+        concurrent update got there first, ``Unauthenticated`` when the caller's session was revoked
+        meanwhile, and ``ReauthenticationRequired`` when it changes the email address (to a value
+        other than the stored one).
+        """
+        ctx = await self.authn.strong(ctx)
+        changes: dict[str, Any] = {name: getattr(req, name) for name in req.model_fields_set}
+
+        async def write(current: Versioned[UserRecord] | None) -> ProfileOut:
+            if current is None:
+                raise revoked()
+            if "email" in changes and changes["email"] != current.record.email:
+                require_recent_auth(ctx, self.basis.clock(), self.basis.settings.reauth_seconds)
+            if if_match is not None and current.record.version != if_match:
+                raise errors.VersionConflict(f"the profile is at version {current.record.version}, not {if_match}")
+            if not changes:
+                return profile_out(current.record, ctx.session)
+            update = UserChange(**changes, version=current.record.version + 1, updated_at=self.basis.clock())
+            try:
+                updated = await self.basis.store.update_user(current, update)
+            finally:  # cached entries hold the user as it was
+                self.authn.forget_user(ctx.principal.user_id)
+            event("profile_updated", user_id=ctx.principal.user_id, version=updated.record.version)
+            return profile_out(updated.record, ctx.session)
+
+        first: Versioned[UserRecord] | None = ctx.user
+        return await retrying(
+            first,
+            write,
+            lambda: self.authn.still_allowed(ctx),
+            lambda: errors.VersionConflict("the profile kept changing; try again"),
+            # Without If-Match the client asked for no precondition: try harder before a 412 it did not ask for.
+            tries=TRIES if if_match is not None else 4 * TRIES,
+        )
