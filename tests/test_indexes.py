@@ -21,7 +21,8 @@ from pydantic import AwareDatetime, BaseModel
 
 from session import cli, models
 from session.config import Settings
-from session.store import DEVICES, LEDGER_COLLECTION, FirestoreStore, QueryShape
+from session.store import DEVICES, LEDGER_COLLECTION, QueryShape
+from session.store.client import Client
 
 SETTINGS_DEFAULTS = Settings.model_construct()
 DEFAULT_COLLECTIONS = {
@@ -133,10 +134,16 @@ def _exercise_every_query(make_client: AppFactory) -> None:
 def test_every_query_has_an_index_and_every_index_a_query(
     make_client: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Only the queries this test drives: the recorder is class-wide, and what earlier tests ran must not count.
-    monkeypatch.setattr(FirestoreStore.recorded, "shapes", set())
+    # Every query goes through Client._run with its shape: record the shapes of the queries this test drives.
+    shapes: set[QueryShape] = set()
+    run = Client._run
+
+    async def recording(self: Client, query: Any, shape: QueryShape) -> Any:
+        shapes.add(shape)
+        return await run(self, query, shape)
+
+    monkeypatch.setattr(Client, "_run", recording)
     _exercise_every_query(make_client)
-    shapes = set(FirestoreStore.recorded.shapes)
     assert {s.collection for s in shapes} <= DEFAULT_COLLECTIONS
     assert shapes >= KNOWN_SHAPES, f"not recorded: {KNOWN_SHAPES - shapes}"
     spec = load_spec()

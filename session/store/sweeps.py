@@ -1,0 +1,77 @@
+"""Sweeps over many users: every epoch bumped (revoke-everyone), everything below a user deleted."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from session.store.base import (
+    BATCH,
+    PreconditionFailed,
+)
+from session.store.ops import count as _count
+
+if TYPE_CHECKING:
+    from google.cloud.firestore_v1.async_document import AsyncDocumentReference
+from session.store.accounts import Accounts
+
+
+class Sweeps(Accounts):
+    """Sweeps over many users: every epoch bumped (revoke-everyone), everything below a user deleted."""
+
+    async def bump_epochs(self, usernames: list[str], now: datetime) -> int:
+        """One commit of ``Increment(1)`` updates, ``BATCH`` users per commit.
+
+        ``update`` carries an exists precondition, so a deleted user is never recreated;
+        but one missing user fails its whole batch, which is then done one user at a time.
+        """
+        from google.cloud.firestore import Increment
+
+        changes = {"auth_epoch": Increment(1), "updated_at": now}
+        bumped = 0
+        for start in range(0, len(usernames), BATCH // 2):
+            chunk = usernames[start : start + BATCH // 2]
+            if await self._bump(chunk, changes, now):
+                bumped += len(chunk)
+                continue
+            for name in chunk:  # one missing user fails its whole batch: one at a time
+                bumped += await self._bump([name], changes, now)
+        return bumped
+
+    async def _bump(self, usernames: list[str], changes: dict[str, Any], now: datetime) -> int:
+        """One commit: each user's epoch change and its ledger's ``changed_at``; 0 when one user is gone."""
+        batch = self.client().batch()
+        for name in usernames:
+            batch.update(self._users(name), changes)
+            batch.set(self._ledger(name), {"changed_at": now}, merge=True)
+        try:
+            await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
+        except PreconditionFailed:  # deleted meanwhile: nothing to end
+            return 0
+        finally:
+            _count(round_trips=1, writes=2 * len(usernames))
+        return len(usernames)
+
+    async def delete_user_descendants(self, username: str) -> int:
+        """Delete every document below ``users/{username}``, depth first, ``BATCH`` per commit.
+
+        Firestore has no cascading delete: each subcollection is found with
+        ``collections()`` (which works on a missing document too) and each of its
+        documents, including "missing" ones that only hold subcollections, with
+        ``list_documents()``.
+        """
+        return await self._delete_below(self._users(username))
+
+    async def _delete_below(self, ref: AsyncDocumentReference) -> int:
+        deleted = 0
+        async with self._guard():
+            collections = [c async for c in ref.collections(retry=self._retry, timeout=self._deadline)]
+        _count(round_trips=1)
+        for collection in collections:
+            async with self._guard():
+                docs = [d async for d in collection.list_documents(retry=self._retry, timeout=self._deadline)]
+            _count(round_trips=1, reads=max(1, len(docs)))
+            for doc in docs:
+                deleted += await self._delete_below(doc)
+            deleted += await self._delete_in_batches(docs)
+        return deleted
