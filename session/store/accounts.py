@@ -103,16 +103,7 @@ class Accounts(Sessions):
         )
 
     async def read_devices(self, username: str, device_hashes: Sequence[str]) -> dict[str, DeviceRecord]:
-        if not device_hashes:
-            return {}
-        refs = [self._device(username, h) for h in device_hashes]
-        snaps = await self._get_all(refs)
-        found = {}
-        for ref in refs:
-            versioned = self._versioned(DeviceRecord, snaps.get(ref.path))
-            if versioned is not None:
-                found[ref.id] = versioned.record
-        return found
+        return await self._read_existing(DeviceRecord, [self._device(username, h) for h in device_hashes])
 
     async def read_ledger(self, username: str) -> Versioned[LedgerRecord] | None:
         ref = self._ledger(username)
@@ -168,13 +159,4 @@ class Accounts(Sessions):
 
     async def read_users(self, usernames: list[str]) -> dict[str, UserRecord]:
         """The existing users of ``usernames``, read in one batched get."""
-        if not usernames:
-            return {}
-        bound = self._bound()
-        snaps = await self._get_all([bound.users.document(name) for name in dict.fromkeys(usernames)], bound.client)
-        found = {}
-        for snap in snaps.values():
-            versioned = self._versioned(UserRecord, snap)
-            if versioned is not None:
-                found[snap.id] = versioned.record
-        return found
+        return await self._read_existing(UserRecord, [self._users(name) for name in dict.fromkeys(usernames)])

@@ -120,7 +120,7 @@ class _Guard:
 
 
 @dataclass(frozen=True, slots=True)
-class _Bound:
+class _LoopClient:
     """One event loop's client and its three collections, made once (the references are immutable)."""
 
     client: AsyncClient
@@ -135,7 +135,7 @@ class Client:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._deadline = settings.firestore_timeout_seconds
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Bound] = weakref.WeakKeyDictionary()
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = weakref.WeakKeyDictionary()
         self._retry: Any = None
         self._write_retry: Any = None
 
@@ -143,7 +143,7 @@ class Client:
         """The client of the running event loop, created on first use."""
         return self._bound().client
 
-    def _bound(self) -> _Bound:
+    def _bound(self) -> _LoopClient:
         """The running event loop's client and collection references, created on first use."""
         loop = asyncio.get_running_loop()
         bound = self._clients.get(loop)
@@ -155,7 +155,7 @@ class Client:
 
             client = AsyncClient(project=self._settings.project, database=self._settings.database)
             settings = self._settings
-            bound = _Bound(
+            bound = _LoopClient(
                 client,
                 client.collection(settings.users_collection),
                 client.collection(settings.sessions_collection),
@@ -222,6 +222,18 @@ class Client:
             snaps = [snap async for snap in client.get_all(refs, retry=self._retry, timeout=self._deadline)]
         _count(round_trips=1, reads=len(refs))
         return {snap.reference.path: snap for snap in snaps}
+
+    async def _read_existing(self, model: type[R], refs: list[AsyncDocumentReference]) -> dict[str, R]:
+        """The documents of ``refs`` that exist, parsed, by document id (one round trip; none for no refs)."""
+        if not refs:
+            return {}
+        snaps = await self._get_all(refs)
+        found = {}
+        for ref in refs:
+            versioned = self._versioned(model, snaps.get(ref.path))
+            if versioned is not None:
+                found[ref.id] = versioned.record
+        return found
 
     async def _run(self, query: AsyncQuery, shape: QueryShape) -> list[DocumentSnapshot[Any]]:
         """Run one query under the deadline (the one place every query goes through); ``shape`` names its index."""

@@ -25,16 +25,7 @@ class Sessions(Counters):
 
     async def read_sessions(self, token_hashes: list[str]) -> dict[str, SessionRecord]:
         """The sessions of these keys that exist, by key, in one round trip."""
-        if not token_hashes:
-            return {}
-        refs = [self._sessions(h) for h in token_hashes]
-        snaps = await self._get_all(refs)
-        found = {}
-        for ref in refs:
-            versioned = self._versioned(SessionRecord, snaps.get(ref.path))
-            if versioned is not None:
-                found[ref.id] = versioned.record
-        return found
+        return await self._read_existing(SessionRecord, [self._sessions(h) for h in token_hashes])
 
     async def list_sessions(
         self,
