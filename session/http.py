@@ -27,9 +27,8 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from session import credentials, errors, logs, tokens
+from session import credentials, edge, errors, logs, tokens
 from session.config import ConfigError, Settings
-from session.errors import PROBLEM_JSON, problem_body
 from session.models import (
     LoginRequest,
     PasswordChangeRequest,
@@ -82,17 +81,10 @@ class Call:
             raise errors.InvalidRequest([{"loc": list(p["loc"]), "msg": p["msg"]} for p in problems]) from None
 
     def required_credential(self) -> tuple[str, bool]:
-        """The presented token and whether it came from the cookie, CSRF-checked (see ``required_credential``)."""
-        request = self.request
-        headers = request.headers
-        return credentials.required_credential(
-            headers.get("authorization"),
-            request.cookies.get(self.api.settings.cookie_name),
-            method=request.method,
-            origin=headers.get("origin"),
-            referer=headers.get("referer"),
-            path=request.url.path,
-            allowed=self.api.origins,
+        """The presented token and whether it came from the cookie, CSRF-checked (``edge.presented_credential``)."""
+        api = self.api
+        return edge.presented_credential(
+            self.request, path=self.request.url.path, cookie_name=api.settings.cookie_name, allowed=api.origins
         )
 
     async def authenticate(self) -> AuthContext:
@@ -186,12 +178,7 @@ def json_response(model: BaseModel, status: int = 200, headers: Mapping[str, str
 
 
 def problem_response(exc: errors.SessionError) -> Response:
-    return Response(
-        problem_body(exc),
-        status_code=exc.status,
-        media_type=PROBLEM_JSON,
-        headers=dict(exc.headers()),
-    )
+    return edge.problem(exc, Response)
 
 
 def _login_response(settings: Settings, result: LoginResult) -> Response:
@@ -700,8 +687,7 @@ class Api:
     def _finish(self, call: Call, response: Response) -> None:
         """What every answer carries: no caching, the re-sent cookie of an extended session, CORS."""
         response.headers.setdefault("Cache-Control", "no-store")
-        if call.refreshed_cookie and response.status_code < 400 and "set-cookie" not in response.headers:
-            credentials.set_cookie(response, call.refreshed_cookie)
+        edge.resend_cookie(response, call.refreshed_cookie)
         self._cors_headers(call.request, response)
 
     def _after_first_response(self) -> None:
