@@ -111,12 +111,7 @@ class AdminService:
         Without ``limit``, every live session and no token. Raises ``NotFound``, and
         ``InvalidRequest`` for a ``page_token`` that is not one of a sessions listing.
         """
-        try:
-            after = self.service.page_position(page_token)
-        except errors.InvalidRequest:
-            raise errors.InvalidRequest(
-                [{"loc": ["page_token"], "msg": "not a page token of `sessions list`; start again without it"}]
-            ) from None
+        after = pages.sessions_position(page_token, "`sessions list`")
         user = (await self.user(username)).record
         if limit is None and after is None:
             return user, [session_out(s, current=False) for _, s in await self.service.live_sessions(user)], None
@@ -145,14 +140,7 @@ class AdminService:
         Reads ``limit + 1`` documents, to know whether another page follows. Raises
         ``InvalidRequest`` for a ``page_token`` that is not one of this listing.
         """
-        after = None
-        if page_token is not None:
-            try:
-                after = pages.decode_users(page_token)
-            except pages.BadPageToken:
-                raise errors.InvalidRequest(
-                    [{"loc": ["page_token"], "msg": "not a page token of `users list`; start again without it"}]
-                ) from None
+        after = pages.users_position(page_token, "`users list`")
         found = await self.store.list_users(limit + 1, after)
         if len(found) <= limit:
             return found, None

@@ -27,7 +27,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from session import credentials, edge, errors, logs, tokens
+from session import credentials, edge, errors, logs, pages, tokens
 from session.config import ConfigError, Settings
 from session.models import (
     LoginRequest,
@@ -310,7 +310,10 @@ def _parse_limit(call: Call) -> int:
 
 async def _list_sessions(call: Call) -> Response:
     limit = _parse_limit(call)
-    after = SessionService.page_position(call.request.query_params.get("page_token"))
+    try:
+        after = SessionService.page_position(call.request.query_params.get("page_token"))
+    except pages.BadPageToken as exc:
+        raise exc.located("query") from None
     ctx = await call.authenticate()
     return json_response(await call.api.service.list_sessions(ctx, limit=limit, after=after))
 
