@@ -42,7 +42,6 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
 from pathlib import Path
 from typing import IO
 
@@ -51,7 +50,16 @@ from pydantic import SecretBytes, SecretStr, TypeAdapter, ValidationError
 from session import __version__, errors, logs
 from session.admin import MAX_SWEEP_PAGE, SWEEP_PAGE
 from session.config import ConfigError, Settings, load_settings
-from session.models import Permission, RegisterRequest, SessionOut, UserChange, UserRecord
+from session.models import (
+    Permission,
+    RegisterRequest,
+    SessionOut,
+    UserChange,
+    UserRecord,
+    is_valid_username,
+    normalise_username,
+    utc_text,
+)
 from session.runtime import build, store_failure
 from session.service import MAX_PAGE_SIZE
 from session.store import StoreCorrupt, StoreError
@@ -304,7 +312,7 @@ def _sessions_table(rows: Sequence[SessionOut]) -> list[str]:
 def _users_table(rows: Sequence[UserRecord]) -> list[str]:
     lines = [f"{'USERNAME':<66}{'USER ID':<34}{'STATUS':<10}{'CREATED':<29}PERMISSIONS"]
     for u in rows:
-        created = u.created_at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        created = utc_text(u.created_at)
         status = "disabled" if u.disabled else "enabled"
         lines.append(f"{u.username:<66}{u.user_id:<34}{status:<10}{created:<29}{','.join(u.permissions) or '-'}")
     return lines
@@ -365,7 +373,7 @@ async def _run(args: argparse.Namespace, settings: Settings, password: str | Non
             deleted = await admin.delete_user(args.name)
             gone = "deleted" if deleted.user_id else "was already deleted; removed what was left"
             return Done(
-                f"{args.name.lower()}: {gone}, {deleted.sessions} session(s)"
+                f"{normalise_username(args.name)}: {gone}, {deleted.sessions} session(s)"
                 f" and {deleted.documents} document(s) below the user",
                 "user_deleted",
                 {
@@ -389,24 +397,24 @@ async def _run(args: argparse.Namespace, settings: Settings, password: str | Non
                 "sessions_revoked_all",
                 {"user_id": record.user_id, "count": revoked},
             )
-        if command == ("sessions", "revoke-everyone"):
-            everyone = await admin.revoke_everyone(
-                page_size=args.batch_size,
-                resume_after=args.resume_after.lower() if args.resume_after else None,
-                progress=lambda line: _err(f"revoke-everyone: {line}"),
-            )
-            return Done(
-                f"every session ended: {everyone.users} user(s);"
-                f" {everyone.deleted} of {everyone.scanned} session document(s) deleted",
-                "sessions_revoked_everyone",
-                {
-                    "users": everyone.users,
-                    "sessions_scanned": everyone.scanned,
-                    "sessions_deleted": everyone.deleted,
-                    "resume_after": args.resume_after,
-                },
-            )
-        raise errors.BadRequest("unknown command")
+        # The last command: argparse admits no other (check-config never connects, so it never comes here).
+        assert command == ("sessions", "revoke-everyone"), command
+        everyone = await admin.revoke_everyone(
+            page_size=args.batch_size,
+            resume_after=normalise_username(args.resume_after) if args.resume_after else None,
+            progress=lambda line: _err(f"revoke-everyone: {line}"),
+        )
+        return Done(
+            f"every session ended: {everyone.users} user(s);"
+            f" {everyone.deleted} of {everyone.scanned} session document(s) deleted",
+            "sessions_revoked_everyone",
+            {
+                "users": everyone.users,
+                "sessions_scanned": everyone.scanned,
+                "sessions_deleted": everyone.deleted,
+                "resume_after": args.resume_after,
+            },
+        )
     finally:
         await runtime.store.close()
 
@@ -416,9 +424,14 @@ def _command_name(args: argparse.Namespace) -> str:
 
 
 def _audit_target(args: argparse.Namespace) -> str:
-    """What a command acts on: the username it names (as stored: lower case), or ``*`` for every user."""
+    """What a command acts on: the username it names (as stored: lower case), or ``*`` for every user.
+
+    A name that is no username (the command failed on it) is named as given.
+    """
     name = getattr(args, "name", None)
-    return name.lower() if isinstance(name, str) else "*"
+    if not isinstance(name, str):
+        return "*"
+    return normalise_username(name) if is_valid_username(name) else name
 
 
 def _audit(args: argparse.Namespace, event: str, level: int, fields: Mapping[str, object]) -> None:
