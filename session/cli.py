@@ -47,7 +47,7 @@ from typing import IO
 
 from pydantic import SecretBytes, SecretStr, TypeAdapter, ValidationError
 
-from session import __version__, errors, logs
+from session import __version__, errors, logs, security_log
 from session.admin import MAX_SWEEP_PAGE, SWEEP_PAGE
 from session.config import ConfigError, Settings, load_settings
 from session.models import (
@@ -66,8 +66,7 @@ from session.store import StoreCorrupt, StoreError
 
 CLOUD_LOG_NAME = "session-admin"
 # The one logger whose records reach the admin's audit log.
-AUDIT_LOGGER = "session.admin"
-audit_log = logging.getLogger(AUDIT_LOGGER)
+AUDIT_LOGGER = security_log.AUDIT_LOGGER
 USERS_PAGE = 50
 MAX_USERS_PAGE = 1000
 # Commands that read a password before connecting.
@@ -256,12 +255,7 @@ def _log_to_cloud(settings: Settings) -> Callable[[], None]:
 def _install(handler: logging.Handler) -> None:
     handler.handleError = _report_log_error  # type: ignore[method-assign]
     handler.addFilter(logging.Filter(AUDIT_LOGGER))  # the audit line alone: one per command
-    logger = logging.getLogger("session")
-    for old in list(logger.handlers):
-        logger.removeHandler(old)
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # never logging's last-resort handler, which prints bare messages on stderr
+    logs.install(handler, logging.INFO)
 
 
 # --- the commands --------------------------------------------------------------------------------------
@@ -436,19 +430,7 @@ def _audit_target(args: argparse.Namespace) -> str:
 
 def _audit(args: argparse.Namespace, event: str, level: int, fields: Mapping[str, object]) -> None:
     """The one audit line of a command: what happened, the command, its target; never a password."""
-    audit_log.log(
-        level,
-        event,
-        extra={
-            "json_fields": {
-                "event": event,
-                "command": _command_name(args),
-                "target": _audit_target(args),
-                "by": "admin",
-                **fields,
-            }
-        },
-    )
+    security_log.audit(event, level, command=_command_name(args), target=_audit_target(args), by="admin", **fields)
 
 
 def _check_config(settings: Settings, environ: Mapping[str, str]) -> str:

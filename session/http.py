@@ -357,9 +357,11 @@ class Operation:
 
 
 def _signed_in(
-    *own: type[errors.SessionError], body: bool = False, writes: bool = False
+    method: str, *own: type[errors.SessionError], body: bool = False
 ) -> tuple[type[errors.SessionError], ...]:
-    """An authenticated operation's errors: body, authentication, CSRF (if it writes), its own, the store's."""
+    """An authenticated ``method``'s errors: body, authentication, CSRF (if the method changes state), its own, the
+    store's. Whether it changes state is ``credentials.STATE_CHANGING``'s to say, the set CSRF is enforced on."""
+    writes = method in credentials.STATE_CHANGING
     return (*(BODY_ERRORS if body else ()), *AUTH_ERRORS, *(COOKIE_WRITE_ERRORS if writes else ()), *own, *STORE_ERRORS)
 
 
@@ -397,10 +399,10 @@ ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Operation]]]] = {
         (
             (),
             {
-                "GET": Operation(_get_profile, _signed_in()),
+                "GET": Operation(_get_profile, _signed_in("GET")),
                 "PATCH": Operation(
                     _patch_profile,
-                    _signed_in(errors.VersionConflict, errors.ReauthenticationRequired, body=True, writes=True),
+                    _signed_in("PATCH", errors.VersionConflict, errors.ReauthenticationRequired, body=True),
                 ),
             },
         ),
@@ -409,7 +411,7 @@ ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Operation]]]] = {
             {
                 "POST": Operation(
                     _change_password,
-                    _signed_in(errors.WrongCurrentPassword, errors.TooManyAttempts, body=True, writes=True),
+                    _signed_in("POST", errors.WrongCurrentPassword, errors.TooManyAttempts, body=True),
                 )
             },
         ),
@@ -418,19 +420,17 @@ ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Operation]]]] = {
         (
             (),
             {
-                "GET": Operation(_list_sessions, (errors.InvalidRequest, *_signed_in(errors.ReauthenticationRequired))),
+                "GET": Operation(
+                    _list_sessions, (errors.InvalidRequest, *_signed_in("GET", errors.ReauthenticationRequired))
+                ),
                 "DELETE": Operation(
-                    _revoke_all, (errors.InvalidRequest, *_signed_in(errors.ReauthenticationRequired, writes=True))
+                    _revoke_all, (errors.InvalidRequest, *_signed_in("DELETE", errors.ReauthenticationRequired))
                 ),
             },
         ),
         (
             ("*",),
-            {
-                "DELETE": Operation(
-                    _revoke_one, _signed_in(errors.NotFound, errors.ReauthenticationRequired, writes=True)
-                )
-            },
+            {"DELETE": Operation(_revoke_one, _signed_in("DELETE", errors.NotFound, errors.ReauthenticationRequired))},
         ),
     ],
     "reauthenticate": [
@@ -439,7 +439,7 @@ ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Operation]]]] = {
             {
                 "POST": Operation(
                     _reauthenticate,
-                    _signed_in(errors.WrongCurrentPassword, errors.TooManyAttempts, body=True, writes=True),
+                    _signed_in("POST", errors.WrongCurrentPassword, errors.TooManyAttempts, body=True),
                 )
             },
         )
