@@ -50,8 +50,8 @@ from session.models import (  # noqa: E402
     SessionsOut,
     UserOut,
 )
-from session.pages import MAX_TOKEN_LENGTH  # noqa: E402
 from session.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE  # noqa: E402
+from session.tokens import MAX_TOKEN_LENGTH  # noqa: E402
 
 OUTPUT = ROOT / "session" / "openapi.yaml"
 JSON_OUTPUT = ROOT / "session" / "openapi.json"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pydantic import TypeAdapter, ValidationError
 
 from session import errors, liveness, pages, plan, tokens
-from session.models import NewPassword, SessionOut, UserChange, UserRecord
+from session.models import NewPassword, SessionOut, UserChange, UserRecord, normalise_username
 from session.plan import Doc, Plan
 from session.retry import retrying
 from session.service import DEFAULT_PAGE_SIZE, SessionService, session_out
@@ -54,9 +54,9 @@ class AdminService:
 
     async def user(self, username: str) -> Versioned[UserRecord]:
         """The user named ``username``; raises ``NotFound``."""
-        user = await self.store.read_user(username.lower())
+        user = await self.store.read_user(normalise_username(username))
         if user is None:
-            raise errors.NotFound(f"no user {username.lower()!r}")
+            raise errors.NotFound(f"no user {normalise_username(username)!r}")
         return user
 
     async def update(self, username: str, changes: UserChange, *, end_sessions: bool = False) -> UserRecord:
@@ -67,7 +67,7 @@ class AdminService:
         including one being committed right now, is void from then on. Other changes carry a
         precondition on the user as read.
         """
-        name = username.lower()
+        name = normalise_username(username)
 
         async def read() -> AccountView:
             return await self.store.read_account(name)
@@ -111,24 +111,15 @@ class AdminService:
         Without ``limit``, every live session and no token. Raises ``NotFound``, and
         ``InvalidRequest`` for a ``page_token`` that is not one of a sessions listing.
         """
-        try:
-            after = self.service.page_position(page_token)
-        except errors.InvalidRequest:
-            raise errors.InvalidRequest(
-                [{"loc": ["page_token"], "msg": "not a page token of `sessions list`; start again without it"}]
-            ) from None
+        after = pages.sessions_position(page_token, "`sessions list`")
         user = (await self.user(username)).record
         if limit is None and after is None:
             return user, [session_out(s, current=False) for _, s in await self.service.live_sessions(user)], None
         found, next_token = await self.service.live_sessions_page(user, limit=limit or DEFAULT_PAGE_SIZE, after=after)
         return user, [session_out(s, current=False) for _, s in found], next_token
 
-    async def revoke_all(self, username: str) -> int:
-        """End every session of a user, including any being opened right now; returns how many were deleted."""
-        return (await self.revoke_all_record(username))[1]
-
     async def revoke_all_record(self, username: str) -> tuple[UserRecord, int]:
-        """``revoke_all``, also returning the user as written.
+        """End every session of a user, any being opened right now too; returns the user and how many were deleted.
 
         The documents go first; the epoch bump after them is what voids a session committed meanwhile.
         """
@@ -145,14 +136,7 @@ class AdminService:
         Reads ``limit + 1`` documents, to know whether another page follows. Raises
         ``InvalidRequest`` for a ``page_token`` that is not one of this listing.
         """
-        after = None
-        if page_token is not None:
-            try:
-                after = pages.decode_users(page_token)
-            except pages.BadPageToken:
-                raise errors.InvalidRequest(
-                    [{"loc": ["page_token"], "msg": "not a page token of `users list`; start again without it"}]
-                ) from None
+        after = pages.users_position(page_token, "`users list`")
         found = await self.store.list_users(limit + 1, after)
         if len(found) <= limit:
             return found, None
@@ -187,7 +171,7 @@ class AdminService:
         an interruption: with the user document gone, it still removes what was left (the
         sessions by username). Raises ``NotFound`` when there was nothing at all to delete.
         """
-        name = username.lower()
+        name = normalise_username(username)
 
         async def remove(current: Versioned[UserRecord] | None) -> str | None:
             if current is None:

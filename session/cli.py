@@ -42,24 +42,31 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
 from pathlib import Path
 from typing import IO
 
 from pydantic import SecretBytes, SecretStr, TypeAdapter, ValidationError
 
-from session import __version__, errors, logs
+from session import __version__, errors, logs, security_log
 from session.admin import MAX_SWEEP_PAGE, SWEEP_PAGE
 from session.config import ConfigError, Settings, load_settings
-from session.models import Permission, RegisterRequest, SessionOut, UserChange, UserRecord
+from session.models import (
+    Permission,
+    RegisterRequest,
+    SessionOut,
+    UserChange,
+    UserRecord,
+    is_valid_username,
+    normalise_username,
+    utc_text,
+)
 from session.runtime import build, store_failure
 from session.service import MAX_PAGE_SIZE
 from session.store import StoreCorrupt, StoreError
 
 CLOUD_LOG_NAME = "session-admin"
 # The one logger whose records reach the admin's audit log.
-AUDIT_LOGGER = "session.admin"
-audit_log = logging.getLogger(AUDIT_LOGGER)
+AUDIT_LOGGER = security_log.AUDIT_LOGGER
 USERS_PAGE = 50
 MAX_USERS_PAGE = 1000
 # Commands that read a password before connecting.
@@ -248,12 +255,7 @@ def _log_to_cloud(settings: Settings) -> Callable[[], None]:
 def _install(handler: logging.Handler) -> None:
     handler.handleError = _report_log_error  # type: ignore[method-assign]
     handler.addFilter(logging.Filter(AUDIT_LOGGER))  # the audit line alone: one per command
-    logger = logging.getLogger("session")
-    for old in list(logger.handlers):
-        logger.removeHandler(old)
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # never logging's last-resort handler, which prints bare messages on stderr
+    logs.install(handler, logging.INFO)
 
 
 # --- the commands --------------------------------------------------------------------------------------
@@ -304,7 +306,7 @@ def _sessions_table(rows: Sequence[SessionOut]) -> list[str]:
 def _users_table(rows: Sequence[UserRecord]) -> list[str]:
     lines = [f"{'USERNAME':<66}{'USER ID':<34}{'STATUS':<10}{'CREATED':<29}PERMISSIONS"]
     for u in rows:
-        created = u.created_at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        created = utc_text(u.created_at)
         status = "disabled" if u.disabled else "enabled"
         lines.append(f"{u.username:<66}{u.user_id:<34}{status:<10}{created:<29}{','.join(u.permissions) or '-'}")
     return lines
@@ -365,7 +367,7 @@ async def _run(args: argparse.Namespace, settings: Settings, password: str | Non
             deleted = await admin.delete_user(args.name)
             gone = "deleted" if deleted.user_id else "was already deleted; removed what was left"
             return Done(
-                f"{args.name.lower()}: {gone}, {deleted.sessions} session(s)"
+                f"{normalise_username(args.name)}: {gone}, {deleted.sessions} session(s)"
                 f" and {deleted.documents} document(s) below the user",
                 "user_deleted",
                 {
@@ -389,24 +391,24 @@ async def _run(args: argparse.Namespace, settings: Settings, password: str | Non
                 "sessions_revoked_all",
                 {"user_id": record.user_id, "count": revoked},
             )
-        if command == ("sessions", "revoke-everyone"):
-            everyone = await admin.revoke_everyone(
-                page_size=args.batch_size,
-                resume_after=args.resume_after.lower() if args.resume_after else None,
-                progress=lambda line: _err(f"revoke-everyone: {line}"),
-            )
-            return Done(
-                f"every session ended: {everyone.users} user(s);"
-                f" {everyone.deleted} of {everyone.scanned} session document(s) deleted",
-                "sessions_revoked_everyone",
-                {
-                    "users": everyone.users,
-                    "sessions_scanned": everyone.scanned,
-                    "sessions_deleted": everyone.deleted,
-                    "resume_after": args.resume_after,
-                },
-            )
-        raise errors.BadRequest("unknown command")
+        # The last command: argparse admits no other (check-config never connects, so it never comes here).
+        assert command == ("sessions", "revoke-everyone"), command
+        everyone = await admin.revoke_everyone(
+            page_size=args.batch_size,
+            resume_after=normalise_username(args.resume_after) if args.resume_after else None,
+            progress=lambda line: _err(f"revoke-everyone: {line}"),
+        )
+        return Done(
+            f"every session ended: {everyone.users} user(s);"
+            f" {everyone.deleted} of {everyone.scanned} session document(s) deleted",
+            "sessions_revoked_everyone",
+            {
+                "users": everyone.users,
+                "sessions_scanned": everyone.scanned,
+                "sessions_deleted": everyone.deleted,
+                "resume_after": args.resume_after,
+            },
+        )
     finally:
         await runtime.store.close()
 
@@ -416,26 +418,19 @@ def _command_name(args: argparse.Namespace) -> str:
 
 
 def _audit_target(args: argparse.Namespace) -> str:
-    """What a command acts on: the username it names (as stored: lower case), or ``*`` for every user."""
+    """What a command acts on: the username it names (as stored: lower case), or ``*`` for every user.
+
+    A name that is no username (the command failed on it) is named as given.
+    """
     name = getattr(args, "name", None)
-    return name.lower() if isinstance(name, str) else "*"
+    if not isinstance(name, str):
+        return "*"
+    return normalise_username(name) if is_valid_username(name) else name
 
 
 def _audit(args: argparse.Namespace, event: str, level: int, fields: Mapping[str, object]) -> None:
     """The one audit line of a command: what happened, the command, its target; never a password."""
-    audit_log.log(
-        level,
-        event,
-        extra={
-            "json_fields": {
-                "event": event,
-                "command": _command_name(args),
-                "target": _audit_target(args),
-                "by": "admin",
-                **fields,
-            }
-        },
-    )
+    security_log.audit(event, level, command=_command_name(args), target=_audit_target(args), by="admin", **fields)
 
 
 def _check_config(settings: Settings, environ: Mapping[str, str]) -> str:

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from session import errors
+from session import errors, security_log
 from session.config import Settings
 from session.errors import UnauthenticatedReason
 
+# The methods that change state: CSRF is enforced on them, and the route table declares csrf_rejected for them.
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -68,10 +69,7 @@ def enforce_csrf(method: str, origin: str | None, referer: str | None, path: str
         return
     claimed = request_origin(origin, referer)
     if not origin_allowed(claimed, allowed):
-        logging.getLogger("session.security").warning(
-            "csrf_rejected",
-            extra={"json_fields": {"event": "csrf_rejected", "origin": (claimed or "")[:200], "path": path}},
-        )
+        security_log.event("csrf_rejected", logging.WARNING, origin=(claimed or "")[:200], path=path)
         raise errors.CsrfRejected("a cookie-authenticated request that changes state must come from an allowed origin")
 
 

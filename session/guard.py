@@ -28,10 +28,9 @@ import os
 import threading
 from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from session import credentials, errors, logs
+from session import credentials, edge, errors, logs
 from session.config import ConfigError
 from session.runtime import Runtime, build, store_failure
 from session.service import AuthContext, Principal
@@ -156,45 +155,8 @@ def verify(token: str) -> Principal:
 # --- the decorator -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Presented:
-    """What the guard reads from a request, whichever framework made it."""
-
-    method: str
-    path: str
-    authorization: str | None
-    cookie: str | None
-    origin: str | None
-    referer: str | None
-
-
-def _presented(request: Any, cookie_name: str) -> _Presented:
-    path = request.url.path if _is_starlette(request) else request.path
-    headers = request.headers
-    return _Presented(
-        method=request.method,
-        path=path,
-        authorization=headers.get("authorization"),
-        cookie=request.cookies.get(cookie_name),
-        origin=headers.get("origin"),
-        referer=headers.get("referer"),
-    )
-
-
-def _check_request(runtime: Runtime, seen: _Presented) -> tuple[str, bool]:
-    """The token to authenticate and whether it came from the cookie.
-
-    Raises ``Unauthenticated`` or ``CsrfRejected`` before any store access.
-    """
-    return credentials.required_credential(
-        seen.authorization,
-        seen.cookie,
-        method=seen.method,
-        origin=seen.origin,
-        referer=seen.referer,
-        path=seen.path,
-        allowed=runtime.origins,
-    )
+def _path(request: Any) -> str:
+    return str(request.url.path) if _is_starlette(request) else str(request.path)
 
 
 class _Check:
@@ -202,8 +164,8 @@ class _Check:
 
     def __init__(self, request: Any) -> None:
         self.runtime = _get_runtime()
-        self.token, self.via_cookie = _check_request(
-            self.runtime, _presented(request, self.runtime.settings.cookie_name)
+        self.token, self.via_cookie = edge.presented_credential(
+            request, path=_path(request), cookie_name=self.runtime.settings.cookie_name, allowed=self.runtime.origins
         )
         self.cookie: credentials.Cookie | None = None
 
@@ -223,15 +185,13 @@ def _refusal(request: Any, exc: ConfigError | errors.SessionError) -> Any:
 
 def _problem(request: Any, exc: errors.SessionError) -> Any:
     """A problem+json response of the kind the request's framework expects."""
-    headers = {**exc.headers(), "Cache-Control": "no-store"}
-    body = errors.problem_body(exc)
     if _is_starlette(request):
         from starlette.responses import Response
 
-        return Response(body, status_code=exc.status, media_type=errors.PROBLEM_JSON, headers=headers)
+        return edge.problem(exc, Response)
     import flask
 
-    return flask.Response(body, status=exc.status, mimetype=errors.PROBLEM_JSON, headers=headers)
+    return edge.problem(exc, flask.Response)
 
 
 def _with_cookie(request: Any, result: Any, cookie: credentials.Cookie | None) -> Any:
@@ -255,8 +215,7 @@ def _with_cookie(request: Any, result: Any, cookie: credentials.Cookie | None) -
         import flask
 
         result = flask.make_response(result)
-    if getattr(result, "status_code", 500) < 400:
-        credentials.set_cookie(result, cookie)
+    edge.resend_cookie(result, cookie)
     return result
 
 

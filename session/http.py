@@ -27,9 +27,8 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from session import credentials, errors, logs, tokens
+from session import credentials, edge, errors, logs, pages, tokens
 from session.config import ConfigError, Settings
-from session.errors import PROBLEM_JSON, problem_body
 from session.models import (
     LoginRequest,
     PasswordChangeRequest,
@@ -82,17 +81,10 @@ class Call:
             raise errors.InvalidRequest([{"loc": list(p["loc"]), "msg": p["msg"]} for p in problems]) from None
 
     def required_credential(self) -> tuple[str, bool]:
-        """The presented token and whether it came from the cookie, CSRF-checked (see ``required_credential``)."""
-        request = self.request
-        headers = request.headers
-        return credentials.required_credential(
-            headers.get("authorization"),
-            request.cookies.get(self.api.settings.cookie_name),
-            method=request.method,
-            origin=headers.get("origin"),
-            referer=headers.get("referer"),
-            path=request.url.path,
-            allowed=self.api.origins,
+        """The presented token and whether it came from the cookie, CSRF-checked (``edge.presented_credential``)."""
+        api = self.api
+        return edge.presented_credential(
+            self.request, path=self.request.url.path, cookie_name=api.settings.cookie_name, allowed=api.origins
         )
 
     async def authenticate(self) -> AuthContext:
@@ -186,12 +178,7 @@ def json_response(model: BaseModel, status: int = 200, headers: Mapping[str, str
 
 
 def problem_response(exc: errors.SessionError) -> Response:
-    return Response(
-        problem_body(exc),
-        status_code=exc.status,
-        media_type=PROBLEM_JSON,
-        headers=dict(exc.headers()),
-    )
+    return edge.problem(exc, Response)
 
 
 def _login_response(settings: Settings, result: LoginResult) -> Response:
@@ -323,7 +310,10 @@ def _parse_limit(call: Call) -> int:
 
 async def _list_sessions(call: Call) -> Response:
     limit = _parse_limit(call)
-    after = SessionService.page_position(call.request.query_params.get("page_token"))
+    try:
+        after = SessionService.page_position(call.request.query_params.get("page_token"))
+    except pages.BadPageToken as exc:
+        raise exc.located("query") from None
     ctx = await call.authenticate()
     return json_response(await call.api.service.list_sessions(ctx, limit=limit, after=after))
 
@@ -367,9 +357,11 @@ class Operation:
 
 
 def _signed_in(
-    *own: type[errors.SessionError], body: bool = False, writes: bool = False
+    method: str, *own: type[errors.SessionError], body: bool = False
 ) -> tuple[type[errors.SessionError], ...]:
-    """An authenticated operation's errors: body, authentication, CSRF (if it writes), its own, the store's."""
+    """An authenticated ``method``'s errors: body, authentication, CSRF (if the method changes state), its own, the
+    store's. Whether it changes state is ``credentials.STATE_CHANGING``'s to say, the set CSRF is enforced on."""
+    writes = method in credentials.STATE_CHANGING
     return (*(BODY_ERRORS if body else ()), *AUTH_ERRORS, *(COOKIE_WRITE_ERRORS if writes else ()), *own, *STORE_ERRORS)
 
 
@@ -407,10 +399,10 @@ ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Operation]]]] = {
         (
             (),
             {
-                "GET": Operation(_get_profile, _signed_in()),
+                "GET": Operation(_get_profile, _signed_in("GET")),
                 "PATCH": Operation(
                     _patch_profile,
-                    _signed_in(errors.VersionConflict, errors.ReauthenticationRequired, body=True, writes=True),
+                    _signed_in("PATCH", errors.VersionConflict, errors.ReauthenticationRequired, body=True),
                 ),
             },
         ),
@@ -419,7 +411,7 @@ ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Operation]]]] = {
             {
                 "POST": Operation(
                     _change_password,
-                    _signed_in(errors.WrongCurrentPassword, errors.TooManyAttempts, body=True, writes=True),
+                    _signed_in("POST", errors.WrongCurrentPassword, errors.TooManyAttempts, body=True),
                 )
             },
         ),
@@ -428,19 +420,17 @@ ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Operation]]]] = {
         (
             (),
             {
-                "GET": Operation(_list_sessions, (errors.InvalidRequest, *_signed_in(errors.ReauthenticationRequired))),
+                "GET": Operation(
+                    _list_sessions, (errors.InvalidRequest, *_signed_in("GET", errors.ReauthenticationRequired))
+                ),
                 "DELETE": Operation(
-                    _revoke_all, (errors.InvalidRequest, *_signed_in(errors.ReauthenticationRequired, writes=True))
+                    _revoke_all, (errors.InvalidRequest, *_signed_in("DELETE", errors.ReauthenticationRequired))
                 ),
             },
         ),
         (
             ("*",),
-            {
-                "DELETE": Operation(
-                    _revoke_one, _signed_in(errors.NotFound, errors.ReauthenticationRequired, writes=True)
-                )
-            },
+            {"DELETE": Operation(_revoke_one, _signed_in("DELETE", errors.NotFound, errors.ReauthenticationRequired))},
         ),
     ],
     "reauthenticate": [
@@ -449,7 +439,7 @@ ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Operation]]]] = {
             {
                 "POST": Operation(
                     _reauthenticate,
-                    _signed_in(errors.WrongCurrentPassword, errors.TooManyAttempts, body=True, writes=True),
+                    _signed_in("POST", errors.WrongCurrentPassword, errors.TooManyAttempts, body=True),
                 )
             },
         )
@@ -700,8 +690,7 @@ class Api:
     def _finish(self, call: Call, response: Response) -> None:
         """What every answer carries: no caching, the re-sent cookie of an extended session, CORS."""
         response.headers.setdefault("Cache-Control", "no-store")
-        if call.refreshed_cookie and response.status_code < 400 and "set-cookie" not in response.headers:
-            credentials.set_cookie(response, call.refreshed_cookie)
+        edge.resend_cookie(response, call.refreshed_cookie)
         self._cors_headers(call.request, response)
 
     def _after_first_response(self) -> None:

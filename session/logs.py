@@ -123,10 +123,7 @@ def hold(settings: Settings) -> bool:
             _held = logging.handlers.MemoryHandler(capacity=1 << 30, flushLevel=logging.CRITICAL + 1, target=None)
             # The trace must be copied while the request is running: the context variable is gone later.
             _held.addFilter(_TraceFilter())
-            logger = logging.getLogger("session")
-            logger.addHandler(_held)
-            logger.setLevel(settings.log_level)
-            logger.propagate = False
+            install(_held, settings.log_level, replace=False)
         return True
 
 
@@ -143,19 +140,27 @@ def configure(settings: Settings, stream: IO[str] | None = None) -> None:
         if _configured and stream is None:
             return
         handler = make_handler(settings, stream or sys.stdout)
-        logger = logging.getLogger("session")
-        for old in list(logger.handlers):
-            if old is not _held:
-                logger.removeHandler(old)
-        logger.addHandler(handler)
-        logger.setLevel(settings.log_level)
-        logger.propagate = False
+        install(handler, settings.log_level)  # removes _held too: it is flushed into the new handler below
         if _held is not None:
-            logger.removeHandler(_held)
             _held.setTarget(handler)
             _held.close()  # flushes the held records to the new handler, in order
             _held = None
         _configured = True
+
+
+def install(handler: logging.Handler, level: int | str, *, replace: bool = True) -> None:
+    """The one set-up of the ``session`` loggers: ``handler`` at ``level``, and no propagation to the root.
+
+    ``replace`` removes every other handler first. Never propagating keeps the records away
+    from logging's last-resort handler, which would print bare messages on stderr.
+    """
+    logger = logging.getLogger("session")
+    if replace:
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
 
 
 def make_handler(settings: Settings, stream: IO[str]) -> logging.Handler:

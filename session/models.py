@@ -24,9 +24,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from session.errors import UnauthenticatedReason
+from session.errors import InvalidRequest, UnauthenticatedReason
 
-# The one username rule (the request models, the token parser and the CLI all use it): 3 to 64 characters of
+# The one username rule (the request models, the token parser, the admin operations and the CLI all use it,
+# the last two through normalise_username): 3 to 64 characters of
 # A-Z a-z 0-9 . _ -, and not a name Firestore reserves as a document id (__anything__), which it would refuse
 # with InvalidArgument. Written for the schema (ECMA-262, where $ is the very end); Python uses it with fullmatch.
 USERNAME_PATTERN = r"^(?!__.*__$)[A-Za-z0-9._-]{3,64}$"
@@ -35,20 +36,20 @@ USERNAME_RULE = "3 to 64 characters of a-z, 0-9, '.', '_' or '-', and not of the
 PERMISSION_PATTERN = r"^[A-Za-z0-9:._-]{1,64}$"
 
 
-def _utc_text(value: datetime) -> str:
+def utc_text(value: datetime) -> str:
+    """The one text form of a time: RFC 3339 in UTC, microseconds, ``Z`` (responses and the admin CLI)."""
     return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 # Timestamps in responses: RFC 3339, UTC, microsecond precision (what Firestore keeps).
-Timestamp = Annotated[AwareDatetime, PlainSerializer(_utc_text, return_type=str, when_used="json")]
+Timestamp = Annotated[AwareDatetime, PlainSerializer(utc_text, return_type=str, when_used="json")]
 
 
 def _username(value: str) -> str:
-    # Validated against ASCII first, then lower-cased: lower-casing first would let
-    # Unicode look-alikes (the Kelvin sign lower-cases to "k") slip through.
-    if not is_valid_username(value):
-        raise PydanticCustomError("username", USERNAME_RULE)
-    return value.lower()
+    try:
+        return normalise_username(value)
+    except InvalidRequest:
+        raise PydanticCustomError("username", USERNAME_RULE) from None
 
 
 # pydantic's own `pattern` cannot express the reserved names (its regex engine has no look-ahead).
@@ -337,3 +338,15 @@ def is_valid_username(value: str) -> bool:
 def is_stored_username(value: str) -> bool:
     """True for a username as it is stored and named in tokens: valid and lower-cased."""
     return is_valid_username(value) and value == value.lower()
+
+
+def normalise_username(value: str) -> str:
+    """``value`` as usernames are stored and named in tokens: lower-cased, once it is known to be valid.
+
+    Validated against ASCII first, then lower-cased: lower-casing first would let Unicode
+    look-alikes (the Kelvin sign lower-cases to "k") slip through. Raises ``InvalidRequest``
+    (at ``username``) for a name the register endpoint would refuse.
+    """
+    if not is_valid_username(value):
+        raise InvalidRequest([{"loc": ["username"], "msg": USERNAME_RULE}])
+    return value.lower()

@@ -7,49 +7,58 @@ document id (a session's document id is its token's SHA-256) and no secret, so a
 token taken from someone else's listing can only name a position in the caller's
 own listing. It is not signed: a forged token is just another position.
 
-``decode_*`` raise ``BadPageToken`` for anything that is not a token of that kind;
-the edges turn it into a 400.
+``sessions_position`` and ``users_position`` are the one parser of each kind: they
+raise the one error, ``BadPageToken`` (a 400 ``invalid_request`` at ``page_token``),
+for anything that is not a token of that listing. An edge that knows where the
+token came from says so with ``BadPageToken.located`` (the HTTP query).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from datetime import UTC, datetime, timedelta
 
-from session import tokens
+from session import errors, tokens
 from session.models import is_stored_username
 
 # A version prefix, so that the format can change without old tokens being misread.
 _SESSIONS = "s1"
 _USERS = "u1"
-MAX_TOKEN_LENGTH = 200
 # Microseconds since the epoch that a datetime can hold (years 1 to 9999).
 _MIN_MICROS = -62_135_596_800_000_000
 _MAX_MICROS = 253_402_300_799_999_999
 _MICROS_RE = re.compile(r"-?[0-9]{1,18}")
+THIS_LISTING = "this listing"
 
 
-class BadPageToken(ValueError):
-    """Not a page token of this kind (truncated, edited, from another listing, or not base64 at all)."""
+class BadPageToken(errors.InvalidRequest):
+    """Not a page token of this listing (truncated, edited, from another listing, or not base64 at all)."""
+
+    def __init__(self, listing: str = THIS_LISTING, loc: tuple[str, ...] = ("page_token",)) -> None:
+        super().__init__([{"loc": list(loc), "msg": f"not a page token of {listing}; start again without it"}])
+        self.listing = listing
+        self.loc = loc
+
+    def located(self, *where: str) -> BadPageToken:
+        """The same error, its location prefixed with ``where`` (``"query"``: the URL's query string)."""
+        return BadPageToken(self.listing, (*where, *self.loc))
 
 
 def _encode(*parts: str) -> str:
-    return base64.urlsafe_b64encode(":".join(parts).encode("ascii")).decode("ascii").rstrip("=")
+    return tokens.b64encode(":".join(parts).encode("ascii"))
 
 
-def _decode(token: str, kind: str, count: int) -> list[str]:
-    if not 0 < len(token) <= MAX_TOKEN_LENGTH or not token.isascii():
-        raise BadPageToken("not a page token")
+def _decode(token: str, kind: str, count: int) -> list[str] | None:
+    """The fields of a token of ``kind`` with ``count`` parts; ``None`` for anything else."""
+    if not 0 < len(token) <= tokens.MAX_TOKEN_LENGTH or not token.isascii():
+        return None
     try:
-        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-    except (binascii.Error, ValueError):
-        raise BadPageToken("not a page token") from None
-    parts = text.split(":")
+        parts = tokens.b64decode(token).decode("ascii").split(":")
+    except ValueError:
+        return None
     # The strict round trip refuses a token with other padding or trailing bits: one position, one token.
     if len(parts) != count or parts[0] != kind or _encode(*parts) != token:
-        raise BadPageToken("not a page token of this listing")
+        return None
     return parts[1:]
 
 
@@ -60,15 +69,18 @@ def encode_sessions(created_at: datetime, public_id: str) -> str:
     return _encode(_SESSIONS, str(micros), public_id)
 
 
-def decode_sessions(token: str) -> tuple[datetime, str]:
-    """``(created_at, public_id)`` of a sessions page token. Raises ``BadPageToken``."""
-    micros, public_id = _decode(token, _SESSIONS, 3)
-    if _MICROS_RE.fullmatch(micros) is None or not tokens.is_public_id(public_id):
-        raise BadPageToken("not a page token of this listing")
-    value = int(micros)
-    if not _MIN_MICROS <= value <= _MAX_MICROS:
-        raise BadPageToken("not a page token of this listing")
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=value), public_id
+def decode_sessions(token: str, listing: str = THIS_LISTING) -> tuple[datetime, str]:
+    """``(created_at, public_id)`` of a sessions page token. Raises ``BadPageToken`` naming ``listing``."""
+    fields = _decode(token, _SESSIONS, 3)
+    if fields is not None:
+        micros, public_id = fields
+        if (
+            _MICROS_RE.fullmatch(micros)
+            and tokens.is_public_id(public_id)
+            and _MIN_MICROS <= int(micros) <= _MAX_MICROS
+        ):
+            return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros)), public_id
+    raise BadPageToken(listing)
 
 
 def encode_users(username: str) -> str:
@@ -76,9 +88,19 @@ def encode_users(username: str) -> str:
     return _encode(_USERS, username)
 
 
-def decode_users(token: str) -> str:
-    """The username of a users page token. Raises ``BadPageToken``."""
-    (username,) = _decode(token, _USERS, 2)
-    if not is_stored_username(username):
-        raise BadPageToken("not a page token of this listing")
-    return username
+def decode_users(token: str, listing: str = THIS_LISTING) -> str:
+    """The username of a users page token. Raises ``BadPageToken`` naming ``listing``."""
+    fields = _decode(token, _USERS, 2)
+    if fields is None or not is_stored_username(fields[0]):
+        raise BadPageToken(listing)
+    return fields[0]
+
+
+def sessions_position(token: str | None, listing: str = THIS_LISTING) -> tuple[datetime, str] | None:
+    """The position a sessions page token names; ``None`` for no token (the first page). Raises ``BadPageToken``."""
+    return None if token is None else decode_sessions(token, listing)
+
+
+def users_position(token: str | None, listing: str = THIS_LISTING) -> str | None:
+    """The username a users page token names; ``None`` for no token (the first page). Raises ``BadPageToken``."""
+    return None if token is None else decode_users(token, listing)

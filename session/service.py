@@ -119,15 +119,8 @@ class SessionService:
 
     @staticmethod
     def page_position(page_token: str | None) -> tuple[datetime, str] | None:
-        """The position a sessions page token names; raises ``InvalidRequest`` for one that is not such a token."""
-        if page_token is None:
-            return None
-        try:
-            return pages.decode_sessions(page_token)
-        except pages.BadPageToken:
-            raise errors.InvalidRequest(
-                [{"loc": ["query", "page_token"], "msg": "not a page token of this listing; start again without it"}]
-            ) from None
+        """The position a sessions page token names; raises ``pages.BadPageToken`` (an ``InvalidRequest``)."""
+        return pages.sessions_position(page_token)
 
     async def live_sessions(self, user: UserRecord) -> list[tuple[str, SessionRecord]]:
         return await self.listing.live_sessions(user)

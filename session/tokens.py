@@ -13,7 +13,6 @@ trailing newline through.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import re
 import secrets
@@ -24,6 +23,7 @@ from session.models import is_stored_username
 SECRET_BYTES = 32
 _SECRET_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 _KEY_RE = re.compile(r"[A-Za-z0-9_-]{4,88}")
+# The longest token of any kind this package hands out (session, device, page) that it will parse.
 MAX_TOKEN_LENGTH = 200
 
 
@@ -35,13 +35,23 @@ class ParsedToken:
     token_hash: str
 
 
-def _b64(data: bytes) -> str:
+def b64encode(data: bytes) -> str:
+    """``data`` as unpadded base64url: the one text form of every token's parts."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64decode(text: str) -> bytes:
+    """The bytes of unpadded base64url ``text`` (``b64encode``'s inverse). Raises ``ValueError``.
+
+    Lenient like ``base64`` about trailing bits: a caller that needs one text per value
+    compares ``b64encode`` of the result with ``text``.
+    """
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))  # binascii.Error is a ValueError
 
 
 def mint(username: str) -> str:
     """Return a new token for ``username`` (already lower-cased and valid)."""
-    return f"{_b64(username.encode('ascii'))}.{secrets.token_urlsafe(SECRET_BYTES)}"
+    return f"{b64encode(username.encode('ascii'))}.{secrets.token_urlsafe(SECRET_BYTES)}"
 
 
 def hash_token(token: str) -> str:
@@ -62,10 +72,10 @@ def parse(token: str) -> ParsedToken | None:
     if not sep or not _KEY_RE.fullmatch(key) or not _SECRET_RE.fullmatch(secret):
         return None
     try:
-        username = base64.urlsafe_b64decode(key + "=" * (-len(key) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        username = b64decode(key).decode("ascii")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
         return None
-    if not is_stored_username(username) or _b64(username.encode("ascii")) != key:
+    if not is_stored_username(username) or b64encode(username.encode("ascii")) != key:
         return None
     return ParsedToken(username=username, token_hash=hash_token(token))
 
@@ -73,7 +83,7 @@ def parse(token: str) -> ParsedToken | None:
 def public_id(token_hash: str) -> str:
     """A public handle for a session; it cannot be turned back into the token or its hash."""
     digest = hashlib.sha256(b"session-public-id\x00" + bytes.fromhex(token_hash)).digest()
-    return _b64(digest[:18])
+    return b64encode(digest[:18])
 
 
 def log_id(token_hash: str) -> str:

@@ -103,3 +103,30 @@ def aiosync_orders(request: Request, principal: Principal) -> Response:
 @require_session(permissions={"orders:write", "admin"})
 def aiosync_admin(request: Request, principal: Principal) -> Response:
     return JSONResponse(_body(request, principal))
+
+
+# --- functions that set the session cookie themselves (a sign-out page): the guard must not add its own ---
+
+
+@functions_framework.http
+@require_session(permissions={"orders:write"})
+def flask_signs_out(request: flask.Request, principal: Principal) -> Any:
+    response = flask.make_response(flask.jsonify(_body(request, principal)))
+    response.set_cookie("__session", "", max_age=0, path="/", secure=True, httponly=True, samesite="lax")
+    return response
+
+
+@functions_framework.aio.http
+@require_session(permissions={"orders:write"})
+async def aio_signs_out(request: Request, principal: Principal) -> Response:
+    response = JSONResponse(_body(request, principal))
+    response.set_cookie("__session", "", max_age=0, path="/", secure=True, httponly=True, samesite="lax")
+    return response
+
+
+@functions_framework.aio.http
+@require_session(permissions={"orders:write"})
+def aiosync_signs_out(request: Request, principal: Principal) -> Response:
+    response = JSONResponse(_body(request, principal))
+    response.set_cookie("__session", "", max_age=0, path="/", secure=True, httponly=True, samesite="lax")
+    return response

@@ -18,6 +18,7 @@ import session
 from session import cli as session_cli
 from session import tokens
 from session.config import Settings
+from session.models import USERNAME_RULE
 from tests.conftest import ROOT, bearer, free_port, login, register
 
 # What the CLI may print on stderr besides its one error line: the lines naming its target and log.
@@ -120,6 +121,31 @@ def test_unknown_user_is_a_one_line_error(client: TestClient, args: tuple[str, .
     assert result.returncode != 0
     [line] = error_lines(result)
     assert "nobody" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("users", "disable", "\u212aate"),  # the Kelvin sign lower-cases to "k": it must not name kate
+        ("users", "delete", "\u212aate"),
+        ("sessions", "revoke-all", "__kate__"),  # a reserved Firestore id
+        ("users", "set-permissions", "k", "read"),
+        ("sessions", "revoke-everyone", "--yes", "--resume-after", "\u212aate"),
+    ],
+)
+def test_a_name_that_is_no_username_is_refused_before_the_store(
+    client: TestClient, args: tuple[str, ...], tmp_path: Path
+) -> None:
+    """The CLI and the admin operations validate a name before lower-casing it, as the register endpoint does."""
+    register(client, "kate")
+    result = cli(*args)
+    assert result.returncode == 1
+    assert error_lines(result) == [f"error: invalid input: username: {USERNAME_RULE}"]
+    [event] = log_events(tmp_path)
+    assert event["event"] == "admin_command_failed"
+    assert event["target"] == (args[2] if args[0] == "users" or args[1] == "revoke-all" else "*")
+    token = login(client, "kate")  # neither disabled nor deleted, and the session still stands
+    assert client.get("/profile", headers=bearer(token)).status_code == 200
 
 
 def test_create_existing_user_fails(client: TestClient) -> None:

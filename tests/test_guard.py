@@ -177,6 +177,25 @@ def test_a_cookie_request_that_extends_its_session_gets_the_cookie_again(
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_function_that_sets_the_cookie_itself_keeps_its_own(kind: str, make_client: AppFactory, targets: Any) -> None:
+    """The session endpoints' rule: the extended session's cookie is re-sent only when no Set-Cookie is there yet.
+
+    A function that clears the cookie (a sign-out page) must not get a second ``Set-Cookie``
+    after its own: the browser applies both in order, and the guard's would bring the cookie back.
+    """
+    api = make_client(
+        SESSION_TOUCH_SECONDS="0", SESSION_IDLE_SECONDS="600", SESSION_DEFAULT_PERMISSIONS="read,orders:write"
+    )
+    register(api)
+    reply = targets(f"{kind}_signs_out").call(cookie=login(api))
+    assert reply.status == 200, reply.body
+    headers: Any = reply.headers  # Werkzeug's Headers or httpx's: each has its own name for all values
+    sent = headers.getlist("set-cookie") if kind == "flask" else headers.get_list("set-cookie")
+    assert len(sent) == 1, sent
+    assert sent[0].startswith("__session=;") or sent[0].startswith('__session="";'), sent
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_bearer_requests_are_exempt_from_csrf(kind: str, api: TestClient, targets: Any) -> None:
     register(api)
     reply = targets(f"{kind}_orders").call("POST", token=login(api), origin="https://evil.example")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from session import pages, tokens
+from session import errors, pages, tokens
 from tests.conftest import AppFactory, bearer, login, register
 from tests.test_cli import cli, error_lines
 from tests.test_lifecycle import FakeClock, use_clock
@@ -192,6 +192,20 @@ def test_page_tokens_round_trip_and_are_url_safe() -> None:
         pages.decode_users(token)
     with pytest.raises(pages.BadPageToken):
         pages.decode_users(_b64("u1:Alice"))  # not a stored (lower-case) username
+
+
+@pytest.mark.parametrize(("parse", "foreign"), [(pages.sessions_position, "u1:alice"), (pages.users_position, "x")])
+def test_one_parser_raises_the_one_error_at_a_neutral_location(parse: Any, foreign: str) -> None:
+    """The HTTP edge and the CLI get the same error; only the edge says where it read the token (the query)."""
+    assert parse(None) is None
+    with pytest.raises(errors.InvalidRequest) as caught:
+        parse(_b64(foreign), "`a listing`")
+    assert isinstance(caught.value, pages.BadPageToken)
+    assert caught.value.status == 400 and caught.value.code == "invalid_request"
+    assert caught.value.errors == [
+        {"loc": ["page_token"], "msg": "not a page token of `a listing`; start again without it"}
+    ]
+    assert caught.value.located("query").errors[0]["loc"] == ["query", "page_token"]
 
 
 # --- the CLI -----------------------------------------------------------------------------------------
