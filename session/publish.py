@@ -1,0 +1,147 @@
+"""Publishing security events to Pub/Sub (``SESSION_EVENTS_TOPIC``), within a short deadline, never raising.
+
+One ``PublisherAsyncClient`` per event loop, created on the first publish and reused (a gRPC
+channel belongs to the loop that made it), as the store does with Firestore's client: a service
+without a topic never imports the Pub/Sub library, and one with a topic pays for it on its first
+event, not at cold start.
+
+Why the low-level client and one ``Publish`` call per batch rather than the library's batching
+``PublisherClient``: that one sends from background threads after the call returns, and a
+Cloud Function's CPU is throttled once its response is sent, so a message could wait there
+until the next request. Here the request awaits its own publish, bounded by the deadline.
+
+Ordering: every message carries the user's id as its ordering key. Pub/Sub then delivers one
+user's events in publish order to a subscription created with message ordering on (others
+ignore the key). The order holds for messages published in one region; a deployment's
+functions run in one region, whose Pub/Sub the global endpoint reaches, so no regional
+endpoint is configured. Delivery is at least once: a subscriber deduplicates by the event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from session.config import Settings
+from session.events import EventMessage
+
+if TYPE_CHECKING:  # the client library is heavy: import it on first use only
+    from google.pubsub_v1 import PublisherAsyncClient
+
+# The longest a request waits for its events to be published; what is not published by then is left for
+# `events publish-pending`. A publish on a warm channel takes milliseconds; the first on an instance, a channel.
+PUBLISH_DEADLINE_SECONDS = 1.0
+# Pub/Sub takes at most 1,000 messages (and 10 MB) per Publish call; an event is well under 2 KiB.
+MAX_BATCH = 500
+
+log = logging.getLogger("session.events")
+
+
+class EventPublisher:
+    """Publishes ``EventMessage`` batches to ``settings.events_topic_path``; does nothing without a topic."""
+
+    def __init__(self, settings: Settings, deadline: float = PUBLISH_DEADLINE_SECONDS) -> None:
+        self._topic = settings.events_topic_path
+        self._deadline = deadline
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PublisherAsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._retry: Any = None
+
+    @property
+    def enabled(self) -> bool:
+        """True when ``SESSION_EVENTS_TOPIC`` is set, so events are to be published."""
+        return self._topic is not None
+
+    @property
+    def topic(self) -> str | None:
+        """The full topic name (``projects/P/topics/T``), or ``None`` without a topic."""
+        return self._topic
+
+    async def publish(self, messages: Sequence[EventMessage]) -> list[bool]:
+        """Publish ``messages`` in order; for each, whether Pub/Sub accepted it.
+
+        Returns within the deadline (the one given to the constructor, for the
+        whole call) and never raises for a failure of Pub/Sub: a message that is
+        not accepted by then is ``False``, and is to be published again later (a
+        ``False`` message may still have been delivered: at least once). Without
+        a topic, nothing is sent and every message is ``False``. Messages are sent
+        in batches of at most ``MAX_BATCH``, each accepted or not as a whole.
+        Logs one warning per failed call: the error's kind and the message count,
+        never a message's content.
+        """
+        results = [False] * len(messages)
+        if self._topic is None or not messages:
+            return results
+        started = time.monotonic()
+        for first in range(0, len(messages), MAX_BATCH):
+            batch = messages[first : first + MAX_BATCH]
+            left = self._deadline - (time.monotonic() - started)
+            if left <= 0 or not await self._send(self._topic, batch, left):
+                break
+            results[first : first + len(batch)] = [True] * len(batch)
+        return results
+
+    async def _send(self, topic: str, batch: Sequence[EventMessage], deadline: float) -> bool:
+        try:
+            async with asyncio.timeout(deadline):
+                client = self._client()
+                from google.pubsub_v1 import PubsubMessage
+
+                await client.publish(
+                    topic=topic,
+                    messages=[
+                        PubsubMessage(data=m.data(), attributes=m.attributes(), ordering_key=m.ordering_key)
+                        for m in batch
+                    ],
+                    retry=self._retry,
+                    timeout=deadline,
+                )
+            return True
+        except Exception as exc:  # Pub/Sub down, slow, refusing: the caller's request goes on regardless
+            log.warning(
+                "events_not_published",
+                extra={
+                    "json_fields": {"event": "events_not_published", "error": type(exc).__name__, "count": len(batch)}
+                },
+            )
+            return False
+
+    def _client(self) -> PublisherAsyncClient:
+        """The running event loop's client, created on first use (the library honours ``PUBSUB_EMULATOR_HOST``)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            from google.api_core import exceptions as gexc
+            from google.api_core.retry import if_exception_type
+            from google.api_core.retry_async import AsyncRetry
+            from google.pubsub_v1 import PublisherAsyncClient
+
+            client = PublisherAsyncClient()
+            self._clients[loop] = client
+            if self._retry is None:
+                # Transient failures are retried until the deadline: a duplicate is allowed (at least once).
+                self._retry = AsyncRetry(
+                    predicate=if_exception_type(
+                        gexc.ServiceUnavailable,
+                        gexc.DeadlineExceeded,
+                        gexc.InternalServerError,
+                        gexc.TooManyRequests,
+                        gexc.Aborted,
+                    ),
+                    initial=0.05,
+                    maximum=0.5,
+                    multiplier=2.0,
+                    timeout=self._deadline,
+                )
+        return client
+
+    async def close(self) -> None:
+        """Close the running event loop's client, if any (its gRPC channel belongs to the loop)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.transport.close()  # type: ignore[no-untyped-call]
