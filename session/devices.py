@@ -63,12 +63,19 @@ def clean_text(value: str | None, limit: int) -> str | None:
 
 
 def _user_agent_parser() -> Parser:
-    """The parser with ua-parser's built-in rules, made on the first login of the instance."""
+    """The parser with ua-parser's built-in rules for browsers and systems, made on the first login of the instance.
+
+    Not the package's global parser: without a compiled regex engine that one compiles all its
+    rules (devices' too) on first use, about three times the cost of compiling, on demand, only
+    the browser and system rules a name needs.
+    """
     global _parser
     if _parser is None:
-        import ua_parser  # about 0.1 s to import and load the rules: paid by the first login, not the cold start
+        from ua_parser import BasicResolver, Cache, CachingResolver, load_lazy_builtins
+        from ua_parser import Parser as UserAgentParser
 
-        _parser = ua_parser.parser
+        browsers, systems, _devices = load_lazy_builtins()
+        _parser = UserAgentParser(CachingResolver(BasicResolver((browsers, systems, [])), Cache(2000)))
     return _parser
 
 
