@@ -4,7 +4,7 @@
 ``google-cloud-cli-pubsub-emulator``, installed by scripts/ci-tools.sh). Stopping kills the
 whole group: the gcloud wrapper's Java child would otherwise keep the port. The emulator keeps
 topics and subscriptions in memory, so a restarted one has none. It logs to
-``.logs/pubsub-emulator-PORT.log``.
+``.logs/pubsub-emulator-PORT.log``; logs older than a day, and all but the newest 20, are removed when one starts.
 """
 
 from __future__ import annotations
@@ -20,11 +20,28 @@ import urllib.request
 from pathlib import Path
 
 LOG_DIR = Path(__file__).resolve().parent.parent / ".logs"
+KEEP_LOGS = 20
+KEEP_LOG_SECONDS = 24 * 3600
 INSTALL = "apt-get install google-cloud-cli-pubsub-emulator (or: bash scripts/ci-tools.sh pubsub-emulator)"
 
 
 class PubSubEmulatorError(RuntimeError):
     """The emulator cannot start; the message says why (and where its log is)."""
+
+
+def prune_logs(folder: Path = LOG_DIR) -> None:
+    """Remove Pub/Sub emulator logs older than a day, and all but the newest ``KEEP_LOGS``."""
+    now = time.time()
+    logs = []
+    for path in folder.glob("pubsub-emulator-*.log"):
+        try:
+            logs.append((path.stat().st_mtime, path))
+        except OSError:
+            continue
+    logs.sort(reverse=True)
+    for index, (mtime, path) in enumerate(logs):
+        if index >= KEEP_LOGS or now - mtime > KEEP_LOG_SECONDS:
+            path.unlink(missing_ok=True)
 
 
 def free_port() -> int:
@@ -48,6 +65,7 @@ class PubSubEmulator:
             if shutil.which(tool) is None:
                 raise PubSubEmulatorError(f"{tool} is not installed; the Pub/Sub emulator needs it ({INSTALL})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        prune_logs(self.log_path.parent)
         log = open(self.log_path, "ab")
         env = {k: v for k, v in os.environ.items() if k != "PUBSUB_EMULATOR_HOST"}
         self.proc = subprocess.Popen(
