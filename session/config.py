@@ -120,6 +120,8 @@ class Settings(BaseModel):
         validation_alias=AliasChoices("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT"),
     )
     emulator_host: str | None = Field(default=None, validation_alias="FIRESTORE_EMULATOR_HOST")
+    # host:port of a Pub/Sub emulator (tests): the events' publisher connects there, without credentials.
+    pubsub_emulator_host: str | None = Field(default=None, validation_alias="PUBSUB_EMULATOR_HOST")
     database: str = Field(default="(default)", min_length=1, validation_alias="FIRESTORE_DATABASE")
     port: int = Field(default=8080, ge=1, le=65535, validation_alias="PORT")
 

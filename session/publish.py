@@ -20,6 +20,7 @@ endpoint is configured. Delivery is at least once: a subscriber deduplicates by 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -35,8 +36,21 @@ if TYPE_CHECKING:  # the client library is heavy: import it on first use only
 # The longest a request waits for its events to be published; what is not published by then is left for
 # `events publish-pending`. A publish on a warm channel takes milliseconds; the first on an instance, a channel.
 PUBLISH_DEADLINE_SECONDS = 1.0
+# Closing a failed channel is local work; it never holds a request longer than this.
+DISCARD_SECONDS = 0.1
 # Pub/Sub takes at most 1,000 messages (and 10 MB) per Publish call; an event is well under 2 KiB.
 MAX_BATCH = 500
+
+# A channel that lost its server reconnects with a backoff that grows to two minutes by default, failing every call
+# at once meanwhile, and gRPC shares that state between channels to the same server (its global subchannel pool).
+# So each channel gets its own subchannels, a failed publish drops its channel (_discard), and the backoff stays
+# short: the first publish after Pub/Sub is back goes through.
+_CHANNEL_OPTIONS = (
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
 
 log = logging.getLogger("session.events")
 
@@ -46,6 +60,7 @@ class EventPublisher:
 
     def __init__(self, settings: Settings, deadline: float = PUBLISH_DEADLINE_SECONDS) -> None:
         self._topic = settings.events_topic_path
+        self._emulator_host = settings.pubsub_emulator_host
         self._deadline = deadline
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PublisherAsyncClient] = (
             weakref.WeakKeyDictionary()
@@ -72,7 +87,7 @@ class EventPublisher:
         a topic, nothing is sent and every message is ``False``. Messages are sent
         in batches of at most ``MAX_BATCH``, each accepted or not as a whole.
         Logs one warning per failed call: the error's kind and the message count,
-        never a message's content.
+        never a message's content. After a failure the next call opens a new channel.
         """
         results = [False] * len(messages)
         if self._topic is None or not messages:
@@ -109,10 +124,11 @@ class EventPublisher:
                     "json_fields": {"event": "events_not_published", "error": type(exc).__name__, "count": len(batch)}
                 },
             )
+            await self._discard()
             return False
 
     def _client(self) -> PublisherAsyncClient:
-        """The running event loop's client, created on first use (the library honours ``PUBSUB_EMULATOR_HOST``)."""
+        """The running event loop's client, created on first use, on a channel of its own (``_CHANNEL_OPTIONS``)."""
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
@@ -120,8 +136,20 @@ class EventPublisher:
             from google.api_core.retry import if_exception_type
             from google.api_core.retry_async import AsyncRetry
             from google.pubsub_v1 import PublisherAsyncClient
+            from google.pubsub_v1.services.publisher.transports import PublisherGrpcAsyncIOTransport
 
-            client = PublisherAsyncClient()
+            if self._emulator_host is not None:  # what the library itself does for the emulator, with our options
+                from grpc import aio  # type: ignore[import-untyped]
+
+                channel: Any = aio.insecure_channel(self._emulator_host, options=_CHANNEL_OPTIONS)
+            else:
+
+                def channel(*args: Any, options: Sequence[tuple[str, Any]] = (), **kwargs: Any) -> Any:
+                    # The transport's own channel (credentials, endpoint, its options), with ours added.
+                    create = PublisherGrpcAsyncIOTransport.create_channel
+                    return create(*args, options=[*options, *_CHANNEL_OPTIONS], **kwargs)
+
+            client = PublisherAsyncClient(transport=PublisherGrpcAsyncIOTransport(channel=channel))
             self._clients[loop] = client
             if self._retry is None:
                 # Transient failures are retried until the deadline: a duplicate is allowed (at least once).
@@ -139,6 +167,18 @@ class EventPublisher:
                     timeout=self._deadline,
                 )
         return client
+
+    async def _discard(self) -> None:
+        """Drop the running loop's client after a failure, so that the next publish opens a fresh channel.
+
+        A channel that lost its server waits out a reconnect backoff, failing every call at
+        once meanwhile; a new channel (with its own subchannels) connects on its first call.
+        """
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(DISCARD_SECONDS):
+                    await client.transport.close()  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
         """Close the running event loop's client, if any (its gRPC channel belongs to the loop)."""

@@ -198,7 +198,8 @@ def test_dbsc_settings_and_their_defaults() -> None:
 def test_event_settings_and_their_defaults() -> None:
     default = load_settings({})
     assert (default.events_topic, default.events_topic_path, default.events_days) == (None, None, 90)
-    assert default.client_geo_header is None
+    assert (default.client_geo_header, default.pubsub_emulator_host) == (None, None)
+    assert load_settings({"PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"}).pubsub_emulator_host == "127.0.0.1:8085"
     assert load_settings({"SESSION_EVENTS_TOPIC": "", "SESSION_CLIENT_GEO_HEADER": ""}) == default
 
 
