@@ -351,3 +351,36 @@ def test_a_large_batch_is_sent_in_parts(topic: Topic) -> None:
     assert asyncio.run(publish_and_close(publisher(topic, deadline=5.0), sent)) == [True] * 1200
     received = topic.pull(1200, timeout=60)
     assert [json.loads(m.data)["id"] for m in received] == [m.event.id for m in sent]
+
+
+def test_the_client_for_google_cloud_is_built_offline(tmp_path: Any) -> None:
+    """Without an emulator: the transport's own channel (credentials, endpoint) with our options; nothing sent."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    account = {
+        "type": "service_account",
+        "project_id": "demo-offline",
+        "private_key_id": "k1",
+        "private_key": key.decode(),
+        "client_email": "fn@demo-offline.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": "https://oauth2.invalid/token",
+    }
+    (tmp_path / "account.json").write_text(json.dumps(account))
+    os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = str(tmp_path / "account.json")
+    os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+    pub = EventPublisher(load_settings({"GOOGLE_CLOUD_PROJECT": "demo-offline", "SESSION_EVENTS_TOPIC": "events"}))
+
+    async def build() -> tuple[str, str]:
+        client = pub._client()  # the one way to build it without sending anything
+        try:
+            return client.api_endpoint, type(client.transport.grpc_channel).__module__
+        finally:
+            await pub.close()
+
+    # The transport called our channel factory with its credentials and endpoint: Google's, over gRPC asyncio.
+    assert asyncio.run(build()) == ("pubsub.googleapis.com:443", "grpc.aio._channel")
