@@ -80,14 +80,16 @@ class EventPublisher:
     async def publish(self, messages: Sequence[EventMessage]) -> list[bool]:
         """Publish ``messages`` in order; for each, whether Pub/Sub accepted it.
 
-        Returns within the deadline (the one given to the constructor, for the
-        whole call) and never raises for a failure of Pub/Sub: a message that is
-        not accepted by then is ``False``, and is to be published again later (a
-        ``False`` message may still have been delivered: at least once). Without
-        a topic, nothing is sent and every message is ``False``. Messages are sent
-        in batches of at most ``MAX_BATCH``, each accepted or not as a whole.
-        Logs one warning per failed call: the error's kind and the message count,
-        never a message's content. After a failure the next call opens a new channel.
+        Never raises for a failure of Pub/Sub, and returns within the deadline given
+        to the constructor (for the whole call; plus at most ``DISCARD_SECONDS`` to
+        close a failed channel, and the first call of an instance also builds the
+        client, synchronously). A message not accepted by then is ``False``, to be
+        published again later; a ``False`` message may still have been delivered
+        (at least once). Without a topic, nothing is sent and every message is
+        ``False``. Messages go in batches of at most ``MAX_BATCH``, each accepted or
+        not as a whole. Logs one warning per failed call, with the error's kind and
+        the message count, never a message's content; the next call after a
+        failure opens a new channel.
         """
         results = [False] * len(messages)
         if self._topic is None or not messages:
