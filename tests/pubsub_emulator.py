@@ -1,4 +1,4 @@
-"""Start and stop a Pub/Sub emulator in its own process group, as scripts/emulator.py does for Firestore.
+"""Start and stop a Pub/Sub emulator in its own process group, with devtools.launch's helpers (as its Firestore one).
 
 ``gcloud beta emulators pubsub start --host-port=127.0.0.1:PORT`` (Debian's
 ``google-cloud-cli-pubsub-emulator``, installed by scripts/ci-tools.sh). Stopping kills the
@@ -11,43 +11,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
-LOG_DIR = Path(__file__).resolve().parent.parent / ".logs"
-KEEP_LOGS = 20
-KEEP_LOG_SECONDS = 24 * 3600
+from devtools.launch import HOST, LOG_DIR, free_port, http_status, prune_logs, spawn, stop_group, wait_until
+
 INSTALL = "apt-get install google-cloud-cli-pubsub-emulator (or: bash scripts/ci-tools.sh pubsub-emulator)"
+
+__all__ = ["PubSubEmulator", "PubSubEmulatorError", "free_port"]
 
 
 class PubSubEmulatorError(RuntimeError):
     """The emulator cannot start; the message says why (and where its log is)."""
-
-
-def prune_logs(folder: Path = LOG_DIR) -> None:
-    """Remove Pub/Sub emulator logs older than a day, and all but the newest ``KEEP_LOGS``."""
-    now = time.time()
-    logs = []
-    for path in folder.glob("pubsub-emulator-*.log"):
-        try:
-            logs.append((path.stat().st_mtime, path))
-        except OSError:
-            continue
-    logs.sort(reverse=True)
-    for index, (mtime, path) in enumerate(logs):
-        if index >= KEEP_LOGS or now - mtime > KEEP_LOG_SECONDS:
-            path.unlink(missing_ok=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PubSubEmulator:
@@ -55,7 +29,7 @@ class PubSubEmulator:
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.host = f"127.0.0.1:{self.port}"
+        self.host = f"{HOST}:{self.port}"
         self.log_path = LOG_DIR / f"pubsub-emulator-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -64,26 +38,12 @@ class PubSubEmulator:
         for tool in ("gcloud", "java"):
             if shutil.which(tool) is None:
                 raise PubSubEmulatorError(f"{tool} is not installed; the Pub/Sub emulator needs it ({INSTALL})")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        prune_logs(self.log_path.parent)
-        log = open(self.log_path, "ab")
+        prune_logs(LOG_DIR, pattern="pubsub-emulator-*.log")
         env = {k: v for k, v in os.environ.items() if k != "PUBSUB_EMULATOR_HOST"}
-        self.proc = subprocess.Popen(
-            ["gcloud", "beta", "emulators", "pubsub", "start", f"--host-port={self.host}", "--quiet"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            if self.ready():
-                return self
-            time.sleep(0.2)
+        cmd = ["gcloud", "beta", "emulators", "pubsub", "start", f"--host-port={self.host}", "--quiet"]
+        self.proc = spawn(cmd, self.log_path, env)
+        if wait_until(self.ready, self.proc, timeout):
+            return self
         tail = self.log_path.read_text(errors="replace")[-2000:]
         self.stop()
         if "not installed" in tail or "components install" in tail:
@@ -91,32 +51,15 @@ class PubSubEmulator:
         raise PubSubEmulatorError(f"the Pub/Sub emulator did not start on {self.host} (log {self.log_path}):\n{tail}")
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.host}/", timeout=1) as resp:
-                return resp.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_status(f"http://{self.host}/") == 200
 
     def stop(self) -> None:
         """Stop the whole process group and wait until the port is free."""
         if self.proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        try:  # the Java child may outlive the wrapper: make sure the group is gone
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_group(self.proc)
         self.proc = None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and self.ready():
-            time.sleep(0.1)
+        wait_until(lambda: not self.ready(), None, 10, interval=0.1)
 
     def __enter__(self) -> PubSubEmulator:
         return self.start()
