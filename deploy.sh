@@ -11,6 +11,8 @@ SERVICE_ACCOUNT_NAME="session-service"
 # The one role the functions' identity needs: reading and writing documents (granted on the service's database
 # only, by an IAM condition). Logs need no role: the platform collects what the functions print to stdout.
 DATABASE_ROLE="roles/datastore.user"
+# The one role the functions need on the events topic (SESSION_EVENTS_TOPIC), granted on that topic only.
+TOPIC_ROLE="roles/pubsub.publisher"
 # What earlier versions of this script granted our account, and a re-run takes back.
 LEGACY_GRANTS=(roles/datastore.user roles/logging.logWriter)
 APIS=(
@@ -51,7 +53,10 @@ Deploy the session service to Google Cloud Functions (2nd gen) on Firestore:
      roles/datastore.user on the service's Firestore database only (an IAM condition),
      nothing else (logs printed to stdout need no role); grants of earlier versions of
      this script (the role on the whole project, roles/logging.logWriter) are taken back;
-  6. deploy each function with --trigger-http, and print the URLs.
+  6. when SESSION_EVENTS_TOPIC is set (a topic id in the project, or projects/P/topics/T):
+     create the topic if it is missing, and grant the service account created in step 5
+     roles/pubsub.publisher on that topic only (a given --service-account needs that grant);
+  7. deploy each function with --trigger-http, and print the URLs.
 Each step looks before it creates: a second run changes nothing but the functions' code.
 
 Every option can also be set by the environment variable in brackets; a flag wins.
@@ -87,7 +92,8 @@ nothing else of the environment: other SESSION_* variables (a desktop's SESSION_
 warning and left behind. SESSION_COOKIE_SECURE=false and plain-http origins other than loopback ones
 in SESSION_ALLOWED_ORIGINS or SESSION_PAGE_API_ORIGIN are refused. SESSION_USERS_COLLECTION,
 SESSION_SESSIONS_COLLECTION and SESSION_ATTEMPTS_COLLECTION rename the collection groups of
-firestore.indexes.json. The functions also get GOOGLE_CLOUD_PROJECT and FIRESTORE_DATABASE.
+firestore.indexes.json. SESSION_EVENTS_TOPIC adds step 6 (and enables pubsub.googleapis.com). The
+functions also get GOOGLE_CLOUD_PROJECT and FIRESTORE_DATABASE.
 
 Requires gcloud and python3 (to read firestore.indexes.json and session/config.py; no packages).
 Example: PROJECT=my-project ./deploy.sh --single --dry-run
@@ -153,6 +159,21 @@ done
 for number in MIN_INSTANCES MAX_INSTANCES CONCURRENCY; do
     [[ "${!number}" =~ ^[0-9]+$ ]] || die "${number} must be a whole number, not ${!number}"
 done
+
+# The events topic (issue 22): its project and id. The service validates the value itself at cold start; here
+# only its shape matters, to tell the two forms apart.
+EVENTS_TOPIC="${SESSION_EVENTS_TOPIC:-}"
+TOPIC_PROJECT="${PROJECT}"
+TOPIC_ID="${EVENTS_TOPIC}"
+if [[ "${EVENTS_TOPIC}" == */* ]]; then
+    [[ "${EVENTS_TOPIC}" =~ ^projects/([^/]+)/topics/([^/]+)$ ]] ||
+        die "SESSION_EVENTS_TOPIC must be a topic id or projects/PROJECT/topics/TOPIC, not ${EVENTS_TOPIC}"
+    TOPIC_PROJECT="${BASH_REMATCH[1]}"
+    TOPIC_ID="${BASH_REMATCH[2]}"
+fi
+if [[ -n "${EVENTS_TOPIC}" ]]; then
+    APIS+=(pubsub.googleapis.com)
+fi
 
 if [[ -z "${SERVICE_ACCOUNT}" ]]; then
     SERVICE_ACCOUNT="${SERVICE_ACCOUNT_NAME}@${PROJECT}.iam.gserviceaccount.com"
@@ -474,7 +495,25 @@ if [[ "${CREATE_SERVICE_ACCOUNT}" == 1 ]]; then
     done
 fi
 
-# --- 6. the functions ----------------------------------------------------------------------------
+# --- 6. the events topic (SESSION_EVENTS_TOPIC) ---------------------------------------------------
+
+if [[ -n "${EVENTS_TOPIC}" ]]; then
+    TOPIC_FLAGS=(--project="${TOPIC_PROJECT}")
+    if ! look gcloud pubsub topics describe "${TOPIC_ID}" "${TOPIC_FLAGS[@]}" --format='value(name)' >/dev/null 2>&1; then
+        note "creating the Pub/Sub topic ${TOPIC_ID} in ${TOPIC_PROJECT}"
+        run gcloud pubsub topics create "${TOPIC_ID}" "${TOPIC_FLAGS[@]}"
+    fi
+    if [[ "${CREATE_SERVICE_ACCOUNT}" == 1 ]]; then
+        # Adding a binding that exists changes nothing, so a re-run may add it again.
+        note "granting ${TOPIC_ROLE} on the topic ${TOPIC_ID} to ${SERVICE_ACCOUNT}"
+        run gcloud pubsub topics add-iam-policy-binding "${TOPIC_ID}" "${TOPIC_FLAGS[@]}" \
+            --member="serviceAccount:${SERVICE_ACCOUNT}" --role="${TOPIC_ROLE}" >/dev/null
+    else
+        note "the given service account ${SERVICE_ACCOUNT} needs ${TOPIC_ROLE} on ${TOPIC_ID} to publish events"
+    fi
+fi
+
+# --- 7. the functions ----------------------------------------------------------------------------
 
 for fn in "${FUNCTION_LIST[@]}"; do
     note "deploying ${fn}"

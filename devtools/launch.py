@@ -137,11 +137,13 @@ def missing_tool(path: str | None = None) -> str | None:
     return None
 
 
-def prune_logs(folder: Path = LOG_DIR, keep: int = KEEP_LOGS, max_age: float = KEEP_LOG_SECONDS) -> None:
-    """Remove emulator logs older than ``max_age`` seconds, and all but the newest ``keep``."""
+def prune_logs(
+    folder: Path = LOG_DIR, keep: int = KEEP_LOGS, max_age: float = KEEP_LOG_SECONDS, pattern: str = LOG_GLOB
+) -> None:
+    """Remove emulator logs (``pattern``) older than ``max_age`` seconds, and all but the newest ``keep``."""
     now = time.time()
     logs = []
-    for path in folder.glob(LOG_GLOB):
+    for path in folder.glob(pattern):
         try:
             logs.append((path.stat().st_mtime, path))
         except OSError:

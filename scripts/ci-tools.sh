@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Install what the deploy and client checks of `make test` need, idempotently:
-#   the shellcheck Debian package, firebase-tools (pinned) and the client tools (openapi-typescript and
-#   typescript, pinned by tests/clients/package-lock.json) in a cache outside the repo.
+# Install what the deploy, client and event checks of `make test` need, idempotently: the shellcheck and
+#   google-cloud-cli-pubsub-emulator Debian packages, firebase-tools (pinned) and the client tools
+#   (openapi-typescript and typescript, pinned by tests/clients/package-lock.json) in a cache outside the repo.
 #
-#   scripts/ci-tools.sh                    install all three (skips what is already there)
+#   scripts/ci-tools.sh                    install all four (skips what is already there)
 #   scripts/ci-tools.sh firebase-tools     install firebase-tools only
 #   scripts/ci-tools.sh shellcheck         install shellcheck only
 #   scripts/ci-tools.sh client-tools       install the client tools only
+#   scripts/ci-tools.sh pubsub-emulator    install the Pub/Sub emulator only (tests/test_publish.py)
 #   scripts/ci-tools.sh --firebase-tools-dir
 #                                          print where the pinned firebase-tools lives (installs nothing)
 #   scripts/ci-tools.sh --client-tools-dir print where the pinned client tools live (installs nothing)
@@ -34,6 +35,21 @@ install_shellcheck() {
     "${sudo[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq shellcheck >/dev/null
     echo "shellcheck: $(shellcheck --version | sed -n 's/^version: //p') installed"
+}
+
+install_pubsub_emulator() {
+    local package=google-cloud-cli-pubsub-emulator
+    if dpkg-query -W -f='${Status}' "${package}" 2>/dev/null | grep -q "install ok installed"; then
+        echo "${package}: $(dpkg-query -W -f='${Version}' "${package}") already installed"
+        return
+    fi
+    local sudo=()
+    if [[ "$(id -u)" -ne 0 ]]; then
+        sudo=(sudo)
+    fi
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${package}" >/dev/null
+    echo "${package}: $(dpkg-query -W -f='${Version}' "${package}") installed"
 }
 
 install_firebase_tools() {
@@ -79,17 +95,19 @@ install_client_tools() {
 case "${1:-all}" in
     all)
         install_shellcheck
+        install_pubsub_emulator
         install_firebase_tools
         install_client_tools
         ;;
     shellcheck) install_shellcheck ;;
+    pubsub-emulator) install_pubsub_emulator ;;
     firebase-tools) install_firebase_tools ;;
     client-tools) install_client_tools ;;
     --firebase-tools-dir) echo "${FIREBASE_TOOLS_DIR}" ;;
     --client-tools-dir) echo "${CLIENT_TOOLS_DIR}" ;;
-    -h | --help) sed -n '2,15s/^# \{0,1\}//p' "$0" ;;
+    -h | --help) sed -n '2,16s/^# \{0,1\}//p' "$0" ;;
     *)
-        echo "usage: $0 [all|shellcheck|firebase-tools|client-tools|--firebase-tools-dir|--client-tools-dir]" >&2
+        echo "usage: $0 [all|shellcheck|pubsub-emulator|firebase-tools|client-tools|--firebase-tools-dir|--client-tools-dir]" >&2
         exit 2
         ;;
 esac

@@ -57,6 +57,17 @@ MAX_CACHE_SIZE = 1_000_000
 # A ledger entry is a 64-character key: a thousand keep the ledger document far below Firestore's 1 MiB.
 MAX_SESSIONS_PER_USER = 1000
 
+# How long an account's security events are kept (their TTL): at least a day, since TTL deletion itself lags
+# up to a day; at most 400 days, as long as a device may stay trusted (SESSION_DEVICE_COOKIE_DAYS), so the login
+# that made any still-trusted device can be shown. More would keep networks and places past any use they have.
+DEFAULT_EVENTS_DAYS = 90
+MAX_EVENTS_DAYS = 400
+# A Pub/Sub topic id (3 to 255 characters, a letter first, not starting with "goog"), or its full name
+# projects/PROJECT/topics/TOPIC with a project id (6 to 30 characters, optionally domain-scoped "example.com:p").
+TOPIC_ID_PATTERN = r"(?!goog)[A-Za-z][A-Za-z0-9._~+%-]{2,254}"
+PROJECT_ID_PATTERN = r"(?:[a-z0-9][a-z0-9.-]*:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"
+TOPIC_PATTERN = rf"^(?:projects/{PROJECT_ID_PATTERN}/topics/)?{TOPIC_ID_PATTERN}$"
+
 # Collection ids: no '/', and not Firestore's reserved __…__ form.
 COLLECTION_PATTERN = r"^(?!__.*__$)[A-Za-z0-9_-]{1,100}$"
 # A Firestore database id (4 to 63 characters, a lower-case letter first), or "(default)".
@@ -109,6 +120,8 @@ class Settings(BaseModel):
         validation_alias=AliasChoices("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT"),
     )
     emulator_host: str | None = Field(default=None, validation_alias="FIRESTORE_EMULATOR_HOST")
+    # host:port of a Pub/Sub emulator (tests): the events' publisher connects there, without credentials.
+    pubsub_emulator_host: str | None = Field(default=None, validation_alias="PUBSUB_EMULATOR_HOST")
     database: str = Field(default="(default)", min_length=1, validation_alias="FIRESTORE_DATABASE")
     port: int = Field(default=8080, ge=1, le=65535, validation_alias="PORT")
 
@@ -173,6 +186,9 @@ class Settings(BaseModel):
     # is the one it appended; unset: the peer address of the connection, and no header is believed.
     client_ip_header: str | None = Field(default=None, validation_alias="SESSION_CLIENT_IP_HEADER")
     client_ip_hops: int = Field(default=1, ge=1, le=10, validation_alias="SESSION_CLIENT_IP_HOPS")
+    # The header a trusted proxy writes the client's place into (a load balancer's custom header such as
+    # X-Client-Geo-Location: {client_region},{client_city}); unset: no place is recorded, and no header believed.
+    client_geo_header: str | None = Field(default=None, validation_alias="SESSION_CLIENT_GEO_HEADER")
     # The most sessions a user may have at once; a login beyond it ends the least recently used one. 0: no cap.
     max_sessions_per_user: int = Field(
         default=20, ge=0, le=MAX_SESSIONS_PER_USER, validation_alias="SESSION_MAX_PER_USER"
@@ -181,6 +197,13 @@ class Settings(BaseModel):
     # How recently the password must have been proved (SessionRecord.auth_time) for the sensitive
     # operations (a new email, listing or revoking other sessions). At most a day: older is no step-up.
     reauth_seconds: int = Field(default=600, ge=1, le=DAY, validation_alias="SESSION_REAUTH_SECONDS")
+
+    # The Pub/Sub topic every security event is published to (a topic id in `project`, or projects/P/topics/T);
+    # unset: nothing is published and the Pub/Sub client is never imported. Events are kept SESSION_EVENTS_DAYS.
+    events_topic: str | None = Field(default=None, validation_alias="SESSION_EVENTS_TOPIC")
+    events_days: int = Field(
+        default=DEFAULT_EVENTS_DAYS, ge=1, le=MAX_EVENTS_DAYS, validation_alias="SESSION_EVENTS_DAYS"
+    )
 
     firestore_timeout_seconds: float = Field(
         default=5.0, ge=0.5, le=60, allow_inf_nan=False, validation_alias="SESSION_FIRESTORE_TIMEOUT_SECONDS"
@@ -289,12 +312,31 @@ class Settings(BaseModel):
             object.__setattr__(self, "device_max_failures", self.login_max_failures)
         return self
 
-    @field_validator("client_ip_header")
+    @field_validator("client_ip_header", "client_geo_header")
     @classmethod
     def _header_name(cls, value: str | None) -> str | None:
         if not value:
             return None
         return _check_pattern(r"[A-Za-z0-9-]{1,64}", value, "must be a header name, 1 to 64 of A-Z a-z 0-9 -").lower()
+
+    @field_validator("events_topic")
+    @classmethod
+    def _topic(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        return _check_pattern(
+            TOPIC_PATTERN,
+            value,
+            "must be a Pub/Sub topic id (3 to 255 of A-Z a-z 0-9 - _ . ~ + %, a letter first, not starting with "
+            "goog), or projects/PROJECT/topics/TOPIC",
+        )
+
+    @property
+    def events_topic_path(self) -> str | None:
+        """The full name of ``SESSION_EVENTS_TOPIC`` (a bare id is in ``project``); ``None`` when unset."""
+        if self.events_topic is None or self.events_topic.startswith("projects/"):
+            return self.events_topic
+        return f"projects/{self.project}/topics/{self.events_topic}"
 
     @field_validator("log_level")
     @classmethod

@@ -49,6 +49,19 @@ BAD: list[tuple[dict[str, str], str, str]] = [
     ({"SESSION_ADDRESS_WINDOW_SECONDS": "0"}, "SESSION_ADDRESS_WINDOW_SECONDS", "at least 1"),
     ({"SESSION_CLIENT_IP_HEADER": "X-Forwarded-For:"}, "SESSION_CLIENT_IP_HEADER", "a header name"),
     ({"SESSION_CLIENT_IP_HOPS": "0"}, "SESSION_CLIENT_IP_HOPS", "at least 1 and at most 10"),
+    ({"SESSION_CLIENT_GEO_HEADER": "X-Geo: x"}, "SESSION_CLIENT_GEO_HEADER", "a header name"),
+    ({"SESSION_EVENTS_DAYS": "0"}, "SESSION_EVENTS_DAYS", "a whole number at least 1 and at most 400"),
+    ({"SESSION_EVENTS_DAYS": "401"}, "SESSION_EVENTS_DAYS", "at most 400"),
+    ({"SESSION_EVENTS_DAYS": "1.5"}, "SESSION_EVENTS_DAYS", "got '1.5'"),
+    ({"SESSION_EVENTS_TOPIC": "ab"}, "SESSION_EVENTS_TOPIC", "a Pub/Sub topic id"),
+    ({"SESSION_EVENTS_TOPIC": "goog-events"}, "SESSION_EVENTS_TOPIC", "not starting with goog"),
+    ({"SESSION_EVENTS_TOPIC": "1events"}, "SESSION_EVENTS_TOPIC", "a letter first"),
+    ({"SESSION_EVENTS_TOPIC": "events/x"}, "SESSION_EVENTS_TOPIC", "projects/PROJECT/topics/TOPIC"),
+    ({"SESSION_EVENTS_TOPIC": "projects/P/topics/events"}, "SESSION_EVENTS_TOPIC", "got 'projects/P/topics/events'"),
+    ({"SESSION_EVENTS_TOPIC": "projects/my-project/topics/"}, "SESSION_EVENTS_TOPIC", "a Pub/Sub topic id"),
+    ({"SESSION_EVENTS_TOPIC": "projects/my-project/subscriptions/s1"}, "SESSION_EVENTS_TOPIC", "a Pub/Sub topic"),
+    ({"SESSION_EVENTS_TOPIC": "events\n"}, "SESSION_EVENTS_TOPIC", "a Pub/Sub topic id"),
+    ({"SESSION_EVENTS_TOPIC": "e" * 256}, "SESSION_EVENTS_TOPIC", "3 to 255"),
     ({"SESSION_REAUTH_SECONDS": "0"}, "SESSION_REAUTH_SECONDS", "at least 1 and at most 86400"),
     ({"SESSION_REAUTH_SECONDS": "86401"}, "SESSION_REAUTH_SECONDS", "at most 86400 (1 days)"),
     ({"SESSION_REAUTH_SECONDS": "1.5"}, "SESSION_REAUTH_SECONDS", "got '1.5'"),
@@ -180,6 +193,35 @@ def test_dbsc_settings_and_their_defaults() -> None:
     given = load_settings({"SESSION_DBSC": "on", "SESSION_DBSC_COOKIE_SECONDS": "2"})  # a test's few seconds
     assert (given.dbsc, given.dbsc_cookie_seconds) == ("on", 2)
     assert load_settings({"SESSION_DBSC_COOKIE_SECONDS": str(DAY)}).dbsc_cookie_seconds == DAY
+
+
+def test_event_settings_and_their_defaults() -> None:
+    default = load_settings({})
+    assert (default.events_topic, default.events_topic_path, default.events_days) == (None, None, 90)
+    assert (default.client_geo_header, default.pubsub_emulator_host) == (None, None)
+    assert load_settings({"PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"}).pubsub_emulator_host == "127.0.0.1:8085"
+    assert load_settings({"SESSION_EVENTS_TOPIC": "", "SESSION_CLIENT_GEO_HEADER": ""}) == default
+
+
+@pytest.mark.parametrize(
+    ("topic", "path"),
+    [
+        ("session-events", "projects/demo-p1/topics/session-events"),  # a bare id is in the service's project
+        ("e.v_1~a+b%20", "projects/demo-p1/topics/e.v_1~a+b%20"),
+        ("e" * 255, f"projects/demo-p1/topics/{'e' * 255}"),
+        ("projects/other-project/topics/events", "projects/other-project/topics/events"),
+        ("projects/example.com:corp-app/topics/events", "projects/example.com:corp-app/topics/events"),
+    ],
+)
+def test_the_events_topic_is_a_full_topic_name(topic: str, path: str) -> None:
+    settings = load_settings({"GOOGLE_CLOUD_PROJECT": "demo-p1", "SESSION_EVENTS_TOPIC": topic})
+    assert (settings.events_topic, settings.events_topic_path) == (topic, path)
+
+
+def test_event_settings_at_the_edges() -> None:
+    settings = load_settings({"SESSION_EVENTS_DAYS": "400", "SESSION_CLIENT_GEO_HEADER": "X-Client-Geo-Location"})
+    assert (settings.events_days, settings.client_geo_header) == (400, "x-client-geo-location")
+    assert load_settings({"SESSION_EVENTS_DAYS": "1"}).events_days == 1
 
 
 @pytest.fixture

@@ -39,13 +39,15 @@ EMAIL = f"session-service@{DRY_RUN_PROJECT}.iam.gserviceaccount.com"
 
 
 def all_dry_runs() -> dict[str, list[list[str]]]:
-    """Every mode the parser check covers: default, --single, a given account, settings with commas, a database."""
+    """Every mode the parser check covers: default, --single, a given account, settings with commas, a database,
+    an events topic."""
     return {
         "default": dry_run(),
         "single": dry_run("--single"),
         "own account": dry_run("--service-account", "fn@other.iam.gserviceaccount.com", "--region", "europe-west1"),
         "settings": dry_run("--single", SESSION_ALLOWED_ORIGINS=ORIGINS, SESSION_SESSIONS_COLLECTION="s2"),
         "database": dry_run("--database", "sessions-db"),
+        "events": dry_run("--single", SESSION_EVENTS_TOPIC="session-events"),
     }
 
 
@@ -222,6 +224,7 @@ def test_only_the_services_settings_are_passed_on() -> None:
         "SESSION_USERS_COLLECTION",
         "SESSION_SESSIONS_COLLECTION",
         "SESSION_ATTEMPTS_COLLECTION",
+        "SESSION_EVENTS_TOPIC",
     }, written
 
 
@@ -321,6 +324,60 @@ def test_a_rerun_takes_back_what_earlier_versions_granted(tmp_path: Path, alread
         assert f"expression={expression}," in (flag(["gcloud", *grant], "condition") or "")
         assert made.index(grant) < made.index(removed[0])  # granted on the database before taken from the project
     assert [c[:3] for c in made if c[:2] == ["functions", "deploy"]] == [["functions", "deploy", "api"]]
+
+
+@pytest.mark.parametrize(
+    ("topic", "project", "topic_id"),
+    [
+        ("session-events", DRY_RUN_PROJECT, "session-events"),  # an id: in the service's project
+        ("projects/events-hub/topics/session-events", "events-hub", "session-events"),
+    ],
+)
+def test_the_events_topic_is_created_and_only_it_granted(topic: str, project: str, topic_id: str) -> None:
+    cmds = dry_run("--single", SESSION_EVENTS_TOPIC=topic)
+    (describe,) = commands(cmds, "pubsub", "topics", "describe")
+    (create,) = commands(cmds, "pubsub", "topics", "create")
+    (grant,) = commands(cmds, "pubsub", "topics", "add-iam-policy-binding")
+    for cmd in (describe, create, grant):
+        assert (cmd[4], flag(cmd, "project")) == (topic_id, project)
+    assert (flag(grant, "member"), flag(grant, "role")) == (f"serviceAccount:{EMAIL}", "roles/pubsub.publisher")
+    # The topic only: no Pub/Sub role on a project, and the database role as before.
+    assert [flag(c, "role") for c in commands(cmds, "projects", "add-iam-policy-binding")] == ["roles/datastore.user"]
+    assert "pubsub.googleapis.com" in commands(cmds, "services", "enable")[0]
+    # Looked up, created, granted once the account exists, all before the function runs as it.
+    order = [cmds.index(c) for c in (describe, create, grant, commands(cmds, "functions", "deploy")[0])]
+    assert order == sorted(order)
+    assert cmds.index(commands(cmds, "iam", "service-accounts", "create")[0]) < cmds.index(grant)
+    env_flag = flag(commands(cmds, "functions", "deploy")[0], "set-env-vars") or ""
+    assert f"SESSION_EVENTS_TOPIC={topic}" in env_flag.split(",")
+
+
+def test_without_an_events_topic_nothing_of_pubsub() -> None:
+    cmds = dry_run("--single")
+    assert not commands(cmds, "pubsub")
+    assert "pubsub.googleapis.com" not in commands(cmds, "services", "enable")[0]
+
+
+def test_a_given_service_account_gets_no_topic_grant_but_a_note() -> None:
+    result = run_deploy(
+        "--dry-run", "--single", "--service-account", "fn@other.iam.gserviceaccount.com", SESSION_EVENTS_TOPIC="ev1"
+    )
+    assert result.returncode == 0, result.stderr
+    cmds = [shlex.split(line) for line in result.stdout.splitlines()]
+    assert commands(cmds, "pubsub", "topics", "create") and not commands(
+        cmds, "pubsub", "topics", "add-iam-policy-binding"
+    )
+    assert "fn@other.iam.gserviceaccount.com needs roles/pubsub.publisher on ev1" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "topic", ["projects/p-1/subscriptions/s", "projects//topics/t", "a/b", "projects/p/topics/t/x"]
+)
+def test_an_events_topic_of_another_shape_is_refused(topic: str) -> None:
+    result = run_deploy("--dry-run", SESSION_EVENTS_TOPIC=topic)
+    assert result.returncode == 2
+    assert "SESSION_EVENTS_TOPIC must be a topic id or projects/PROJECT/topics/TOPIC" in result.stderr
+    assert result.stdout == ""
 
 
 def test_firestore_before_functions() -> None:
