@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from session import errors, pages
+from session import pages
 from session.accounts import Accounts
 from session.authn import Authn
 from session.cache import SessionCache
