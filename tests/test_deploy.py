@@ -513,7 +513,13 @@ def test_upload_is_only_what_the_functions_need() -> None:
         )
     assert result.returncode == 0, result.stderr
     uploaded = set(result.stdout.split())
-    assert {"main.py", "requirements.txt", "session/__init__.py", "session/store/__init__.py", "session/store/client.py"} <= uploaded
+    assert {
+        "main.py",
+        "requirements.txt",
+        "session/__init__.py",
+        "session/store/__init__.py",
+        "session/store/client.py",
+    } <= uploaded
     wanted = {"main.py", "requirements.txt"}
     for folder in ("session",):
         for path in (ROOT / folder).rglob("*") if (ROOT / folder).is_dir() else ():
