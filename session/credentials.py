@@ -73,27 +73,30 @@ def enforce_csrf(method: str, origin: str | None, referer: str | None, path: str
         raise errors.CsrfRejected("a cookie-authenticated request that changes state must come from an allowed origin")
 
 
-def required_credential(
-    authorization: str | None,
-    cookie: str | None,
-    *,
-    method: str,
-    origin: str | None,
-    referer: str | None,
-    path: str,
-    allowed: frozenset[str],
-) -> tuple[str, bool]:
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """What a request says about its credential and where it comes from, whatever its framework."""
+
+    authorization: str | None
+    cookie: str | None
+    method: str
+    origin: str | None
+    referer: str | None
+    path: str
+
+
+def required_credential(request: Presented, allowed: frozenset[str]) -> tuple[str, bool]:
     """The token a request must present, and whether it came from the cookie.
 
     Checked before any store access. Raises ``Unauthenticated`` when there is
     none, ``CsrfRejected`` for a cookie request that changes state from an
     origin not in ``allowed``.
     """
-    presented = presented_credential(authorization, cookie)
+    presented = presented_credential(request.authorization, request.cookie)
     if presented is None:
         raise errors.Unauthenticated(UnauthenticatedReason.NO_CREDENTIALS)
     if presented[1]:
-        enforce_csrf(method, origin, referer, path, allowed)
+        enforce_csrf(request.method, request.origin, request.referer, request.path, allowed)
     return presented
 
 

@@ -48,15 +48,15 @@ def presented_credential(
     """
     headers: _Values = request.headers
     cookies: _Values = request.cookies
-    return credentials.required_credential(
+    presented = credentials.Presented(
         headers.get("authorization"),
         cookies.get(cookie_name),
-        method=request.method,
-        origin=headers.get("origin"),
-        referer=headers.get("referer"),
-        path=path,
-        allowed=allowed,
+        request.method,
+        headers.get("origin"),
+        headers.get("referer"),
+        path,
     )
+    return credentials.required_credential(presented, allowed)
 
 
 def problem(exc: errors.SessionError, response_class: type[R]) -> R:

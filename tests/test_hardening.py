@@ -267,7 +267,7 @@ def test_a_user_agent_is_capped_after_cleaning(make_client: AppFactory) -> None:
 
 def test_the_page_may_connect_only_to_itself_by_default(static_client: TestClient) -> None:
     client = static_client
-    from session.http import PAGE_API_META
+    from session.public import PAGE_API_META
 
     page = client.get("/")
     assert page.status_code == 200
@@ -278,7 +278,7 @@ def test_the_page_may_connect_only_to_itself_by_default(static_client: TestClien
 
 
 def test_the_page_names_the_configured_api_origin(make_static_client: AppFactory) -> None:
-    from session.http import PAGE_API_META, PAGE_CSP_META, page_csp
+    from session.public import PAGE_API_META, PAGE_CSP_META, page_csp
 
     client = make_static_client(SESSION_PAGE_API_ORIGIN="https://API.example.com:8443")
     page = client.get("/", params={"api": "https://evil.example"})
@@ -290,7 +290,7 @@ def test_the_page_names_the_configured_api_origin(make_static_client: AppFactory
 
 
 def test_the_page_source_holds_the_tags_the_server_fills_in() -> None:
-    from session.http import PAGE_API_META, PAGE_CSP_META, page_csp
+    from session.public import PAGE_API_META, PAGE_CSP_META, page_csp
 
     html = (ROOT / "session" / "static" / "index.html").read_text()
     assert html.count(PAGE_API_META.format("")) == 1

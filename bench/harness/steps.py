@@ -97,7 +97,7 @@ class Fixture:
 
     def log_args(self) -> tuple[Any, Any, Any]:
         """A request, its ``Call`` with the fields a signed-in GET /profile logs, and its Firestore counts."""
-        from session.http import Call
+        from session.call import Call
         from session.store import OpCounts
 
         req = self.request()
@@ -163,8 +163,9 @@ def end_to_end(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
 def steps(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
     """Each step the service adds, alone (fresh Request objects where Starlette caches per request)."""
     from session import logs, tokens
-    from session.http import Call, _profile_response, resolve
+    from session.call import Call
     from session.models import SessionRecord, UserRecord
+    from session.routes import _profile_response, resolve
     from session.store import OpCounts, _parse, current_ops
     from session.views import profile_out as _profile_out
 
