@@ -7,6 +7,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 Clock = Callable[[], datetime]
+# Seconds in a day: the unit of the longer settings.
+DAY = 86400
 
 
 def utc_now() -> datetime:

@@ -21,7 +21,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import (
     AliasChoices,
@@ -32,8 +32,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 
+from session.clock import DAY
+from session.config_messages import error_line, unknown_variable_lines
 from session.models import PERMISSION_PATTERN
 
 # OWASP's minimum for argon2id (Password Storage Cheat Sheet): m=19 MiB, t=2, p=1.
@@ -43,7 +44,6 @@ ARGON2_MIN_TIME_COST = 2
 # memory_kib while it works, and time_cost multiplies the CPU time of every login.
 ARGON2_MAX_MEMORY_KIB = 256 * 1024
 ARGON2_MAX_TIME_COST = 10
-DAY = 86400
 # RFC 6265bis caps a cookie's Max-Age at 400 days; a longer session would outlive its cookie.
 MAX_TTL_SECONDS = 400 * DAY
 MAX_LOGIN_WINDOW_SECONDS = 30 * DAY
@@ -371,60 +371,6 @@ _FIELDS_BY_VARIABLE = {
 }
 
 
-def _number(value: float) -> str:
-    text = f"{value:g}" if isinstance(value, float) else str(value)
-    return f"{text} ({value // DAY:g} days)" if value >= DAY and value % DAY == 0 else text
-
-
-def _allowed(field: FieldInfo, name: str) -> str | None:
-    """What a numeric setting allows, from its constraints: "a finite number greater than 0 and at most 10"."""
-    bounds = []
-    for constraint in field.metadata:
-        for attr, words in (("gt", "greater than"), ("ge", "at least"), ("lt", "less than"), ("le", "at most")):
-            bound = getattr(constraint, attr, None)
-            if bound is not None:
-                bounds.append(f"{words} {_number(bound)}")
-    if not bounds:
-        return None
-    kind = "a whole number" if field.annotation is int else "a finite number"
-    unit = " of seconds" if name.endswith("_SECONDS") else ""
-    return f"must be {kind}{unit} {' and '.join(bounds)}"
-
-
-def _error_line(error: Any) -> str:
-    loc = error["loc"]
-    if not loc:  # a rule across variables: its message names them
-        return f"  {str(error['msg']).removeprefix('Value error, ')}"
-    name = str(loc[0])
-    field = _FIELDS_BY_VARIABLE.get(name)
-    allowed = _allowed(field, name) if field is not None else None
-    message = allowed or str(error["msg"]).removeprefix("Value error, ")
-    given = repr(str(error["input"])[:80])
-    return f"  {name}: {message}" + ("" if given in message else f"; got {given}")
-
-
-def _unknown_variables(source: Mapping[str, str]) -> list[str]:
-    """Lines for misspelt ``SESSION_*`` variables; other unknown ones are only warned about."""
-    known = {name.removeprefix("SESSION_") for name in VARIABLES if name.startswith("SESSION_")}
-    first_words = {name.split("_", 1)[0] for name in known}
-    lines = []
-    for name in sorted(source):
-        if not name.startswith("SESSION_") or name in VARIABLES:
-            continue
-        import difflib  # only when there is an unknown variable: not on every cold start
-
-        suffix = name.removeprefix("SESSION_")
-        closest = difflib.get_close_matches(suffix, known, n=1, cutoff=0.0)
-        near = closest and (
-            difflib.SequenceMatcher(None, suffix, closest[0]).ratio() >= 0.8 or suffix.split("_", 1)[0] in first_words
-        )
-        if near:
-            lines.append(f"  {name}: not a setting of the session service; did you mean SESSION_{closest[0]}?")
-        else:
-            log.warning("ignoring %s: not a setting of the session service", name)
-    return lines
-
-
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the settings from the environment (or ``environ``).
 
@@ -434,12 +380,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     Other unknown ``SESSION_*`` variables are logged as a warning and ignored.
     """
     source = os.environ if environ is None else environ
-    lines = _unknown_variables(source)
+    lines = unknown_variable_lines(source, VARIABLES, log)
     settings: Settings | None = None
     try:
         settings = Settings.model_validate({name: value for name, value in source.items() if name in VARIABLES})
     except ValidationError as exc:
-        lines += [_error_line(error) for error in exc.errors(include_url=False)]
+        lines += [error_line(error, _FIELDS_BY_VARIABLE) for error in exc.errors(include_url=False)]
     if lines or settings is None:
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
     return settings
