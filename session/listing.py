@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from session import errors, liveness, pages, plan, tokens
@@ -16,7 +18,7 @@ from session.proofs import revoked
 from session.reauth import require_recent_auth
 from session.retry import retrying
 from session.security_log import event
-from session.store import AccountView
+from session.store import AccountView, StoreUnavailable
 from session.views import session_out
 
 # Sessions per page of GET /sessions when the client names no limit, and the most it may ask for.
@@ -130,8 +132,19 @@ class Listing:
             username = ctx.principal.username
             return await self.basis.store.read_account(username, sessions=[ctx.token_hash], device=device_hash)
 
+        written: list[datetime] = []  # the ledger's changed_at each try wrote: a try that landed is recognised
+
         async def bump(view: AccountView) -> None:
-            await self.basis.store.commit(self._revocation(ctx, view, keep, device_hash))
+            ledger = view.ledger.record if view.ledger is not None else None
+            if ledger is not None and ledger.changed_at is not None and ledger.changed_at in written:
+                return  # an earlier try landed though its answer was lost (the client library resent it)
+            revocation = self._revocation(ctx, view, keep, device_hash)
+            written.append(revocation.changed_at)
+            try:
+                await self.basis.store.commit(revocation.plan)
+            except StoreUnavailable:
+                if not await _landed(read, written):
+                    raise
 
         try:
             await retrying(await read(), bump, read)
@@ -146,14 +159,21 @@ class Listing:
         )
         return count
 
-    def _revocation(self, ctx: AuthContext, view: AccountView, keep: str | None, device_hash: str | None) -> Plan:
+    def _revocation(
+        self, ctx: AuthContext, view: AccountView, keep: str | None, device_hash: str | None
+    ) -> _Revocation:
         """Revoke-all's commit, from the account as read; raises ``Unauthenticated`` if the caller lost it."""
         session, user = view.sessions.get(ctx.token_hash), view.user
         now = self.basis.clock()
-        if user is None or not liveness.same_credentials(ctx.user.record, user.record):
-            raise revoked()  # another change of credentials got there first: this session is void
-        if keep is not None and (session is None or not liveness.is_live(session.record, user.record, now)):
+        if user is None:
             raise revoked()
+        if keep is not None:
+            # The kept session must still be live as stored now: a parallel revoke-all from it re-stamped it,
+            # a password change voided it.
+            if session is None or not liveness.is_live(session.record, user.record, now):
+                raise revoked()
+        elif not liveness.same_credentials(ctx.user.record, user.record):
+            raise revoked()  # ending its own session too: only under the credentials it was read with
         epoch = user.record.auth_epoch + 1
         known = view.device is not None and liveness.device_known(view.device.record, user.record, now)
         kept_device = device_hash if known else None
@@ -162,9 +182,26 @@ class Listing:
         if kept_device is not None:
             fields = {"auth_epoch": epoch, "expires_at": now + self._device_lifetime}
             restamp = plan.update(Doc.device(username, kept_device), fields)
-        return Plan().then(
+        reset = self.opener.reset_ledger(user.record, view.ledger, keep, kept_device)
+        changed_at = reset[0].fields["changed_at"]
+        assert isinstance(changed_at, datetime)
+        writes = Plan().then(
             plan.update(Doc.user(username), UserChange(auth_epoch=epoch, updated_at=now)),
             plan.update(Doc.session(keep), {"auth_epoch": epoch}) if keep else None,
-            *self.opener.reset_ledger(user.record, view.ledger, keep, kept_device),
+            *reset,
             restamp,
         )
+        return _Revocation(writes, changed_at)
+
+
+@dataclass(frozen=True, slots=True)
+class _Revocation:
+    plan: Plan
+    changed_at: datetime  # written to the ledger: how a try that landed is recognised
+
+
+async def _landed(read: Callable[[], Awaitable[AccountView]], written: list[datetime]) -> bool:
+    """Whether one of the tries landed, by the ledger's ``changed_at`` (an answer lost on the way back)."""
+    view = await read()
+    ledger = view.ledger.record if view.ledger is not None else None
+    return ledger is not None and ledger.changed_at in written
