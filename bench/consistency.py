@@ -43,6 +43,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from consistency_probe import probe  # noqa: E402
+
 from devtools.launch import Emulator  # noqa: E402
 
 PROJECT = "demo-consistency"
@@ -100,10 +102,6 @@ def instrument(client: Any) -> None:
 
 
 # --- the three ways to change a password --------------------------------------------------------------
-
-
-class Conflict(Exception):
-    """A precondition failed (translated so that ``session.retry.retrying`` retries it)."""
 
 
 def _refs(client: Any) -> tuple[Any, Any]:
@@ -317,47 +315,22 @@ async def series(name: str, client: Any, args: argparse.Namespace, storm: Storm 
     return row
 
 
+async def storm_alone(writers: int, seconds: float) -> Row:
+    """The PATCH storm with no password change: how many PATCHes land in ``seconds`` when nothing else writes."""
+    with Storm(writers) as storm:
+        before = storm.snapshot()
+        await asyncio.sleep(seconds)
+        after = storm.snapshot()
+    nan = float("nan")
+    row = Row("(none)", f"storm of {writers}", 0, 0, 0, nan, nan, nan, nan, nan, seconds=seconds)
+    row.patches, row.patch_conflicts = after[0] - before[0], after[1] - before[1]
+    return row
+
+
 async def seed(client: Any) -> None:
     user, ledger = _refs(client)
     await user.set({"username": "bench", "display_name": "Bench", "version": 1, "password_hash": "h", "auth_epoch": 0})
     await ledger.set({"sessions": [], "changed_at": datetime.now(UTC)})
-
-
-# --- what the emulator does with a transaction's lock --------------------------------------------------
-
-
-async def _timed(pending: Awaitable[Any]) -> tuple[str, float]:
-    started = time.perf_counter()
-    try:
-        await pending
-        outcome = "ok"
-    except Exception as exc:  # the outcome is what the probe reports
-        outcome = type(exc).__name__
-    return outcome, round((time.perf_counter() - started) * 1000, 1)
-
-
-async def probe(client: Any, wait: float = 1.0) -> dict[str, Any]:
-    """Open a transaction, read the user in it, then write the user outside it: does the write wait, or abort it?"""
-    from google.cloud.firestore import async_transactional
-
-    ref = client.document(USER)
-    found: dict[str, Any] = {}
-    pending: list[asyncio.Task[tuple[str, float]]] = []
-
-    @async_transactional
-    async def hold(transaction: Any) -> None:
-        await _read(client, transaction)
-        found["plain_read_inside"] = await _timed(ref.get())
-        snap = await ref.get()
-        option = client.write_option(last_update_time=snap.update_time)
-        pending.append(asyncio.create_task(_timed(ref.update({"display_name": "probe"}, option=option))))
-        done, _ = await asyncio.wait(pending, timeout=wait)
-        found["outside_write_done_within_ms"] = wait * 1000 if done else None
-        transaction.update(ref, {"probe": True})
-
-    found["transaction"] = (await _timed(hold(client.transaction(max_attempts=1))))[0]
-    found["outside_write"] = await pending[0]
-    return found
 
 
 # --- the report ----------------------------------------------------------------------------------------
@@ -396,8 +369,9 @@ def render(rows: list[Row], found: dict[str, Any], args: argparse.Namespace) -> 
         "|" + "---|" * len(COLUMNS),
     ]
     lines += ["| " + " | ".join(cell(row, key) for key, _ in COLUMNS) + " |" for row in rows]
-    lines += ["", "Emulator probe (a write outside an open transaction that read the document):", ""]
-    lines += [f"- {key}: {value}" for key, value in found.items()]
+    lines += ["", "Emulator probes (outcome, ms):", ""]
+    for name, findings in found.items():
+        lines += [f"- {name}:", *(f"  - {key}: {value}" for key, value in findings.items())]
     return "\n".join(lines)
 
 
@@ -407,8 +381,8 @@ async def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
     client = AsyncClient(project=PROJECT)
     instrument(client)
     await seed(client)
-    found = await probe(client)
-    rows = []
+    found = await probe(client, USER)
+    rows = [await storm_alone(args.writers, args.baseline)]
     for name in args.variants:
         rows.append(await series(name, client, args, None))
         with Storm(args.writers) as storm:
@@ -425,6 +399,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tries", type=int, default=None, help="precondition retry loop (default: CONFLICT_TRIES)")
     parser.add_argument("--tx-attempts", type=int, default=5, help="the transaction's max_attempts")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds before one password change gives up")
+    parser.add_argument("--baseline", type=float, default=5.0, help="seconds of the storm alone, first")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--json", type=Path, help="also write the rows and the probe here")
     args = parser.parse_args(argv)
