@@ -17,9 +17,11 @@ conflict), the way ``PATCH /profile`` does:
 
 Round trips, billed reads and writes are counted on the client's RPCs (each call to the
 Firestore API is one round trip; a read bills each document asked for, a commit bills its
-writes only when it lands). Before the variants a probe shows what the emulator does when a
-write meets a document that an open transaction has read. The emulator is started here
-(``devtools.launch.Emulator``) and stopped at the end; the report is Markdown on stdout.
+writes only when it lands). First the storm runs alone (its PATCH rate with nothing else
+writing), and ``consistency_probe`` shows what the emulator does when a write, or a second
+transaction, meets a document that an open transaction has read; the storm itself is in
+``consistency_storm``. The emulator is started here (``devtools.launch.Emulator``) and stopped at
+the end; the report is Markdown on stdout.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import json
 import os
 import statistics
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -44,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from consistency_probe import probe  # noqa: E402
+from consistency_storm import Storm  # noqa: E402
 
 from devtools.launch import Emulator  # noqa: E402
 
@@ -168,71 +170,6 @@ VARIANTS: dict[str, Callable[[Any, int], Awaitable[None]]] = {
 }
 
 
-# --- the PATCH storm -----------------------------------------------------------------------------------
-
-
-@dataclass
-class StormCounts:
-    completed: int = 0
-    conflicts: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    slowest_write: float = 0.0  # the longest single update call, in seconds (a write queued behind a lock)
-
-
-class Storm:
-    """``writers`` threads, each with its own client, updating the user's profile until stopped."""
-
-    def __init__(self, writers: int) -> None:
-        self.writers = writers
-        self.counts = StormCounts()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def __enter__(self) -> Storm:
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(self.writers)]
-        for thread in self._threads:
-            thread.start()
-        time.sleep(0.5)  # every writer is looping before the measured work starts
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
-
-    def snapshot(self) -> tuple[int, int]:
-        with self._lock:
-            return self.counts.completed, self.counts.conflicts
-
-    def _run(self, writer: int) -> None:
-        from google.api_core import exceptions
-        from google.cloud.firestore import Client
-
-        client = Client(project=PROJECT)
-        ref = client.document(USER)
-        n = 0
-        while not self._stop.is_set():
-            snap = ref.get()
-            option = client.write_option(last_update_time=snap.update_time)
-            started = time.monotonic()
-            try:
-                ref.update({"display_name": f"w{writer}-{n}", "version": snap.get("version") + 1}, option=option)
-                outcome = "completed"
-            except exceptions.FailedPrecondition:
-                outcome = "conflicts"
-            except exceptions.GoogleAPICallError as exc:
-                outcome = type(exc).__name__
-            n += 1
-            with self._lock:
-                self.counts.slowest_write = max(self.counts.slowest_write, time.monotonic() - started)
-                if outcome in ("completed", "conflicts"):
-                    setattr(self.counts, outcome, getattr(self.counts, outcome) + 1)
-                else:
-                    self.counts.errors[outcome] += 1
-        client.close()
-
-
 # --- measuring -----------------------------------------------------------------------------------------
 
 
@@ -260,6 +197,7 @@ class Row:
     p95_ms: float
     patches: int | None = None
     patch_conflicts: int | None = None
+    patch_slowest_ms: float | None = None  # the longest single PATCH write call: one queued behind a lock shows here
     seconds: float = 0.0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -312,18 +250,21 @@ async def series(name: str, client: Any, args: argparse.Namespace, storm: Storm 
     if storm is not None:
         after = storm.snapshot()
         row.patches, row.patch_conflicts = after[0] - before[0], after[1] - before[1]
+        row.patch_slowest_ms = round(storm.counts.slowest_write * 1000, 1)
+        row.errors.update({f"PATCH {k}": v for k, v in storm.counts.errors.items()})
     return row
 
 
 async def storm_alone(writers: int, seconds: float) -> Row:
     """The PATCH storm with no password change: how many PATCHes land in ``seconds`` when nothing else writes."""
-    with Storm(writers) as storm:
+    with Storm(PROJECT, USER, writers) as storm:
         before = storm.snapshot()
         await asyncio.sleep(seconds)
         after = storm.snapshot()
     nan = float("nan")
     row = Row("(none)", f"storm of {writers}", 0, 0, 0, nan, nan, nan, nan, nan, seconds=seconds)
     row.patches, row.patch_conflicts = after[0] - before[0], after[1] - before[1]
+    row.patch_slowest_ms = round(storm.counts.slowest_write * 1000, 1)
     return row
 
 
@@ -335,26 +276,19 @@ async def seed(client: Any) -> None:
 
 # --- the report ----------------------------------------------------------------------------------------
 
-COLUMNS = (
-    ("variant", "variant"),
-    ("condition", "condition"),
-    ("ok", "ok/runs"),
-    ("attempts", "attempts"),
-    ("round_trips", "RT/ok"),
-    ("reads", "reads/ok"),
-    ("writes", "writes/ok"),
-    ("p50_ms", "p50 ms"),
-    ("p95_ms", "p95 ms"),
-    ("patches", "PATCHes done (conflicts)"),
-    ("errors", "failures"),
-)
+COLUMNS = {"variant": "variant", "condition": "condition", "ok": "ok/runs", "attempts": "attempts"}
+COLUMNS |= {"round_trips": "RT/ok", "reads": "reads/ok", "writes": "writes/ok", "p50_ms": "p50 ms", "p95_ms": "p95 ms"}
+COLUMNS |= {"patches": "PATCHes done: per s, conflicts, slowest write", "errors": "failures"}
 
 
 def cell(row: Row, key: str) -> str:
     if key == "ok":
         return f"{row.ok}/{row.runs}"
     if key == "patches":
-        return "-" if row.patches is None else f"{row.patches} ({row.patch_conflicts}) in {row.seconds} s"
+        if row.patches is None:
+            return "-"
+        rate = row.patches / row.seconds if row.seconds else 0
+        return f"{row.patches} in {row.seconds} s: {rate:.1f}/s, {row.patch_conflicts}, {row.patch_slowest_ms} ms"
     if key == "errors":
         return ", ".join(f"{k} x{v}" for k, v in row.errors.items()) or "-"
     return str(getattr(row, key))
@@ -365,10 +299,10 @@ def render(rows: list[Row], found: dict[str, Any], args: argparse.Namespace) -> 
         f"runs {args.runs} per row, {args.writers} PATCH writers, retry loop tries {args.tries},"
         f" transaction max_attempts {args.tx_attempts}",
         "",
-        "| " + " | ".join(title for _, title in COLUMNS) + " |",
+        "| " + " | ".join(COLUMNS.values()) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
-    lines += ["| " + " | ".join(cell(row, key) for key, _ in COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(row, key) for key in COLUMNS) + " |" for row in rows]
     lines += ["", "Emulator probes (outcome, ms):", ""]
     for name, findings in found.items():
         lines += [f"- {name}:", *(f"  - {key}: {value}" for key, value in findings.items())]
@@ -385,7 +319,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Row], dict[str, Any]]:
     rows = [await storm_alone(args.writers, args.baseline)]
     for name in args.variants:
         rows.append(await series(name, client, args, None))
-        with Storm(args.writers) as storm:
+        with Storm(PROJECT, USER, args.writers) as storm:
             rows.append(await series(name, client, args, storm))
         print(f"[consistency] {name} done", file=sys.stderr, flush=True)
     client.close()
