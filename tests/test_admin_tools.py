@@ -23,11 +23,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from session import tokens
-from session.admin import AdminService
 from session.models import SessionRecord, UserRecord
 from tests.conftest import AppFactory, bearer, emulator_get, login, main_module, register
+from tests.support import admin, race_logins_against, still_working
 from tests.test_cli import cli, error_lines, log_events
-from tests.test_races import _race_logins_against, _still_working
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "an admin-chosen passphrase"
@@ -37,10 +36,6 @@ TRIALS = 8
 @pytest.fixture(autouse=True)
 def _state_home(tmp_path: Path) -> None:
     os.environ["XDG_STATE_HOME"] = str(tmp_path / "state")
-
-
-def _admin() -> AdminService:
-    return AdminService(main_module().api_instance.service)
 
 
 def _run(client: TestClient, work: Callable[[], Awaitable[Any]]) -> Any:
@@ -132,7 +127,7 @@ def test_set_password_ends_every_session_and_only_the_new_password_works(client:
     result = cli("users", "set-password", "Alice", "--password-stdin", stdin=NEW_PASSWORD + "\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "alice: password set, 2 session(s) revoked"
-    assert _still_working(client, old) == []
+    assert still_working(client, old) == []
     assert client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code == 401
     assert login(client, "alice", NEW_PASSWORD)
     after = _user(client, "alice")
@@ -177,10 +172,10 @@ def test_login_in_flight_does_not_survive_set_password(make_client: AppFactory) 
         register(client, username)
 
         def change(username: str = username) -> None:
-            _run(client, lambda: _admin().set_password(username, NEW_PASSWORD))
+            _run(client, lambda: admin().set_password(username, NEW_PASSWORD))
 
-        stolen = _race_logins_against(client, username, change)
-        caught.append(len(_still_working(client, stolen)))
+        stolen = race_logins_against(client, username, change)
+        caught.append(len(still_working(client, stolen)))
         user = _user(client, username)
         assert user is not None
         # No void document is left behind either: every stored session of the user is at the new epoch.
@@ -234,14 +229,14 @@ def test_users_delete_removes_the_user_sessions_counter_and_every_subcollection(
     assert _subcollections(emulator_host, project, "users/alice/ghosts/g1") == []
     assert not _exists(emulator_host, project, counter)
     assert [s.user_id for _, s in _all_sessions(client)] == [_user_id(client, "bob")]
-    assert _still_working(client, alice) == []
-    assert _still_working(client, [bob]) == [bob]
+    assert still_working(client, alice) == []
+    assert still_working(client, [bob]) == [bob]
     assert _exists(emulator_host, project, "users/bob/ledger/e1")
 
     # The name is free again; a new alice is a new user, and the old tokens stay dead.
     new_id = register(client, "alice")["user_id"]
     assert new_id != alice_id
-    assert _still_working(client, alice) == []
+    assert still_working(client, alice) == []
     [event] = log_events(tmp_path)
     assert event["event"] == "user_deleted" and event["target"] == "alice" and event["user_id"] == alice_id
     assert (event["sessions_deleted"], event["documents_deleted"]) == (2, 7)
@@ -285,10 +280,10 @@ def test_login_racing_users_delete_leaves_no_live_session_and_no_document(make_c
         user_id = register(client, username)["user_id"]
 
         def delete(username: str = username) -> None:
-            _run(client, lambda: _admin().delete_user(username))
+            _run(client, lambda: admin().delete_user(username))
 
-        stolen = _race_logins_against(client, username, delete)
-        caught.append(len(_still_working(client, stolen)))
+        stolen = race_logins_against(client, username, delete)
+        caught.append(len(still_working(client, stolen)))
         leftovers.append(sum(1 for _, s in _all_sessions(client) if s.user_id == user_id))
         assert _user(client, username) is None
     assert sum(caught) == 0, f"sessions outlived the user's deletion: {caught}"
@@ -330,7 +325,7 @@ def test_revoke_everyone_ends_every_session_in_batches_with_progress(make_client
         "revoke-everyone: sessions: 8 scanned, 8 deleted",
         "revoke-everyone: sessions: 10 scanned, 10 deleted",
     ]
-    assert _still_working(client, issued) == []
+    assert still_working(client, issued) == []
     assert _all_sessions(client) == []
     assert all((_user(client, n) or pytest.fail(n)).auth_epoch == 1 for n in names)
     [event] = log_events(tmp_path)
@@ -346,7 +341,7 @@ def test_revoke_everyone_ends_every_session_in_batches_with_progress(make_client
     again = [login(client, name) for name in names]
     rerun = cli("sessions", "revoke-everyone", "--yes", "--batch-size", "3")
     assert rerun.returncode == 0, rerun.stderr
-    assert _still_working(client, again) == []
+    assert still_working(client, again) == []
     assert _all_sessions(client) == []
 
     # --resume-after continues after the last user a progress line named: the users before it keep theirs.
@@ -354,7 +349,7 @@ def test_revoke_everyone_ends_every_session_in_batches_with_progress(make_client
     resumed = cli("sessions", "revoke-everyone", "--yes", "--resume-after", "user2")
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.strip() == "every session ended: 2 user(s); 2 of 5 session document(s) deleted"
-    assert _still_working(client, kept) == kept[:3]
+    assert still_working(client, kept) == kept[:3]
 
 
 def test_revoke_everyone_leaves_sessions_opened_after_it_and_deletes_only_dead_documents(client: TestClient) -> None:
@@ -362,12 +357,12 @@ def test_revoke_everyone_leaves_sessions_opened_after_it_and_deletes_only_dead_d
     register(client, "bob")
     login(client, "alice")
 
-    done = _run(client, lambda: _admin().revoke_everyone(page_size=1))
+    done = _run(client, lambda: admin().revoke_everyone(page_size=1))
     assert (done.users, done.scanned, done.deleted) == (2, 1, 1)
     fresh = login(client, "bob")
-    rerun_sweep = _run(client, lambda: _admin().revoke_everyone(page_size=5, resume_after="bob"))
+    rerun_sweep = _run(client, lambda: admin().revoke_everyone(page_size=5, resume_after="bob"))
     assert (rerun_sweep.users, rerun_sweep.scanned, rerun_sweep.deleted) == (0, 1, 0)
-    assert _still_working(client, [fresh]) == [fresh]
+    assert still_working(client, [fresh]) == [fresh]
 
 
 def _race_logins_against_everyone(
@@ -403,7 +398,7 @@ def _race_logins_against_everyone(
 
     async def revoke() -> None:
         began.append(time.monotonic())
-        await _admin().revoke_everyone(page_size=2)
+        await admin().revoke_everyone(page_size=2)
 
     def act() -> None:
         start.wait()
@@ -436,7 +431,7 @@ def test_logins_in_flight_do_not_survive_revoke_everyone(make_client: AppFactory
         for name in names:
             register(client, name)
         in_flight, _ = _race_logins_against_everyone(client, names)
-        caught.append(len(_still_working(client, in_flight)))
+        caught.append(len(still_working(client, in_flight)))
         # Every document left is a live session (one opened after its user's epoch moved): nothing void stays.
         users = {name: _user(client, name) for name in names}
         dead_documents.append(

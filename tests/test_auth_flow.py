@@ -13,6 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.conftest import AppFactory, bearer, emulator_get, login, main_module, register
+from tests.support import Ahead, use_clock
 
 PASSWORD = "correct horse battery"
 
@@ -216,13 +217,8 @@ def test_expired_session_document_is_rejected(client: TestClient, project: str, 
     """TTL deletion lags: a document past expires_at still exists, and must count as absent."""
     register(client)
     token = login(client)
-    service = main_module().api_instance.service
-    real_clock = service.clock
-    service.clock = lambda: real_clock() + timedelta(seconds=86400 + 1)
-    try:
-        response = client.get("/profile", headers=bearer(token))
-    finally:
-        service.clock = real_clock
+    use_clock(Ahead()).seconds = 86400 + 1
+    response = client.get("/profile", headers=bearer(token))
     assert response.status_code == 401
     # The document is still there: only the check on read stopped it.
     doc_id = hashlib.sha256(token.encode()).hexdigest()

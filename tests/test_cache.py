@@ -26,21 +26,12 @@ from session import tokens
 from session.models import SessionRecord, UserRecord
 from session.store import Versioned
 from tests.conftest import ROOT, AppFactory, bearer, login, main_module, register
+from tests.support import FakeClock, Monotonic, use_cache_clock, use_clock
 
 PASSWORD = "correct horse battery"
 N = 3.0
 # Scheduling slack on a shared 2-CPU machine: a request in flight, a slow event loop.
 SLACK = 1.5
-
-
-class Monotonic:
-    """The cache's clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def emulator_delete(host: str, project: str, path: str) -> None:
@@ -52,11 +43,7 @@ def emulator_delete(host: str, project: str, path: str) -> None:
 
 def cached_client(make_client: AppFactory, seconds: float = 30, **env: str) -> tuple[TestClient, Monotonic]:
     client = make_client(SESSION_CACHE_SECONDS=str(seconds), **env)
-    monotonic = Monotonic()
-    service = main_module().api_instance.service
-    assert service.cache is not None
-    service.cache.monotonic = monotonic
-    return client, monotonic
+    return client, use_cache_clock(Monotonic())
 
 
 def status(client: TestClient | httpx.Client, token: str) -> int:
@@ -181,11 +168,8 @@ def test_state_changing_routes_never_trust_the_cache(
 
 
 def test_cached_session_is_never_served_past_its_own_expiry(make_client: AppFactory) -> None:
-    from tests.test_lifecycle import FakeClock
-
     client, _ = cached_client(make_client, seconds=3600, SESSION_TTL_SECONDS="100", SESSION_TOUCH_SECONDS="99")
-    clock = FakeClock()
-    main_module().api_instance.service.clock = clock
+    clock = use_clock(FakeClock())
     register(client)
     token = login(client)
     assert status(client, token) == 200

@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 from session import tokens
 from session.models import UserChange
 from tests.conftest import AppFactory, bearer, login, main_module, register, together
+from tests.support import live_tokens
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new passphrase"
@@ -36,10 +37,6 @@ def _login(client: TestClient, username: str, password: str = PASSWORD) -> Calla
         return response.status_code, response.json().get("token") if response.status_code == 200 else None
 
     return go
-
-
-def _alive(client: TestClient, tokens_: list[str | None]) -> list[str]:
-    return [t for t in tokens_ if t and client.get("/profile", headers=bearer(t)).status_code == 200]
 
 
 def _db(project: str) -> firestore.Client:
@@ -68,7 +65,7 @@ def test_a_namesake_registered_while_the_cap_was_off_has_its_sessions_counted(
     register(uncapped, "alice")  # a namesake: no ledger written under cap 0, the old one stays
     before = [login(uncapped, "alice") for _ in range(5)]
     after = login(capped, "alice")
-    alive = _alive(capped, [*before, after])
+    alive = live_tokens(capped, [*before, after])
     assert len(alive) == CAP, f"{len(alive)} sessions of one user alive under a cap of {CAP}"
     assert after in alive
 
@@ -97,7 +94,7 @@ def test_logins_racing_a_password_change_stay_under_the_cap(make_client: AppFact
         results = together(actions)
         results += together([_login(client, username, NEW_PASSWORD) for _ in range(cap + 1)])  # fill up after it
         assert all(status in (200, 401) for status, _ in results), results
-        alive = _alive(client, [owner, *(t for _, t in results)])
+        alive = live_tokens(client, [owner, *(t for _, t in results)])
         if len(alive) > cap:
             over.append((trial, len(alive)))
     assert not over, f"more than {cap} sessions alive (trial, count): {over}"
@@ -122,7 +119,7 @@ def test_logins_racing_revoke_all_stay_under_the_cap(make_client: AppFactory) ->
         # 401: a login that read the user before revoke-all took effect (it must not survive it); the later ones 200.
         assert all(status in (200, 401) for status, _ in results[1:7]), results
         assert all(status == 200 for status, _ in results[7:]), results
-        alive = _alive(client, [*issued, *(t for _, t in results)])
+        alive = live_tokens(client, [*issued, *(t for _, t in results)])
         if len(alive) > CAP:
             over.append((trial, len(alive)))
     assert not over, f"more than {CAP} sessions alive (trial, count): {over}"
@@ -149,7 +146,7 @@ def test_logins_racing_logouts_and_revoke_one_stay_under_the_cap(make_client: Ap
         logins = [_login(clients[i % 2], username) for i in range(6)]
         results = together([logout, revoke, *logins])
         assert all(status in (200, 204, 401, 404) for status, _ in results), results
-        alive = _alive(clients[0], [*issued, *(t for _, t in results)])
+        alive = live_tokens(clients[0], [*issued, *(t for _, t in results)])
         if len(alive) > CAP:
             over.append((trial, len(alive)))
     assert not over, f"more than {CAP} sessions alive (trial, count): {over}"
@@ -167,7 +164,7 @@ def test_first_logins_of_a_user_without_a_ledger_stay_under_the_cap(make_client:
         before = [login(uncapped, username) for _ in range(CAP - 1)]
         results = together([_login(clients[i % 2], username) for i in range(8)])
         assert all(status == 200 for status, _ in results), results
-        alive = _alive(clients[0], [*before, *(t for _, t in results)])
+        alive = live_tokens(clients[0], [*before, *(t for _, t in results)])
         if len(alive) != CAP:
             over.append((trial, len(alive)))
     assert not over, f"not exactly {CAP} sessions alive (trial, count): {over}"
@@ -192,7 +189,7 @@ def test_logins_racing_profile_edits_stay_under_the_cap(make_client: AppFactory)
 
         results = together([edits, edits, *(_login(clients[i % 2], username) for i in range(8))])
         assert all(status == 200 for status, _ in results[2:]), results
-        alive = _alive(clients[0], [owner, *(t for _, t in results)])
+        alive = live_tokens(clients[0], [owner, *(t for _, t in results)])
         if len(alive) != CAP:
             over.append((trial, len(alive)))
     assert not over, f"not exactly {CAP} sessions alive (trial, count): {over}"
@@ -217,7 +214,7 @@ def test_touches_racing_evictions_bring_no_session_back(make_client: AppFactory)
             [*(touch(t, i) for i, t in enumerate(issued * 2)), *(_login(clients[i % 2], username) for i in range(4))]
         )
         assert all(status in (200, 401) for status, _ in results), results
-        alive = _alive(clients[0], [*issued, *(t for _, t in results)])
+        alive = live_tokens(clients[0], [*issued, *(t for _, t in results)])
         if len(alive) > 2:
             over.append((trial, len(alive)))
     assert not over, f"more than 2 sessions alive (trial, count): {over}"
@@ -248,7 +245,7 @@ def test_a_burst_of_right_passwords_gives_every_guess_back(make_client: AppFacto
         assert [status for status, _ in results] == [200] * 16, results
         if (left := _counter(project, username)) != 0:
             leftover.append((trial, left))
-        assert len(_alive(clients[0], [t for _, t in results])) == CAP
+        assert len(live_tokens(clients[0], [t for _, t in results])) == CAP
     assert not leftover, f"guesses of right passwords left on the counter (trial, count): {leftover}"
 
 
@@ -263,7 +260,7 @@ def test_a_burst_of_right_passwords_past_the_limit(make_client: AppFactory, proj
     statuses = sorted(status for status, _ in results)
     assert set(statuses) <= {200, 429} and statuses.count(200) <= 3, statuses
     assert _counter(project, "bob") == 0
-    assert len(_alive(clients[0], [t for _, t in results])) == min(2, statuses.count(200))
+    assert len(live_tokens(clients[0], [t for _, t in results])) == min(2, statuses.count(200))
 
 
 @pytest.mark.parametrize("burst", [32, 64])
@@ -275,7 +272,7 @@ def test_a_big_burst_for_one_user_gets_no_503_and_no_401(make_client: AppFactory
     results = together([_login(clients[i % 2], "carol") for i in range(burst)])
     statuses = sorted(status for status, _ in results)
     assert statuses == [200] * burst, {s: statuses.count(s) for s in set(statuses)}
-    assert len(_alive(clients[0], [t for _, t in results])) == min(20, burst)
+    assert len(live_tokens(clients[0], [t for _, t in results])) == min(20, burst)
 
 
 # --- eviction choosing the wrong session -----------------------------------------------------------

@@ -22,7 +22,6 @@ import threading
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,9 +31,9 @@ import uvicorn
 from functions_framework import create_app
 
 from scripts import openapi
-from session.service import utc_now
 from tests.conftest import ROOT, free_port, main_module
 from tests.deploy_support import CI_TOOLS, missing_tool, require_tool
+from tests.support import Ahead, use_clock
 
 PACKAGE = "session_api_client"  # the generated package's name: not `session`, which it would shadow
 PASSWORD = "correct horse battery"
@@ -92,16 +91,6 @@ def test_openapi_python_client_generates_every_response_without_a_warning(python
     assert {"LoginOut", "InvalidCredentialsProblem", "TooManyAttemptsProblem", "AccountDisabledProblem"} <= parsed
 
 
-class Ahead:
-    """The service's clock, ``seconds`` ahead of the real one: the test moves it instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-    def __call__(self) -> datetime:
-        return utc_now() + timedelta(seconds=self.seconds)
-
-
 @dataclass(frozen=True)
 class Served:
     base: str
@@ -114,8 +103,7 @@ def served(project: str) -> Iterator[Served]:
     os.environ["SESSION_REAUTH_SECONDS"] = str(REAUTH_SECONDS)
     app = create_app("api", str(ROOT / "main.py"))
     api = main_module().api_instance
-    clock = Ahead()
-    api.service.clock = clock
+    clock = use_clock(Ahead())
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
     loop = asyncio.new_event_loop()

@@ -17,8 +17,8 @@ from starlette.testclient import TestClient
 
 from session import credentials, tokens
 from session.config import load_settings
-from tests.conftest import AppFactory, emulator_get, main_module, register, together
-from tests.test_lifecycle import FakeClock
+from tests.conftest import AppFactory, emulator_get, register, together
+from tests.support import FakeClock, use_clock
 
 PASSWORD = "correct horse battery"
 DEVICE = "__Host-session-device"
@@ -118,8 +118,7 @@ def test_the_device_is_stored_by_hash_under_its_user_and_renewed_by_each_login(
 ) -> None:
     client = make_client(SESSION_DEVICE_COOKIE_DAYS="10")
     register(client)
-    clock = FakeClock()
-    main_module().api_instance.service.clock = clock
+    clock = use_clock(FakeClock())
     first = _login(client, "alice", PASSWORD)
     token = _device_cookie(first)
     doc = emulator_get(emulator_host, project, f"users/alice/devices/{tokens.device_hash(token)}")["fields"]
@@ -202,12 +201,11 @@ def test_a_forged_or_unknown_cookie_counts_on_the_shared_counter(make_client: Ap
 def test_an_expired_device_counts_on_the_shared_counter(make_client: AppFactory) -> None:
     owner = make_client(SESSION_LOGIN_MAX_FAILURES="2", SESSION_DEVICE_COOKIE_DAYS="1")
     register(owner)
-    clock = FakeClock()
-    main_module().api_instance.service.clock = clock
+    clock = use_clock(FakeClock())
     assert _status(owner, "alice", PASSWORD) == 200
     clock.advance(86400 + 1)  # the device's expires_at has passed (TTL may not have deleted it yet)
     attacker = make_client(SESSION_LOGIN_MAX_FAILURES="2")
-    main_module().api_instance.service.clock = clock
+    use_clock(clock)
     assert [_status(attacker, "alice", "x") for _ in range(3)] == [401, 401, 429]
     assert _status(owner, "alice", PASSWORD) == 429
 

@@ -36,8 +36,8 @@ def test_if_match_that_is_not_an_ascii_version_is_400(client: TestClient, if_mat
 
 
 def test_logout_with_an_unknown_token_is_204_not_401(static_client: TestClient) -> None:
-    client = static_client
     """Schemathesis's ignored_auth check flags this; it is deliberate (logout is idempotent), see schemathesis.toml."""
+    client = static_client
     response = client.post("/logout", headers=bearer("not-a-real-token"))
     assert response.status_code == 204
     assert client.post("/logout").status_code == 401

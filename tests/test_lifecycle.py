@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.error import HTTPError
 
@@ -13,37 +13,17 @@ import pytest
 from starlette.testclient import TestClient
 
 from session import tokens
-from session.admin import AdminService
 from session.models import UserChange
 from tests.conftest import AppFactory, bearer, emulator_get, login, main_module, register
+from tests.support import FakeClock, admin, use_clock
 
 PASSWORD = "correct horse battery"
 ORIGIN = "https://app.example.com"
 
 
-class FakeClock:
-    """A clock the test moves; starts at the real time so Firestore timestamps stay sensible."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self.now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-def use_clock(clock: FakeClock) -> None:
-    main_module().api_instance.service.clock = clock
 
 
 def session_doc(host: str, project: str, token: str) -> dict[str, Any] | None:
@@ -453,19 +433,15 @@ def test_parallel_failures_all_count(make_client: AppFactory, project: str, emul
 # --- disabled users and permissions ---------------------------------------------------------------------
 
 
-def _admin() -> Any:
-    return AdminService(main_module().api_instance.service)
-
-
 def test_disabled_user_loses_sessions_and_login(client: TestClient) -> None:
     register(client)
     token = login(client)
-    client.portal.call(_admin().set_disabled, "alice", True)  # type: ignore[union-attr]
+    client.portal.call(admin().set_disabled, "alice", True)  # type: ignore[union-attr]
     assert client.get("/profile", headers=bearer(token)).status_code == 401
     refused = _attempt(client, "alice", PASSWORD)
     assert refused.status_code == 403 and refused.json()["code"] == "account_disabled"
     assert _attempt(client, "alice", "wrong password").json()["code"] == "invalid_credentials"
-    client.portal.call(_admin().set_disabled, "alice", False)  # type: ignore[union-attr]
+    client.portal.call(admin().set_disabled, "alice", False)  # type: ignore[union-attr]
     assert login(client)
 
 
@@ -474,7 +450,7 @@ def test_permission_change_applies_on_next_request(client: TestClient) -> None:
     token = login(client)
     assert client.get("/profile", headers=bearer(token)).json()["permissions"] == ["read"]
     change = UserChange(permissions=["read", "admin"])
-    client.portal.call(_admin().update, "alice", change)  # type: ignore[union-attr]
+    client.portal.call(admin().update, "alice", change)  # type: ignore[union-attr]
     assert client.get("/profile", headers=bearer(token)).json()["permissions"] == ["read", "admin"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -36,22 +37,130 @@ def test_the_committed_file_is_what_the_generator_writes() -> None:
     assert openapi.OUTPUT.read_text() == expected, "openapi.yaml is out of date: run python scripts/openapi.py"
 
 
+# The API as the README's endpoint table promises it, written out here: not read from ROUTES, which the
+# generator reads too (a route dropped from both would otherwise pass unseen).
+CONTRACT = {
+    ("/register", "post"),
+    ("/login", "post"),
+    ("/logout", "post"),
+    ("/profile", "get"),
+    ("/profile", "patch"),
+    ("/profile/password", "post"),
+    ("/reauthenticate", "post"),
+    ("/sessions", "get"),
+    ("/sessions", "delete"),
+    ("/sessions/{id}", "delete"),
+}
+
+
 def test_every_route_is_described_and_nothing_else(committed: dict[str, Any]) -> None:
     described = {(path, m) for path, ops in committed["paths"].items() for m in ops if m in METHODS}
-    assert described == _route_paths()
+    assert described == CONTRACT
     for ops in committed["paths"].values():
         assert "options" in ops
 
 
-def test_request_and_response_schemas_are_the_models(committed: dict[str, Any]) -> None:
-    from pydantic.json_schema import models_json_schema
+def test_the_app_serves_each_described_operation_and_no_other_method(
+    static_client: TestClient, committed: dict[str, Any]
+) -> None:
+    """Asked, not read: each described operation is routed by the running app, and its 405 lists exactly them."""
+    for path, ops in committed["paths"].items():
+        sent = path.replace("{id}", "an-id")
+        described = {m.upper() for m in ops if m in METHODS}
+        for method in described:
+            # No credentials, no body: answered before any store access, but by the operation, not the router.
+            response = static_client.request(method, sent)
+            assert response.status_code in (401, 415), (method, path, response.text)
+        other = static_client.request("PUT", sent)
+        assert (other.status_code, other.json()["code"]) == (405, "method_not_allowed"), path
+        assert set(other.headers["allow"].split(", ")) == described | {"OPTIONS"}, path
 
-    _, defs = models_json_schema(openapi.MODELS, ref_template="#/components/schemas/{model}")
+
+def _validator(committed: dict[str, Any], name: str) -> Any:
+    import jsonschema_rs
+
+    return jsonschema_rs.Draft202012Validator({**committed, "$ref": f"#/components/schemas/{name}"})
+
+
+LONG = "x" * 1025
+# (schema, a body, whether the README's rules accept it): the rules as the README states them, not as the models do.
+BODIES = [
+    ("RegisterRequest", {"username": "alice", "password": "correct horse battery"}, True),
+    (
+        "RegisterRequest",
+        {"username": "Al.i_c-e9", "password": "8 chars!", "display_name": "A", "email": "a@b.co"},
+        True,
+    ),
+    ("RegisterRequest", {"username": "al", "password": "correct horse battery"}, False),  # 3-64 characters
+    ("RegisterRequest", {"username": "a" * 65, "password": "correct horse battery"}, False),
+    ("RegisterRequest", {"username": "al ice", "password": "correct horse battery"}, False),
+    ("RegisterRequest", {"username": "__x__", "password": "correct horse battery"}, False),  # reserved by Firestore
+    ("RegisterRequest", {"username": "alice", "password": "7 chars"}, False),  # passwords 8-1024
+    ("RegisterRequest", {"username": "alice", "password": LONG}, False),
+    ("RegisterRequest", {"username": "alice", "password": "correct horse battery", "display_name": "d" * 101}, False),
+    ("RegisterRequest", {"username": "alice", "password": "correct horse battery", "admin": True}, False),
+    ("RegisterRequest", {"password": "correct horse battery"}, False),
+    ("LoginRequest", {"username": "alice", "password": "correct horse battery"}, True),
+    ("LoginRequest", {"username": "alice"}, False),
+    ("ProfileUpdateRequest", {}, True),
+    ("ProfileUpdateRequest", {"display_name": "Alice B."}, True),
+    ("ProfileUpdateRequest", {"username": "bob"}, False),  # a username is not a profile field
+    ("PasswordChangeRequest", {"current_password": "correct horse battery", "new_password": "a new long one"}, True),
+    ("PasswordChangeRequest", {"current_password": "correct horse battery", "new_password": "short"}, False),
+    ("ReauthenticateRequest", {"password": "correct horse battery"}, True),
+    ("ReauthenticateRequest", {}, False),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "valid"), BODIES)
+def test_request_schemas_accept_what_the_readme_allows(
+    committed: dict[str, Any], name: str, body: dict[str, Any], valid: bool
+) -> None:
+    assert _validator(committed, name).is_valid(body) is valid
+
+
+# Each success body as the README's endpoint block lists its members (the members every answer has).
+RESPONSE_MEMBERS = {
+    "UserOut": {"user_id", "username", "display_name", "email", "permissions", "created_at"},
+    "LoginOut": {"token", "token_type", "user_id", "username", "permissions", "logged_in_at", "expires_at"},
+    "ProfileOut": {"user_id", "username", "display_name", "email", "permissions", "version", "session"},
+    "SessionsOut": {"sessions", "next_page_token"},
+    "SessionOut": {"id", "created_at", "last_seen_at", "expires_at", "user_agent", "current"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESPONSE_MEMBERS))
+def test_response_schemas_have_the_members_the_readme_promises(committed: dict[str, Any], name: str) -> None:
+    schema = committed["components"]["schemas"][name]
+    assert set(schema["properties"]) == RESPONSE_MEMBERS[name]
+    # Every member but one a client may leave out of its checks (token_type's default, "Bearer") is always sent.
+    assert set(schema["properties"]) - set(schema.get("required", [])) <= {"token_type"}
+
+
+def _readme_errors() -> dict[str, int]:
+    """The README's table of error codes: code -> status, as a client reads them."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("### Errors") : readme.index("## What this service guarantees")]
+    return {code: int(status) for code, status in re.findall(r"^\| `(\w+)` \| (\d{3}) \|", table, re.MULTILINE)}
+
+
+def test_request_and_response_schemas_are_the_models(committed: dict[str, Any]) -> None:
+    """The bodies above by name, and besides them exactly the problems the operations answer, as the README has them."""
     schemas = committed["components"]["schemas"]
-    assert {name: schemas[name] for name in defs["$defs"]} == defs["$defs"]
-    # Besides the models: one problem schema per error some operation answers with, and nothing else.
-    problems = {openapi.problem_name(e): e for e in openapi.documented_errors()}
-    assert set(schemas) - set(defs["$defs"]) == set(problems)
+    answered = {
+        schema["title"]
+        for _, _, op in _operations(committed)
+        for response in op["responses"].values()
+        if "application/problem+json" in response.get("content", {})
+        for schema in _problem_schemas(committed, response)
+    }
+    problems = {name for name in schemas if name.endswith("Problem") and name != "Problem"}
+    assert problems == answered  # no problem schema that no operation answers with
+    readme = _readme_errors()
+    for name in problems:
+        code, status = schemas[name]["properties"]["code"]["const"], schemas[name]["properties"]["status"]["const"]
+        assert readme.get(code) == status, (name, code, status)
+    assert {"Problem", *(body[0] for body in BODIES), *RESPONSE_MEMBERS} <= set(schemas) - problems
 
 
 def _all_errors(cls: type[errors.SessionError]) -> list[type[errors.SessionError]]:

@@ -9,131 +9,23 @@ a race that the old code lost in one trial out of thirty would still be caught.
 from __future__ import annotations
 
 import concurrent.futures
-import contextvars
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from session.admin import AdminService
-from tests.conftest import AppFactory, bearer, login, main_module, register, together
+from tests.conftest import AppFactory, bearer, login, register, together
+from tests.support import PASSWORD, admin, login_attempt, race_logins_against, still_working
 
-PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new passphrase"
-ATTACKERS = 4
 
 pytestmark = pytest.mark.slow
-
-
-def _admin() -> Any:
-    return AdminService(main_module().api_instance.service)
-
-
-def _login_status(client: TestClient, username: str, password: str) -> tuple[int, str | None]:
-    response = client.post("/login", json={"username": username, "password": password})
-    token = response.json()["token"] if response.status_code == 200 else None
-    return response.status_code, token
-
-
-def _race_logins_against(
-    client: TestClient,
-    username: str,
-    action: Callable[[], None],
-    *,
-    attackers: int = ATTACKERS,
-    in_flight_of: str | None = None,
-) -> list[str]:
-    """Log in as ``username`` with the old password from ``attackers`` threads while ``action`` runs.
-
-    The attackers start with ``action`` (a barrier), keep logging in until it has returned,
-    and finish the login they have in flight. Returns every token they were given, or with
-    ``in_flight_of`` (a ``SessionService`` method that ``action`` calls) those of logins whose
-    read of the user had returned before the service began that method: each of those verified
-    the credentials as they were before the change, and was in flight when it started. The
-    order is taken inside the app, not in the test's threads, whose scheduling is noise. (A
-    login that had merely *begun* before the change may read the user after it took effect,
-    under load: it is then a new login, legitimately alive, and not counted.)
-    """
-    start = threading.Barrier(attackers + 1)
-    done = threading.Event()
-    service = main_module().api_instance.service
-    logins: list[tuple[float, str]] = []
-    began: list[float] = []
-    lock = threading.Lock()
-    real_login = service.login
-    read_at: contextvars.ContextVar[list[float]] = contextvars.ContextVar("read_at")
-
-    async def timed_login(*args: Any, **kwargs: Any) -> Any:
-        read_at.set(reads := [])
-        result = await real_login(*args, **kwargs)
-        with lock:
-            logins.append((reads[0], result.token))
-        return result
-
-    def timed_read(real: Callable[..., Any]) -> Callable[..., Any]:
-        async def read(*args: Any, **kwargs: Any) -> Any:
-            result = await real(*args, **kwargs)
-            read_at.get([]).append(time.monotonic())  # the user as this login verified it has been read
-            return result
-
-        return read
-
-    def attack() -> None:
-        start.wait()
-        while not done.is_set():
-            status, _ = _login_status(client, username, PASSWORD)
-            assert status in (200, 401, 403, 429), status  # 403: the account is disabled
-
-    def act() -> None:
-        start.wait()
-        time.sleep(0.02)  # let the first logins get under way
-        try:
-            action()
-        finally:
-            done.set()
-
-    patched = {"login": timed_login}
-    store_patched = {"reserve_and_read_login": timed_read(service.store.reserve_and_read_login)}
-    if in_flight_of is not None:
-        real_action = getattr(service, in_flight_of)
-
-        async def timed_action(*args: Any, **kwargs: Any) -> Any:
-            began.append(time.monotonic())
-            return await real_action(*args, **kwargs)
-
-        patched[in_flight_of] = timed_action
-    for name, wrapper in patched.items():
-        setattr(service, name, wrapper)
-    for name, wrapper in store_patched.items():
-        setattr(service.store, name, wrapper)
-    try:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=attackers + 1) as pool:
-            futures = [pool.submit(attack) for _ in range(attackers)]
-            owner = pool.submit(act)
-            owner.result()
-            for future in futures:
-                future.result()
-    finally:
-        for name in patched:
-            delattr(service, name)  # back to the class's method
-        for name in store_patched:
-            delattr(service.store, name)
-    if in_flight_of is None:
-        return [token for _, token in logins]
-    assert began, f"the action never called {in_flight_of}"
-    return [token for read, token in logins if read < began[0]]
 
 
 def _rate(caught: list[int]) -> str:
     """How many trials caught the race, and how many sessions survived in all."""
     return f"{sum(1 for c in caught if c)} of {len(caught)} trials, {sum(caught)} session(s)"
-
-
-def _still_working(client: TestClient, tokens: list[str]) -> list[str]:
-    return [t for t in tokens if client.get("/profile", headers=bearer(t)).status_code != 401]
 
 
 # --- 1. a login in flight must not outlive the change that should have ended it -------------------
@@ -157,8 +49,8 @@ def test_login_in_flight_does_not_survive_a_password_change(make_client: AppFact
             )
             assert response.status_code == 200, response.text
 
-        stolen = _race_logins_against(client, username, change)
-        caught.append(len(_still_working(client, stolen)))
+        stolen = race_logins_against(client, username, change)
+        caught.append(len(still_working(client, stolen)))
     assert sum(caught) == 0, f"sessions opened with the old password outlived the change: {_rate(caught)}"
 
 
@@ -170,11 +62,11 @@ def test_login_in_flight_does_not_survive_disable_then_enable(make_client: AppFa
         register(client, username)
 
         def disable(username: str = username) -> None:
-            client.portal.call(_admin().set_disabled, username, True)  # type: ignore[union-attr]
+            client.portal.call(admin().set_disabled, username, True)  # type: ignore[union-attr]
 
-        stolen = _race_logins_against(client, username, disable)
-        client.portal.call(_admin().set_disabled, username, False)  # type: ignore[union-attr]
-        caught.append(len(_still_working(client, stolen)))
+        stolen = race_logins_against(client, username, disable)
+        client.portal.call(admin().set_disabled, username, False)  # type: ignore[union-attr]
+        caught.append(len(still_working(client, stolen)))
     assert sum(caught) == 0, f"sessions opened before the disable work again after enable: {_rate(caught)}"
 
 
@@ -193,8 +85,8 @@ def test_login_in_flight_does_not_survive_revoke_all(make_client: AppFactory) ->
 
         # The password stays the same: a login that reads the user after revoke-all took effect is a new,
         # legitimate one. A login sent before revoke-all was in flight when it began: it must not survive.
-        stolen = _race_logins_against(client, username, revoke_all, in_flight_of="revoke_all")
-        caught.append(len(_still_working(client, stolen)))
+        stolen = race_logins_against(client, username, revoke_all, in_flight_of="revoke_all")
+        caught.append(len(still_working(client, stolen)))
         # "all but the current one": the caller's own session stays.
         assert client.get("/profile", headers=bearer(owner)).status_code == 200
     assert sum(caught) == 0, f"sessions opened in flight outlived revoke-all: {_rate(caught)}"
@@ -214,7 +106,7 @@ def test_a_burst_of_guesses_is_judged_at_most_max_failures_times(make_client: Ap
         passwords = [f"wrong guess {i}" for i in range(BURST - 1)]
         passwords.insert(trial * 7 % BURST, PASSWORD)  # the right one somewhere in the burst
         attempts = [
-            (lambda p=p, u=username: _login_status(client, u, p)[0])
+            (lambda p=p, u=username: login_attempt(client, u, p)[0])
             for p in passwords  # type: ignore[misc]
         ]
         statuses = together(attempts)
@@ -278,7 +170,7 @@ def test_wrong_current_passwords_count_against_the_login_limit(make_client: AppF
     assert right.status_code == 429 and right.json()["code"] == "too_many_attempts"
     assert int(right.headers["retry-after"]) >= 1
     # The owner's password still works where it did: the takeover did not happen.
-    assert _login_status(client, "alice", PASSWORD)[0] == 429  # ... and the username is locked for logins too
+    assert login_attempt(client, "alice", PASSWORD)[0] == 429  # ... and the username is locked for logins too
 
 
 def test_a_burst_of_current_password_guesses_is_judged_at_most_max_failures_times(make_client: AppFactory) -> None:
@@ -323,4 +215,4 @@ def test_parallel_password_changes_with_one_session_apply_once(make_client: AppF
         assert statuses.count(200) == 1, statuses
         assert set(statuses) <= {200, 401}, statuses
         winner = new[statuses.index(200)]
-        assert {p: _login_status(client, username, p)[0] for p in new} == {p: 200 if p == winner else 401 for p in new}
+        assert {p: login_attempt(client, username, p)[0] for p in new} == {p: 200 if p == winner else 401 for p in new}

@@ -9,10 +9,9 @@ real threads together with a barrier and repeat over several trials, as in
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from session import tokens
 from session.models import ReauthenticateRequest, SessionRecord
 from session.service import utc_now
 from tests.conftest import AppFactory, bearer, emulator_get, login, main_module, register, together
+from tests.support import Ahead, assert_problem, later, live_tokens, use_clock
 from tests.test_login_cost import _counted as counted
 
 PASSWORD = "correct horse battery"
@@ -30,35 +30,13 @@ REAUTH_SECONDS = 600
 ORIGIN = "https://app.example.com"
 
 
-class Ahead:
-    """The service's clock, ``seconds`` ahead of the real one (thread-safe enough: one float)."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-    def __call__(self) -> datetime:
-        return utc_now() + timedelta(seconds=self.seconds)
-
-
 @pytest.fixture
 def clock() -> Ahead:
     return Ahead()
 
 
-def use(clock: Ahead) -> None:
-    main_module().api_instance.service.clock = clock
-
-
 def reauth(client: TestClient, token: str, password: str = PASSWORD, **kwargs: Any) -> Any:
     return client.post("/reauthenticate", headers=bearer(token), json={"password": password}, **kwargs)
-
-
-def problem(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code, body
-    return body
 
 
 def profile_session(client: TestClient, token: str) -> dict[str, Any]:
@@ -79,7 +57,7 @@ def test_login_sets_auth_time_and_the_profile_shows_it(client: TestClient) -> No
 
 def test_a_password_change_opens_a_session_proved_now(client: TestClient, clock: Ahead) -> None:
     register(client)
-    use(clock)
+    use_clock(clock)
     token = login(client)
     clock.seconds = REAUTH_SECONDS + 5
     changed = client.post(
@@ -157,12 +135,12 @@ def test_a_stale_session_must_reauthenticate_then_may(
 ) -> None:
     client = make_client(SESSION_REAUTH_SECONDS=str(REAUTH_SECONDS))
     register(client, email="old@example.com")
-    use(clock)
+    use_clock(clock)
     token, other = login(client), login(client)
     other_id = _other_session_id(client, token, other)
     clock.seconds = REAUTH_SECONDS + 1
 
-    refused = problem(operation(client, token, other_id), 403, "reauthentication_required")
+    refused = assert_problem(operation(client, token, other_id), 403, "reauthentication_required")
     assert refused["max_age"] == REAUTH_SECONDS
     assert client.get("/profile", headers=bearer(other)).status_code == 200  # nothing was done
     assert client.get("/profile", headers=bearer(token)).json()["email"] == "old@example.com"
@@ -177,18 +155,21 @@ def test_a_stale_session_must_reauthenticate_then_may(
 def test_the_window_is_the_setting(make_client: AppFactory, clock: Ahead) -> None:
     client = make_client(SESSION_REAUTH_SECONDS="30")
     register(client)
-    use(clock)
+    use_clock(clock)
     token = login(client)
     clock.seconds = 29
     assert client.get("/sessions", headers=bearer(token)).status_code == 200
     clock.seconds = 31
-    assert problem(client.get("/sessions", headers=bearer(token)), 403, "reauthentication_required")["max_age"] == 30
+    assert (
+        assert_problem(client.get("/sessions", headers=bearer(token)), 403, "reauthentication_required")["max_age"]
+        == 30
+    )
 
 
 def test_what_a_stale_session_may_still_do(client: TestClient, clock: Ahead) -> None:
     """Its own profile, a new display name, the same email again, and ending itself."""
     register(client, email="alice@example.com")
-    use(clock)
+    use_clock(clock)
     token = login(client)
     clock.seconds = REAUTH_SECONDS + 1
     assert client.get("/profile", headers=bearer(token)).status_code == 200
@@ -196,7 +177,7 @@ def test_what_a_stale_session_may_still_do(client: TestClient, clock: Ahead) -> 
     same = client.patch("/profile", headers=bearer(token), json={"email": "alice@example.com"})
     assert same.status_code == 200, same.text
     removed = client.patch("/profile", headers=bearer(token), json={"email": None})  # removing it is a change
-    problem(removed, 403, "reauthentication_required")
+    assert_problem(removed, 403, "reauthentication_required")
     own = tokens.public_id(tokens.hash_token(token))
     assert client.delete(f"/sessions/{own}", headers=bearer(token)).status_code == 204
     assert client.get("/profile", headers=bearer(token)).status_code == 401
@@ -204,22 +185,22 @@ def test_what_a_stale_session_may_still_do(client: TestClient, clock: Ahead) -> 
 
 def test_a_stale_session_gets_no_answer_about_other_ids(client: TestClient, clock: Ahead) -> None:
     register(client)
-    use(clock)
+    use_clock(clock)
     token = login(client)
     clock.seconds = REAUTH_SECONDS + 1
     unknown = tokens.public_id(tokens.hash_token(tokens.mint("alice")))
-    problem(client.delete(f"/sessions/{unknown}", headers=bearer(token)), 403, "reauthentication_required")
+    assert_problem(client.delete(f"/sessions/{unknown}", headers=bearer(token)), 403, "reauthentication_required")
 
 
 def test_the_cache_does_not_let_a_stale_session_through(make_client: AppFactory, clock: Ahead) -> None:
     """With SESSION_CACHE_SECONDS on, the check is still made on the session as read from the store."""
     client = make_client(SESSION_CACHE_SECONDS="60")
     register(client)
-    use(clock)
+    use_clock(clock)
     token = login(client)
     assert client.get("/profile", headers=bearer(token)).status_code == 200  # now cached
     clock.seconds = REAUTH_SECONDS + 1
-    problem(client.get("/sessions", headers=bearer(token)), 403, "reauthentication_required")
+    assert_problem(client.get("/sessions", headers=bearer(token)), 403, "reauthentication_required")
     new = reauth(client, token).json()["token"]
     assert client.get("/profile", headers=bearer(token)).status_code == 401  # this instance forgot the old one
     assert client.get("/sessions", headers=bearer(new)).status_code == 200
@@ -230,7 +211,7 @@ def test_the_cache_does_not_let_a_stale_session_through(make_client: AppFactory,
 
 def test_reauthenticate_rotates_the_session(client: TestClient, clock: Ahead, emulator_host: str, project: str) -> None:
     register(client)
-    use(clock)
+    use_clock(clock)
     token = login(client)
     before = profile_session(client, token)
     clock.seconds = 120
@@ -244,7 +225,7 @@ def test_reauthenticate_rotates_the_session(client: TestClient, clock: Ahead, em
     cookie = reply.headers["set-cookie"]
     assert cookie.startswith(f"__session={new};") and "HttpOnly" in cookie
 
-    problem(client.get("/profile", headers=bearer(token)), 401, "unauthenticated")
+    assert_problem(client.get("/profile", headers=bearer(token)), 401, "unauthenticated")
     after = profile_session(client, new)
     assert after["auth_time"] > before["auth_time"]
     assert after["auth_time"] == after["logged_in_at"] == body["logged_in_at"]  # fresh like a login
@@ -259,9 +240,9 @@ def test_reauthenticate_with_the_cookie_needs_an_allowed_origin(make_client: App
     client = make_client(SESSION_ALLOWED_ORIGINS=ORIGIN)
     register(client)
     assert client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code == 200
-    problem(client.post("/reauthenticate", json={"password": PASSWORD}), 403, "csrf_rejected")
+    assert_problem(client.post("/reauthenticate", json={"password": PASSWORD}), 403, "csrf_rejected")
     foreign = client.post("/reauthenticate", json={"password": PASSWORD}, headers={"Origin": "https://evil.example"})
-    problem(foreign, 403, "csrf_rejected")
+    assert_problem(foreign, 403, "csrf_rejected")
     reply = client.post("/reauthenticate", json={"password": PASSWORD}, headers={"Origin": ORIGIN})
     assert reply.status_code == 200, reply.text
     assert client.cookies.get("__session") == reply.json()["token"]  # the jar now holds the new session
@@ -282,13 +263,13 @@ def test_reauthenticate_with_the_cookie_needs_an_allowed_origin(make_client: App
 def test_bad_bodies(client: TestClient, body: dict[str, Any], status: int, code: str) -> None:
     register(client)
     token = login(client)
-    problem(client.post("/reauthenticate", headers=bearer(token), json=body), status, code)
+    assert_problem(client.post("/reauthenticate", headers=bearer(token), json=body), status, code)
     assert client.get("/profile", headers=bearer(token)).status_code == 200
 
 
 def test_reauthenticate_needs_a_session(client: TestClient) -> None:
     register(client)
-    problem(client.post("/reauthenticate", json={"password": PASSWORD}), 401, "unauthenticated")
+    assert_problem(client.post("/reauthenticate", json={"password": PASSWORD}), 401, "unauthenticated")
 
 
 def test_wrong_passwords_count_against_the_login_limit(make_client: AppFactory) -> None:
@@ -300,9 +281,9 @@ def test_wrong_passwords_count_against_the_login_limit(make_client: AppFactory) 
     client.cookies.clear()
     statuses = [reauth(client, token, f"guess {i}").status_code for i in range(8)]
     assert statuses == [403] * 5 + [429] * 3
-    assert problem(reauth(client, token, "guess 9"), 429, "too_many_attempts")
+    assert assert_problem(reauth(client, token, "guess 9"), 429, "too_many_attempts")
     right = reauth(client, token)  # past the limit, even the right password is refused
-    problem(right, 429, "too_many_attempts")
+    assert_problem(right, 429, "too_many_attempts")
     assert int(right.headers["retry-after"]) >= 1
     assert client.get("/profile", headers=bearer(token)).status_code == 200  # the session itself stays valid
     assert client.post("/login", json={"username": "alice", "password": PASSWORD}).status_code == 429
@@ -311,7 +292,7 @@ def test_wrong_passwords_count_against_the_login_limit(make_client: AppFactory) 
 def test_a_wrong_password_is_403_and_the_session_lives(client: TestClient) -> None:
     register(client)
     token = login(client)
-    problem(reauth(client, token, "not my password"), 403, "wrong_current_password")
+    assert_problem(reauth(client, token, "not my password"), 403, "wrong_current_password")
     assert client.get("/profile", headers=bearer(token)).status_code == 200
 
 
@@ -350,18 +331,18 @@ def test_what_a_reauthentication_costs(client: TestClient) -> None:
 # --- races ----------------------------------------------------------------------------------------------------
 
 # Each race runs TRIALS times, one side started 0, 20, 40 ... ms later, so that both orders and the overlaps
-# between them occur (the test prints which outcomes it saw).
+# between them occur; a race whose claim is about both orders goes on (up to MAX_TRIALS) until it has seen
+# both, and fails if it never does: a run that only ever saw one order proves nothing about the other.
 TRIALS = 8
+MAX_TRIALS = 3 * TRIALS
 
 
-def _later(delay: float, call: Callable[[], Any]) -> Any:
-    """``call()`` after ``delay`` seconds: each trial of a race starts one side a little later (other orders)."""
-    time.sleep(delay)
-    return call()
-
-
-def _live_sessions(client: TestClient, tokens_: list[str]) -> list[str]:
-    return [t for t in tokens_ if client.get("/profile", headers=bearer(t)).status_code == 200]
+def _trials(outcomes: set[Any], both: set[Any]) -> Iterator[int]:
+    """Trial numbers: TRIALS of them, then more while ``outcomes`` still lacks one of ``both``."""
+    trial = 0
+    while trial < TRIALS or (trial < MAX_TRIALS and not both <= outcomes):
+        yield trial
+        trial += 1
 
 
 def _stored_sessions(emulator_host: str, project: str, username: str) -> list[dict[str, Any]]:
@@ -399,7 +380,7 @@ def test_parallel_reauthentications_with_one_token_rotate_once(
         assert set(statuses) == {200, 401}, statuses
         winner = replies[statuses.index(200)].json()["token"]
         minted = [token, *(r.json()["token"] for r in replies if r.status_code == 200)]
-        assert _live_sessions(client, minted) == [winner]
+        assert live_tokens(client, minted) == [winner]
         stored = _stored_sessions(emulator_host, project, username)
         assert [d["name"].rsplit("/", 1)[1] for d in stored] == [tokens.hash_token(winner)]
 
@@ -410,13 +391,14 @@ def test_a_reauthentication_racing_a_password_change_leaves_no_session_of_the_ol
 ) -> None:
     client = make_client(SESSION_LOGIN_MAX_FAILURES="50")
     outcomes: set[tuple[int, int]] = set()
-    for trial in range(TRIALS):
+    both = {(200, 200), (401, 200)}  # the reauthentication first (then voided), or the change first
+    for trial in _trials(outcomes, both):
         username = f"race{trial}"
         register(client, username)
         stolen, owner = login(client, username), login(client, username)
         reauthed, changed = together(
             [
-                lambda t=stolen, d=trial * 0.025: _later(d, lambda: reauth(client, t)),  # type: ignore[misc]
+                lambda t=stolen, d=(trial % TRIALS) * 0.025: later(d, lambda: reauth(client, t)),  # type: ignore[misc]
                 lambda t=owner: client.post(  # type: ignore[misc]
                     "/profile/password",
                     headers=bearer(t),
@@ -430,7 +412,7 @@ def test_a_reauthentication_racing_a_password_change_leaves_no_session_of_the_ol
         minted = [stolen, owner, changed.json()["token"]]
         if reauthed.status_code == 200:
             minted.append(reauthed.json()["token"])
-        assert _live_sessions(client, minted) == [changed.json()["token"]], f"trial {trial}"
+        assert live_tokens(client, minted) == [changed.json()["token"]], f"trial {trial}"
         # In the store too: whatever is left besides the new session is of an older epoch (void).
         epoch = int(_user_doc(emulator_host, project, username)["fields"]["auth_epoch"]["integerValue"])
         current = [
@@ -440,28 +422,32 @@ def test_a_reauthentication_racing_a_password_change_leaves_no_session_of_the_ol
         ]
         assert current == [tokens.hash_token(changed.json()["token"])], f"trial {trial}"
     print("outcomes (reauthenticate, password change):", sorted(outcomes))
+    assert outcomes == both, f"not both orders in {trial + 1} trials: {sorted(outcomes)}"
 
 
 @pytest.mark.slow
 def test_a_reauthentication_racing_a_revoke_all_leaves_only_the_revoker(make_client: AppFactory) -> None:
     client = make_client(SESSION_LOGIN_MAX_FAILURES="50")
     outcomes: set[int] = set()
-    for trial in range(TRIALS):
+    both = {200, 401}  # the rotation first (its new session then revoked), or the revoke-all first
+    for trial in _trials(outcomes, both):
         username = f"rall{trial}"
         register(client, username)
         stolen, owner = login(client, username), login(client, username)
+        stagger = (trial % TRIALS) * 0.02
         reauthed, revoked = together(
             [
                 lambda t=stolen: reauth(client, t),  # type: ignore[misc]
-                lambda t=owner, d=trial * 0.02: _later(d, lambda: client.delete("/sessions", headers=bearer(t))),  # type: ignore[misc]
+                lambda t=owner, d=stagger: later(d, lambda: client.delete("/sessions", headers=bearer(t))),  # type: ignore[misc]
             ]
         )
         assert revoked.status_code == 204, revoked.text
         assert reauthed.status_code in (200, 401), reauthed.text
         minted = [stolen, owner] + ([reauthed.json()["token"]] if reauthed.status_code == 200 else [])
-        assert _live_sessions(client, minted) == [owner], f"trial {trial}"
+        assert live_tokens(client, minted) == [owner], f"trial {trial}"
         outcomes.add(reauthed.status_code)
     print("outcomes (reauthenticate):", sorted(outcomes))
+    assert outcomes == both, f"not both orders in {trial + 1} trials: {sorted(outcomes)}"
 
 
 def _user_doc(emulator_host: str, project: str, username: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from google.cloud import firestore
 from starlette.testclient import TestClient
 
 from tests.conftest import AppFactory, bearer, login, register
+from tests.support import live_tokens
 
 PASSWORD = "correct horse battery"
 BURST = 32
@@ -37,10 +38,6 @@ def _burst_logins(clients: list[TestClient], username: str, n: int) -> list[tupl
         return list(pool.map(one, range(n)))
 
 
-def _alive(client: TestClient, tokens: list[str]) -> list[str]:
-    return [t for t in tokens if client.get("/profile", headers=bearer(t)).status_code == 200]
-
-
 def _stored_sessions(project: str, user_id: str) -> int:
     """The user's session documents in Firestore (all of them fresh here: none is merely expired)."""
     db = firestore.Client(project=project)
@@ -55,7 +52,7 @@ def _user_id(client: TestClient, token: str) -> str:
     return user_id
 
 
-def test_32_parallel_logins_leave_exactly_the_cap_alive(make_client: AppFactory, project: str) -> None:
+def test_32_parallel_logins_leave_exactly_the_capalive(make_client: AppFactory, project: str) -> None:
     # Two instances of the app, the default cap (20); a lockout limit the burst of right passwords cannot meet.
     env = {"SESSION_LOGIN_MAX_FAILURES": "100"}
     clients = [make_client(**env), make_client(**env)]
@@ -66,7 +63,7 @@ def test_32_parallel_logins_leave_exactly_the_cap_alive(make_client: AppFactory,
         results = _burst_logins(clients, username, BURST)
         assert [status for status, _ in results] == [200] * BURST, results
         tokens = [token for _, token in results if token]
-        alive = _alive(clients[0], tokens)
+        alive = live_tokens(clients[0], tokens)
         assert len(alive) == 20, f"trial {trial}: {len(alive)} of {BURST} sessions alive"
         # Nothing over the cap is left in Firestore either: the evicted ones were deleted in their evictors' commits.
         assert _stored_sessions(project, _user_id(clients[0], alive[0])) == 20
@@ -79,7 +76,7 @@ def test_a_login_past_the_cap_ends_the_least_recently_used_session(make_client: 
     time.sleep(0.6)
     assert client.get("/profile", headers=bearer(a)).status_code == 200  # a touch: a is now the most recently used
     d = login(client)
-    assert _alive(client, [a, b, c, d]) == [a, c, d]
+    assert live_tokens(client, [a, b, c, d]) == [a, c, d]
     gone = client.get("/profile", headers=bearer(b))
     assert gone.status_code == 401 and gone.json()["reason"] == "unknown"
 
@@ -91,7 +88,7 @@ def test_ended_sessions_make_room_without_ending_a_live_one(make_client: AppFact
     for token in (a, b):
         assert client.post("/logout", headers=bearer(token)).status_code == 204
     d, e = login(client), login(client)
-    assert _alive(client, [a, b, c, d, e]) == [c, d, e]
+    assert live_tokens(client, [a, b, c, d, e]) == [c, d, e]
 
 
 def test_sessions_from_before_the_cap_are_counted(make_client: AppFactory) -> None:
@@ -100,7 +97,7 @@ def test_sessions_from_before_the_cap_are_counted(make_client: AppFactory) -> No
     before = [login(uncapped) for _ in range(5)]
     capped = make_client(SESSION_MAX_PER_USER="3", SESSION_LOGIN_MAX_FAILURES="100")
     after = login(capped)
-    alive = _alive(capped, [*before, after])
+    alive = live_tokens(capped, [*before, after])
     assert len(alive) == 3 and after in alive
     assert alive[:2] == before[-2:]  # the least recently used (the oldest here) were ended
 
@@ -113,7 +110,7 @@ def test_a_burst_past_a_small_cap_over_two_instances(make_client: AppFactory, pr
         register(clients[0], username)
         results = _burst_logins(clients, username, 16)
         assert [status for status, _ in results] == [200] * 16, results
-        alive = _alive(clients[1], [token for _, token in results if token])
+        alive = live_tokens(clients[1], [token for _, token in results if token])
         assert len(alive) == 2, f"trial {trial}: {len(alive)} alive"
         assert _stored_sessions(project, _user_id(clients[1], alive[0])) == 2
 
@@ -125,6 +122,6 @@ def test_a_reauthentication_takes_the_place_of_the_session_it_ends(make_client: 
     response = client.post("/reauthenticate", headers=bearer(a), json={"password": PASSWORD})
     assert response.status_code == 200
     a2 = response.json()["token"]
-    assert _alive(client, [a, b, a2]) == [b, a2]  # the rotation ended nothing but the session it replaced
+    assert live_tokens(client, [a, b, a2]) == [b, a2]  # the rotation ended nothing but the session it replaced
     c = login(client)
-    assert _alive(client, [b, a2, c]) == [a2, c]  # b is the least recently used of the two
+    assert live_tokens(client, [b, a2, c]) == [a2, c]  # b is the least recently used of the two
