@@ -83,6 +83,8 @@ class FaultProxy:
         self.stats = ProxyStats()
         self._random = random.Random(seed)
         self._refuse_until = 0.0
+        self._cut_at: int | None = None
+        self._refuse_after_cut = 0.0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
         self._server: asyncio.Server | None = None
@@ -114,6 +116,14 @@ class FaultProxy:
     def refuse_for(self, seconds: float) -> None:
         """Reset every new connection at once for ``seconds`` (connections already open are left alone)."""
         self._refuse_until = time.monotonic() + seconds
+
+    def cut_nth(self, n: int, *, then_refuse: float = 0.0) -> None:
+        """Cut the ``n``-th request from now (1: the next one), whatever ``cut_rate`` says: a fault placed exactly.
+
+        ``then_refuse``: refuse new connections for that many seconds from the cut (so a resend fails too).
+        """
+        self._cut_at = self.stats.requests + n
+        self._refuse_after_cut = then_refuse
 
     def reset_all(self) -> None:
         """Cut every open connection now (a request in flight loses its answer)."""
@@ -232,7 +242,12 @@ class FaultProxy:
             end += FRAME_HEADER + length
             if kind in (DATA, HEADERS) and flags & END_STREAM and stream % 2 == 1:
                 self.stats.requests += 1
-                if self.cut_rate and self._random.random() < self.cut_rate:
+                placed = self._cut_at == self.stats.requests
+                if placed or (self.cut_rate and self._random.random() < self.cut_rate):
+                    if placed:
+                        self._cut_at = None
+                        if self._refuse_after_cut:
+                            self.refuse_for(self._refuse_after_cut)
                     ready = bytes(pending[:end])
                     del pending[:end]
                     return ready, True
