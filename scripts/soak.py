@@ -295,10 +295,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"faults: {proxy.stats.cuts} cut(s) of {proxy.stats.requests} Firestore call(s)"
                 f" (rate {args.faults:g}), {proxy.stats.connections} connection(s)"
             )
-            broken = len(set(stats.lost_sessions)) + len(stats.denied)
+            locked = stats.statuses[("login", 429)]  # every worker sends its right password only
+            broken = len(set(stats.lost_sessions)) + len(stats.denied) + locked
             print(
                 f"broken promises: {broken} ({len(set(stats.lost_sessions))} lost sessions or tokens alive after"
-                f" logout, {len(stats.denied)} changes that landed but were answered 4xx)"
+                f" logout, {len(stats.denied)} changes that landed but were answered 4xx, {locked} right passwords"
+                " answered 429)"
             )
             for line in stats.denied[:10]:
                 print(f"DENIED: {line}")
