@@ -123,8 +123,12 @@ async def _worker(base: str, index: int, stop_at: float, stats: Stats) -> None:
                 response = await _request(http, stats, kind, method, path, headers=headers, **extra)
                 if response is None:
                     continue
-                if kind == "profile_patch" and response.status_code == 412:  # no other writer: its own version
-                    stats.denied.append(f"{username} cycle {cycle}: PATCH answered 412 on its own version")
+                if kind == "profile_patch" and response.status_code == 412 and etag:
+                    # Nobody else writes this account: did the refused change land after all?
+                    check = await _request(http, stats, "profile_check", "GET", "/profile", headers=dict(auth))
+                    body = check.json() if check is not None and check.status_code == 200 else {}
+                    if body.get("version") == int(etag.strip('"')) + 1 and body.get("display_name") == f"cycle {cycle}":
+                        stats.denied.append(f"{username} cycle {cycle}: PATCH answered 412, yet it landed")
                 if response.status_code == 401:
                     stats.lost_sessions.append(f"{username} cycle {cycle}: {kind} answered 401 before logout")
                     lost = True
