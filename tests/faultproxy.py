@@ -89,6 +89,7 @@ class FaultProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
         self._server: asyncio.Server | None = None
         self._open: set[_Connection] = set()
+        self._handlers: set[asyncio.Task[None]] = set()  # awaited at stop (3.11's wait_closed does not)
         self.host = ""
 
     # --- control (any thread) ------------------------------------------------------------------------
@@ -148,6 +149,8 @@ class FaultProxy:
         self._server.close()
         await self._reset_all()
         await self._server.wait_closed()
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=5)
 
     async def _reset_all(self) -> None:
         for conn in list(self._open):
@@ -160,6 +163,10 @@ class FaultProxy:
         self._open.discard(conn)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
         if time.monotonic() < self._refuse_until:
             self.stats.refused += 1
             _reset(writer)
