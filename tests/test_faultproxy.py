@@ -67,12 +67,15 @@ def test_requests_are_counted_per_rpc_and_latency_delays_them(proxy: FaultProxy,
 def test_refused_connections_answer_unavailable_until_the_window_ends(proxy: FaultProxy, project: str) -> None:
     through = _client(proxy.host, project)
     through.collection("probe").document("a").get()
-    proxy.refuse_for(1.0)
+    proxy.refuse_for(3.0)
     proxy.reset_all()
-    with pytest.raises(gexc.ServiceUnavailable):
-        through.collection("probe").document("a").get(retry=None, timeout=5)
+    window = time.monotonic() + 2.5
+    while time.monotonic() < window:  # every call fails: the old connection is gone, new ones are refused
+        with pytest.raises(gexc.ServiceUnavailable):
+            through.collection("probe").document("a").get(retry=None, timeout=2)
+        time.sleep(0.1)
     assert proxy.stats.refused >= 1
-    time.sleep(1.2)
+    time.sleep(0.6)
     deadline = time.monotonic() + 10  # gRPC reconnects with a backoff of about a second after a refusal
     while True:
         try:
