@@ -36,8 +36,9 @@ test: lint
 fuzz: $(VENV)/.installed
 	$(PY) scripts/fuzz.py $(FUZZ_ARGS)
 
+# make soak FAULTS=0.05: the same load through the fault proxy (that share of Firestore calls cut), then the audit.
 soak: $(VENV)/.installed
-	$(PY) scripts/soak.py $(SOAK_ARGS)
+	$(PY) scripts/soak.py $(if $(FAULTS),--faults $(FAULTS)) $(SOAK_ARGS)
 
 openapi: $(VENV)/.installed
 	$(PY) scripts/openapi.py

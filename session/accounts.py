@@ -57,7 +57,10 @@ class Accounts:
         try:
             await self.basis.store.create_user(record, ledger)
         except AlreadyExists:
-            raise errors.UsernameTaken(f"the username {req.username!r} is taken") from None
+            # The client library resends a commit whose answer was lost; if it had landed, the user is ours.
+            stored = await self.basis.store.read_user(record.username)
+            if stored is None or stored.record.user_id != record.user_id:
+                raise errors.UsernameTaken(f"the username {req.username!r} is taken") from None
         event("user_registered", user_id=record.user_id)
         return user_out(record)
 
@@ -76,10 +79,13 @@ class Accounts:
         """
         ctx = await self.authn.strong(ctx)
         changes: dict[str, Any] = {name: getattr(req, name) for name in req.model_fields_set}
+        written: list[UserChange] = []  # each try's change: a try that landed is recognised by it
 
         async def write(current: Versioned[UserRecord] | None) -> ProfileOut:
             if current is None:
                 raise revoked()
+            if any(_landed(current.record, change) for change in written):
+                return profile_out(current.record, ctx.session)  # its answer was lost, and the library resent it
             if "email" in changes and changes["email"] != current.record.email:
                 require_recent_auth(ctx, self.basis.clock(), self.basis.settings.reauth_seconds)
             if if_match is not None and current.record.version != if_match:
@@ -87,6 +93,7 @@ class Accounts:
             if not changes:
                 return profile_out(current.record, ctx.session)
             update = UserChange(**changes, version=current.record.version + 1, updated_at=self.basis.clock())
+            written.append(update)
             try:
                 updated = await self.basis.store.update_user(current, update)
             finally:  # cached entries hold the user as it was
@@ -103,3 +110,8 @@ class Accounts:
             # Without If-Match the client asked for no precondition: try harder before a 412 it did not ask for.
             tries=TRIES if if_match is not None else 4 * TRIES,
         )
+
+
+def _landed(stored: UserRecord, change: UserChange) -> bool:
+    """True when ``stored`` is exactly what ``change`` wrote: its version and its own ``updated_at`` instant."""
+    return stored.version == change.version and stored.updated_at == change.updated_at

@@ -11,6 +11,7 @@
     python -m session sessions list NAME [--limit N] [--page-token T]
     python -m session sessions revoke-all NAME
     python -m session sessions revoke-everyone --yes [--batch-size N] [--resume-after NAME]
+    python -m session audit [--fix] [--page-size N]
 
 Every command first says on stderr which project, database and emulator it talks
 to, and where its security events go. Exit status 0 on success; otherwise 1 (or 2
@@ -49,6 +50,8 @@ from pydantic import SecretBytes, SecretStr, TypeAdapter, ValidationError
 
 from session import __version__, errors, logs, security_log
 from session.admin import MAX_SWEEP_PAGE, SWEEP_PAGE
+from session.audit import AUDIT_PAGE, COST, MAX_AUDIT_PAGE, Audit
+from session.audit_store import AuditStore
 from session.config import ConfigError, Settings, load_settings
 from session.models import (
     Permission,
@@ -151,6 +154,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     everyone.add_argument(
         "--resume-after", default=None, metavar="NAME", help="continue an interrupted run after this user"
+    )
+    audit = sub.add_parser(
+        "audit",
+        help="find what breaks the service's invariants; exit 1 when something needs attention",
+        description="Read every session, user (devices, ledger) and failed-login counter, page by page, and print"
+        " one line per kind of finding, with a count and a few ids; progress goes to stderr. " + COST,
+    )
+    audit.set_defaults(action=None)
+    audit.add_argument("--fix", action="store_true", help="delete dead sessions and orphans, drop stale ledger entries")
+    audit.add_argument(
+        "--page-size",
+        type=_bounded(1, MAX_AUDIT_PAGE),
+        default=AUDIT_PAGE,
+        metavar="N",
+        help=f"documents per page (default {AUDIT_PAGE})",
     )
     return parser
 
@@ -292,6 +310,7 @@ class Done:
     event: str
     fields: dict[str, object] = field(default_factory=dict)
     level: int = logging.WARNING
+    status: int = 0  # the exit status of a command that ran (audit: 1 when something needs attention)
 
 
 def _sessions_table(rows: Sequence[SessionOut]) -> list[str]:
@@ -391,30 +410,42 @@ async def _run(args: argparse.Namespace, settings: Settings, password: str | Non
                 "sessions_revoked_all",
                 {"user_id": record.user_id, "count": revoked},
             )
+        if command == ("sessions", "revoke-everyone"):
+            everyone = await admin.revoke_everyone(
+                page_size=args.batch_size,
+                resume_after=normalise_username(args.resume_after) if args.resume_after else None,
+                progress=lambda line: _err(f"revoke-everyone: {line}"),
+            )
+            return Done(
+                f"every session ended: {everyone.users} user(s);"
+                f" {everyone.deleted} of {everyone.scanned} session document(s) deleted",
+                "sessions_revoked_everyone",
+                {
+                    "users": everyone.users,
+                    "sessions_scanned": everyone.scanned,
+                    "sessions_deleted": everyone.deleted,
+                    "resume_after": args.resume_after,
+                },
+            )
         # The last command: argparse admits no other (check-config never connects, so it never comes here).
-        assert command == ("sessions", "revoke-everyone"), command
-        everyone = await admin.revoke_everyone(
-            page_size=args.batch_size,
-            resume_after=normalise_username(args.resume_after) if args.resume_after else None,
-            progress=lambda line: _err(f"revoke-everyone: {line}"),
-        )
+        assert command == ("audit", None), command
+        progress = lambda line: _err(f"audit: {line}")  # noqa: E731
+        report = await Audit(
+            AuditStore(runtime.store), settings, service.clock, fix=args.fix, page=args.page_size, progress=progress
+        ).run()
         return Done(
-            f"every session ended: {everyone.users} user(s);"
-            f" {everyone.deleted} of {everyone.scanned} session document(s) deleted",
-            "sessions_revoked_everyone",
-            {
-                "users": everyone.users,
-                "sessions_scanned": everyone.scanned,
-                "sessions_deleted": everyone.deleted,
-                "resume_after": args.resume_after,
-            },
+            "\n".join(report.lines()),
+            "audit_fixed" if args.fix else "audit_completed",
+            report.as_fields(),
+            logging.WARNING if args.fix else logging.INFO,
+            status=1 if report.unrepaired() else 0,
         )
     finally:
         await runtime.store.close()
 
 
 def _command_name(args: argparse.Namespace) -> str:
-    return f"{args.group} {args.action}"
+    return f"{args.group} {args.action}" if args.action else args.group
 
 
 def _audit_target(args: argparse.Namespace) -> str:
@@ -519,7 +550,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
             raise failure from None
         _audit(args, done.event, done.level, done.fields)
         _out(done.text)
-        return 0
+        return done.status
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the CLI's last line of defence: one line, never a traceback
