@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from session import liveness, plan, tokens
+from session import liveness, plan, room, tokens
 from session.clock import Clock
 from session.config import Settings
 from session.models import DeviceRecord, LedgerRecord, SessionRecord, UserChange, UserRecord
@@ -299,43 +299,17 @@ class Opener:
         return [h for h, s in stored if not liveness.never_live_again(s, user, now)]
 
     async def _make_room(self, user: UserRecord, members: list[str], cap: int) -> tuple[list[str], list[str]]:
-        """Split a full session list into the entries kept and the sessions to delete, leaving room for one.
-
-        Entries whose session is gone are dropped; sessions that can never be accepted again are
-        deleted (an expired one too, so that a touch in flight cannot bring it back); then, while
-        still full, the least recently used sessions (``last_seen_at``) are ended.
-        """
+        """Read the listed sessions (one round trip) and split the full list by ``room.make_room``."""
         stored = await self.store.read_sessions(members)
-        now = self.clock()
-        live = [h for h in members if h in stored and not liveness.never_live_again(stored[h], user, now)]
-        evict = [h for h in members if h in stored and liveness.never_live_again(stored[h], user, now)]
-        excess = len(live) - cap + 1
-        if excess > 0:
-            by_use = sorted(live, key=lambda h: (stored[h].last_seen_at, stored[h].created_at, h))
-            evict += by_use[:excess]
-            live = [h for h in live if h not in set(by_use[:excess])]
-        return live, evict
+        return room.make_room(user, members, stored, cap, self.clock())
 
     async def _make_device_room(self, user: UserRecord, devices: list[str]) -> tuple[list[str], list[str]]:
-        """The trusted devices kept and those whose documents go, leaving room for one more under the bound.
-
-        Only when the list is full does this read the listed devices (one round trip): entries of
-        gone documents are dropped, untrusted documents deleted, then the least recently used
-        trusted ones (the earliest renewal, so the earliest ``expires_at``) lose their trust.
-        """
+        """Only when the list is full: read the listed devices (one round trip), split by ``room.make_device_room``."""
         bound = self.settings.max_devices_per_user
         if len(devices) < bound:
             return devices, []
         stored = await self.store.read_devices(user.username, devices)
-        now = self.clock()
-        trusted = [h for h in devices if liveness.device_trusted(stored.get(h), user, now)]
-        gone = [h for h in devices if h in stored and h not in trusted]
-        excess = len(trusted) - bound + 1
-        if excess > 0:
-            by_use = sorted(trusted, key=lambda h: (stored[h].expires_at, h))
-            gone += by_use[:excess]
-            trusted = [h for h in trusted if h not in set(by_use[:excess])]
-        return trusted, gone
+        return room.make_device_room(user, devices, stored, bound, self.clock())
 
     # --- credential changes without a new session ---------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Making room under the caps: which entries a full list keeps and which it ends. Pure, no store, no clock.
 
-The same rule as ``Opener._make_room`` / ``_make_device_room`` (session/opening.py), written as plain
-functions of what was read, so that it is tested without an emulator. ``Opener`` is meant to call these
-after reading the listed documents (one round trip), and to keep none of the rule itself.
+The rule that ``Opener._make_room`` / ``_make_device_room`` (session/opening.py) apply, written as plain
+functions of what was read, so that it is tested without an emulator. ``Opener`` reads the listed
+documents (one round trip) and keeps none of the rule itself.
 """
 
 from __future__ import annotations
