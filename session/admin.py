@@ -28,7 +28,7 @@ MAX_SWEEP_PAGE = 500
 
 
 @dataclass(frozen=True, slots=True)
-class Deleted:
+class UserDeleted:
     """What ``AdminService.delete_user`` removed."""
 
     user_id: str | None  # None: the user document was already gone (a re-run after an interruption)
@@ -37,7 +37,7 @@ class Deleted:
 
 
 @dataclass(frozen=True, slots=True)
-class Everyone:
+class EveryoneRevoked:
     """What ``AdminService.revoke_everyone`` did."""
 
     users: int  # users whose auth_epoch was bumped
@@ -160,7 +160,7 @@ class AdminService:
         revoked = await self.store.delete_user_sessions(record.user_id, up_to_epoch=record.auth_epoch - 1)
         return record, revoked
 
-    async def delete_user(self, username: str) -> Deleted:
+    async def delete_user(self, username: str) -> UserDeleted:
         """Delete a user and everything stored about them: sessions, subcollections, failed-login counter.
 
         The user document goes first, under a precondition (retried on races): from that
@@ -197,7 +197,7 @@ class AdminService:
         await self.store.delete_attempts(tokens.counter_key(name))
         if user_id is None and not documents and not sessions:
             raise errors.NotFound(f"no user {name!r}")
-        return Deleted(user_id, sessions, documents)
+        return UserDeleted(user_id, sessions, documents)
 
     async def revoke_everyone(
         self,
@@ -205,7 +205,7 @@ class AdminService:
         page_size: int = SWEEP_PAGE,
         resume_after: str | None = None,
         progress: Callable[[str], None] = lambda _: None,
-    ) -> Everyone:
+    ) -> EveryoneRevoked:
         """End every session of every user (a suspected breach), in pages of ``page_size`` documents.
 
         1. Every user, in username order (from after ``resume_after``, if given), gets
@@ -247,4 +247,4 @@ class AdminService:
             progress(f"sessions: {scanned} scanned, {deleted} deleted")
             if len(page) < page_size:
                 break
-        return Everyone(users, scanned, deleted)
+        return EveryoneRevoked(users, scanned, deleted)

@@ -303,7 +303,7 @@ def _permissions(values: Sequence[str]) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True)
-class Done:
+class Outcome:
     """A command's result: what to print, and the audit line's event name, level and fields."""
 
     text: str
@@ -335,7 +335,7 @@ def _next_page(token: str | None) -> list[str]:
     return [f"next page: --page-token {token}"] if token else []
 
 
-async def _run(args: argparse.Namespace, settings: Settings, password: str | None = None) -> Done:
+async def _run(args: argparse.Namespace, settings: Settings, password: str | None = None) -> Outcome:
     runtime = build(settings)
     service, admin = runtime.service, runtime.admin
     try:
@@ -345,14 +345,14 @@ async def _run(args: argparse.Namespace, settings: Settings, password: str | Non
             perms = _permissions(args.permission) if args.permission is not None else list(settings.default_permissions)
             req = RegisterRequest(username=args.name, password=password)
             user = await service.register(req, permissions=perms)
-            return Done(
+            return Outcome(
                 f"created {user.username} ({user.user_id}) with permissions {','.join(user.permissions) or '-'}",
                 "user_created",
                 {"user_id": user.user_id, "permissions": user.permissions},
             )
         if command == ("users", "set-permissions"):
             record = await admin.update(args.name, UserChange(permissions=_permissions(args.permissions)))
-            return Done(
+            return Outcome(
                 f"{record.username}: permissions {','.join(record.permissions) or '-'}",
                 "user_permissions_set",
                 {"user_id": record.user_id, "permissions": record.permissions},
@@ -361,14 +361,14 @@ async def _run(args: argparse.Namespace, settings: Settings, password: str | Non
             disable = args.action == "disable"
             record, revoked = await admin.set_disabled_record(args.name, disable)
             suffix = f", {revoked} session(s) revoked" if disable else ""
-            return Done(
+            return Outcome(
                 f"{record.username}: {args.action}d{suffix}",
                 "user_disabled" if disable else "user_enabled",
                 {"user_id": record.user_id, "sessions_revoked": revoked},
             )
         if command == ("users", "list"):
             users, next_token = await admin.list_users(args.limit, args.page_token)
-            return Done(
+            return Outcome(
                 "\n".join([*_users_table(users), *_next_page(next_token)]),
                 "users_listed",
                 {"count": len(users), "more": next_token is not None},
@@ -377,7 +377,7 @@ async def _run(args: argparse.Namespace, settings: Settings, password: str | Non
         if command == ("users", "set-password"):
             assert password is not None  # read by main() before connecting
             record, revoked = await admin.set_password(args.name, password)
-            return Done(
+            return Outcome(
                 f"{record.username}: password set, {revoked} session(s) revoked",
                 "user_password_set",
                 {"user_id": record.user_id, "sessions_revoked": revoked},
@@ -385,7 +385,7 @@ async def _run(args: argparse.Namespace, settings: Settings, password: str | Non
         if command == ("users", "delete"):
             deleted = await admin.delete_user(args.name)
             gone = "deleted" if deleted.user_id else "was already deleted; removed what was left"
-            return Done(
+            return Outcome(
                 f"{normalise_username(args.name)}: {gone}, {deleted.sessions} session(s)"
                 f" and {deleted.documents} document(s) below the user",
                 "user_deleted",
@@ -397,7 +397,7 @@ async def _run(args: argparse.Namespace, settings: Settings, password: str | Non
             )
         if command == ("sessions", "list"):
             owner, rows, next_token = await admin.sessions(args.name, limit=args.limit, page_token=args.page_token)
-            return Done(
+            return Outcome(
                 "\n".join([*_sessions_table(rows), *_next_page(next_token)]),
                 "sessions_listed",
                 {"user_id": owner.user_id, "count": len(rows), "more": next_token is not None},
@@ -405,7 +405,7 @@ async def _run(args: argparse.Namespace, settings: Settings, password: str | Non
             )
         if command == ("sessions", "revoke-all"):
             record, revoked = await admin.revoke_all_record(args.name)
-            return Done(
+            return Outcome(
                 f"{record.username}: {revoked} session(s) revoked",
                 "sessions_revoked_all",
                 {"user_id": record.user_id, "count": revoked},
@@ -416,7 +416,7 @@ async def _run(args: argparse.Namespace, settings: Settings, password: str | Non
                 resume_after=normalise_username(args.resume_after) if args.resume_after else None,
                 progress=lambda line: _err(f"revoke-everyone: {line}"),
             )
-            return Done(
+            return Outcome(
                 f"every session ended: {everyone.users} user(s);"
                 f" {everyone.deleted} of {everyone.scanned} session document(s) deleted",
                 "sessions_revoked_everyone",
@@ -433,7 +433,7 @@ async def _run(args: argparse.Namespace, settings: Settings, password: str | Non
         report = await Audit(
             AuditStore(runtime.store), settings, service.clock, fix=args.fix, page=args.page_size, progress=progress
         ).run()
-        return Done(
+        return Outcome(
             "\n".join(report.lines()),
             "audit_fixed" if args.fix else "audit_completed",
             report.as_fields(),

@@ -31,7 +31,7 @@ from session.opening import Guess
 from session.plan import Doc, Plan
 from session.retry import TRIES
 from session.security_log import event
-from session.store import AccountView, PreconditionFailed, Reservation, Store, StoreError
+from session.store import AccountView, CountedGuess, PreconditionFailed, Store, StoreError
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +84,16 @@ class Lockout:
         device = self.presented(username, cookie)
         if device is not None:
             own = [(tokens.device_counter_key(device.device_hash), now + self._window)]
-            reservations, view = await self.store.reserve_and_read_login(own, now, username, device.device_hash)
+            guesses, view = await self.store.reserve_and_read_login(own, now, username, device.device_hash)
             user = view.user.record if view.user else None
             stored = view.device.record if view.device else None
             if liveness.device_trusted(stored, user, now):
-                return Counted(Guess(reservations[0]), view, trusted=True, device=device)
+                return Counted(Guess(guesses[0]), view, trusted=True, device=device)
             known = user is not None and liveness.device_known(stored, user, now)
-            reservations = await self.store.reserve_attempts(shared, now)
-            return Counted(_guess(reservations), view, trusted=False, device=device if known else None)
-        reservations, view = await self.store.reserve_and_read_login(shared, now, username, None)
-        return Counted(_guess(reservations), view, trusted=False, device=None)
+            guesses = await self.store.reserve_attempts(shared, now)
+            return Counted(_guess(guesses), view, trusted=False, device=device if known else None)
+        guesses, view = await self.store.reserve_and_read_login(shared, now, username, None)
+        return Counted(_guess(guesses), view, trusted=False, device=None)
 
     async def judge(self, counted: Counted, now: datetime) -> Guess:
         """Decide on a counted guess before its password is checked; raises ``TooManyAttempts`` past a limit.
@@ -116,37 +116,37 @@ class Lockout:
         return Guess(first, also)
 
     async def _judge(
-        self, reservation: Reservation, now: datetime, limit: int, counter: str, *, window: timedelta | None = None
-    ) -> Reservation:
+        self, guess: CountedGuess, now: datetime, limit: int, counter: str, *, window: timedelta | None = None
+    ) -> CountedGuess:
         """One counter's verdict: start a new window if the old one is over, refuse the guess past ``limit``."""
         window = self._window if window is None else window
-        basis: Reservation | None = reservation
+        basis: CountedGuess | None = guess
         for _ in range(TRIES):
-            if reservation.window_start + window > now:
+            if guess.window_start + window > now:
                 break
             try:  # the window is over: this guess starts the next one, unless another request did
                 if basis is not None:
-                    reservation = await self.store.restart_attempts(basis, now, now + window)
+                    guess = await self.store.restart_attempts(basis, now, now + window)
                     break
             except PreconditionFailed:
                 pass
             # Somebody wrote since: look (without counting again, which would fail every other restart);
             # count this guess again only once a new window has begun.
-            basis = await self.store.read_attempts(reservation.key)
+            basis = await self.store.read_attempts(guess.key)
             if basis is None or basis.window_start + window > now:
-                reservation = await self.store.reserve_attempt(reservation.key, now, now + window)
-                basis = reservation
-        if reservation.count > limit or reservation.window_start + window <= now:
-            retry_after = seconds_until(reservation.window_start + window - now)
+                guess = await self.store.reserve_attempt(guess.key, now, now + window)
+                basis = guess
+        if guess.count > limit or guess.window_start + window <= now:
+            retry_after = seconds_until(guess.window_start + window - now)
             event(
                 "login_locked_out",
                 logging.WARNING,
-                username_key=reservation.key[:12],
+                username_key=guess.key[:12],
                 retry_after=retry_after,
                 counter=counter,
             )
             raise errors.TooManyAttempts(retry_after, f"too many failed logins; try again in {retry_after} s")
-        return reservation
+        return guess
 
     async def give_back(self, guess: Guess) -> None:
         """Take a guess that got no verdict off its counters (best effort; a gone counter is left gone).
@@ -166,5 +166,5 @@ class Lockout:
             pass
 
 
-def _guess(reservations: list[Reservation]) -> Guess:
-    return Guess(reservations[0], reservations[1] if len(reservations) > 1 else None)
+def _guess(guesses: list[CountedGuess]) -> Guess:
+    return Guess(guesses[0], guesses[1] if len(guesses) > 1 else None)

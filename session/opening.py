@@ -23,7 +23,7 @@ from session.config import Settings
 from session.models import DeviceRecord, LedgerRecord, SessionRecord, UserChange, UserRecord
 from session.plan import Doc, Plan, Write
 from session.retry import CONFLICT_TRIES, retrying
-from session.store import AccountView, Reservation, Store, StoreUnavailable, Versioned
+from session.store import AccountView, CountedGuess, Store, StoreUnavailable, Versioned
 
 
 class CredentialsChanged(Exception):
@@ -44,8 +44,8 @@ class DeviceUse:
 class Guess:
     """The counted guesses of a proof of the password, to be given back when it succeeds."""
 
-    counted: Reservation  # on the counter that judged it (the username's or the trusted device's)
-    also: Reservation | None = None  # on the client address's counter, when that limit is on
+    counted: CountedGuess  # on the counter that judged it (the username's or the trusted device's)
+    also: CountedGuess | None = None  # on the client address's counter, when that limit is on
 
     def keys(self) -> list[str]:
         return [self.counted.key, *([self.also.key] if self.also else [])]
@@ -78,7 +78,7 @@ class _State:
 
     user: Versioned[UserRecord]
     ledger: Versioned[LedgerRecord] | None
-    counters: dict[str, Reservation | None]  # None: the counter is gone (nothing to give back)
+    counters: dict[str, CountedGuess | None]  # None: the counter is gone (nothing to give back)
     device_stored: bool
     landed: bool = False
 
@@ -229,7 +229,7 @@ class Opener:
         if opening.replaces is not None and opening.replaces not in view.sessions:
             raise CredentialsChanged()  # a parallel re-authentication (or a logout) ended it first
         keys = opening.guess.keys()
-        counters: dict[str, Reservation | None] = {key: view.counters.get(key) for key in keys}
+        counters: dict[str, CountedGuess | None] = {key: view.counters.get(key) for key in keys}
         return _State(view.user, view.ledger, counters, device_stored=view.device is not None)
 
     # --- the ledger ---------------------------------------------------------------------------------

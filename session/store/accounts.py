@@ -10,10 +10,10 @@ from session.models import AttemptsRecord, DeviceRecord, LedgerRecord, SessionRe
 from session.plan import Doc, Plan, Write
 from session.store.base import (
     AccountView,
+    CountedGuess,
     QueryShape,
-    Reservation,
     Versioned,
-    reservation_of,
+    counted_guess_of,
 )
 from session.store.client import _data, _parse
 from session.store.ops import count as _count
@@ -46,15 +46,15 @@ class Accounts(Sessions):
 
     async def reserve_and_read_login(
         self, counters: Sequence[tuple[str, datetime]], now: datetime, username: str, device: str | None
-    ) -> tuple[list[Reservation], AccountView]:
+    ) -> tuple[list[CountedGuess], AccountView]:
         """Count one guess on each counter while the user, its ledger and its device ``device`` are read.
 
         The commit and the batched read go out together (one round trip to wait for); the counts
         are committed before this returns.
         """
         refs = self._account_refs(username, (), device)
-        reservations, snaps = await self._reserve_and_get(counters, now, list(refs.values()))
-        return reservations, self._account_view(refs, snaps, device)
+        guesses, snaps = await self._reserve_and_get(counters, now, list(refs.values()))
+        return guesses, self._account_view(refs, snaps, device)
 
     async def read_account(
         self,
@@ -84,7 +84,7 @@ class Accounts(Sessions):
         device: str | None,
     ) -> AccountView:
         found: dict[str, Versioned[SessionRecord]] = {}
-        counters: dict[str, Reservation] = {}
+        counters: dict[str, CountedGuess] = {}
         for name, ref in refs.items():
             if name.startswith("session:"):
                 session = self._versioned(SessionRecord, snaps.get(ref.path))
@@ -93,7 +93,7 @@ class Accounts(Sessions):
             elif name.startswith("counter:"):
                 attempts = self._versioned(AttemptsRecord, snaps.get(ref.path))
                 if attempts is not None:
-                    counters[ref.id] = reservation_of(ref.id, attempts)
+                    counters[ref.id] = counted_guess_of(ref.id, attempts)
         return AccountView(
             user=self._versioned(UserRecord, snaps.get(refs["user"].path)),
             ledger=self._versioned(LedgerRecord, snaps.get(refs["ledger"].path)),

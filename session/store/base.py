@@ -81,7 +81,7 @@ class Versioned(Generic[R]):
 
 
 @dataclass(frozen=True, slots=True)
-class Reservation:
+class CountedGuess:
     """One guess counted on a failed-login counter, as the commit that counted it returned.
 
     ``count`` is the counter's value after this guess (Firestore's transform result, so
@@ -107,7 +107,7 @@ class AccountView:
     ledger: Versioned[LedgerRecord] | None
     sessions: dict[str, Versioned[SessionRecord]]
     device: Versioned[DeviceRecord] | None = None
-    counters: dict[str, Reservation] = field(default_factory=dict)
+    counters: dict[str, CountedGuess] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +119,10 @@ class QueryShape:
     order_by: tuple[tuple[str, str], ...] = ()
 
 
-def reservation_of(key: str, found: Versioned[AttemptsRecord]) -> Reservation:
-    """A counter as stored, as the ``Reservation`` a guess counted now would have seen."""
+def counted_guess_of(key: str, found: Versioned[AttemptsRecord]) -> CountedGuess:
+    """A counter as stored, as the ``CountedGuess`` a guess counted now would have seen."""
     record = found.record
-    return Reservation(key, record.count, datetime.fromtimestamp(record.window_start, UTC), found.update_time)
+    return CountedGuess(key, record.count, datetime.fromtimestamp(record.window_start, UTC), found.update_time)
 
 
 class Store(Protocol):
@@ -147,28 +147,28 @@ class Store(Protocol):
         """A user, with the version (update time) it was read at."""
         ...
 
-    async def reserve_attempt(self, key: str, now: datetime, expires_at: datetime) -> Reservation:
+    async def reserve_attempt(self, key: str, now: datetime, expires_at: datetime) -> CountedGuess:
         """Add one to counter ``key`` and return the value this call produced (atomic, never shared)."""
         ...
 
-    async def reserve_attempts(self, counters: Sequence[tuple[str, datetime]], now: datetime) -> list[Reservation]:
-        """``reserve_attempt`` on each ``(key, expires_at)`` in one atomic commit; the reservations in that order."""
+    async def reserve_attempts(self, counters: Sequence[tuple[str, datetime]], now: datetime) -> list[CountedGuess]:
+        """``reserve_attempt`` on each ``(key, expires_at)`` in one atomic commit; the guesses in that order."""
         ...
 
     async def reserve_and_read_login(
         self, counters: Sequence[tuple[str, datetime]], now: datetime, username: str, device: str | None
-    ) -> tuple[list[Reservation], AccountView]:
+    ) -> tuple[list[CountedGuess], AccountView]:
         """``reserve_attempts`` while the user, its ledger and (if ``device``) that device of it are read.
 
         One round trip; the counts are committed when this returns.
         """
         ...
 
-    async def restart_attempts(self, reservation: Reservation, now: datetime, expires_at: datetime) -> Reservation:
-        """Reset the counter to 1 from ``now``, only if unchanged since ``reservation``; else ``PreconditionFailed``."""
+    async def restart_attempts(self, guess: CountedGuess, now: datetime, expires_at: datetime) -> CountedGuess:
+        """Reset the counter to 1 from ``now``, only if unchanged since ``guess``; else ``PreconditionFailed``."""
         ...
 
-    async def read_attempts(self, key: str) -> Reservation | None:
+    async def read_attempts(self, key: str) -> CountedGuess | None:
         """Counter ``key`` as it is now (its count, window start and version), without counting."""
         ...
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from session.models import AttemptsRecord
 from session.store.base import (
-    Reservation,
-    reservation_of,
+    CountedGuess,
+    counted_guess_of,
 )
 from session.store.ops import count as _count
 from session.store.ops import current_ops
@@ -24,12 +24,12 @@ from session.store.client import Client
 class Counters(Client):
     """The failed-login counters: counted with a transform whose result orders a burst, read, restarted, deleted."""
 
-    async def reserve_attempt(self, key: str, now: datetime, expires_at: datetime) -> Reservation:
+    async def reserve_attempt(self, key: str, now: datetime, expires_at: datetime) -> CountedGuess:
         """Count one guess on counter ``key`` and return the count this guess got, atomically (``reserve_attempts``)."""
-        (reservation,) = await self.reserve_attempts([(key, expires_at)], now)
-        return reservation
+        (guess,) = await self.reserve_attempts([(key, expires_at)], now)
+        return guess
 
-    async def reserve_attempts(self, counters: Sequence[tuple[str, datetime]], now: datetime) -> list[Reservation]:
+    async def reserve_attempts(self, counters: Sequence[tuple[str, datetime]], now: datetime) -> list[CountedGuess]:
         """Count one guess on each counter ``(key, expires_at)`` and return the counts they got, in one commit.
 
         Per counter, two server-side transforms: ``count`` is incremented and
@@ -50,18 +50,18 @@ class Counters(Client):
             results = await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
         finally:
             _count(round_trips=1, writes=len(counters))
-        reservations = []
+        guesses = []
         for (key, _), result in zip(counters, results, strict=True):
             # Transform results come in the order of their field paths: count, window_start.
             values: list[Any] = [_helpers.decode_value(v, self.client()) for v in result.transform_results]
             count, window_start = values
             start = datetime.fromtimestamp(float(window_start), UTC)
-            reservations.append(Reservation(key, int(count), start, result.update_time))
-        return reservations
+            guesses.append(CountedGuess(key, int(count), start, result.update_time))
+        return guesses
 
     async def _reserve_and_get(
         self, counters: Sequence[tuple[str, datetime]], now: datetime, refs: list[AsyncDocumentReference]
-    ) -> tuple[list[Reservation], dict[str, DocumentSnapshot[Any]]]:
+    ) -> tuple[list[CountedGuess], dict[str, DocumentSnapshot[Any]]]:
         """``reserve_attempts`` and a batched read of ``refs``, sent together: one round trip to wait for.
 
         The counts are committed before this returns, whatever the read did.
@@ -70,19 +70,19 @@ class Counters(Client):
         try:
             snaps = await self._get_all(refs)
         finally:
-            reservations = await reserve
+            guesses = await reserve
         ops = current_ops.get()
         if ops is not None:
             ops.round_trips -= 1  # the two calls overlapped: one wait, not two
-        return reservations, snaps
+        return guesses, snaps
 
-    async def restart_attempts(self, reservation: Reservation, now: datetime, expires_at: datetime) -> Reservation:
-        """Start a new window with this guess as its first, if nobody counted since ``reservation``.
+    async def restart_attempts(self, guess: CountedGuess, now: datetime, expires_at: datetime) -> CountedGuess:
+        """Start a new window with this guess as its first, if nobody counted since ``guess``.
 
         Raises ``PreconditionFailed`` when somebody did.
         """
-        ref = self._attempts(reservation.key)
-        option = self._precondition_time(reservation.update_time)
+        ref = self._attempts(guess.key)
+        option = self._precondition_time(guess.update_time)
         record = AttemptsRecord(count=1, window_start=now.timestamp(), expires_at=expires_at)
         try:
             result = await self._call(
@@ -90,14 +90,14 @@ class Counters(Client):
             )
         finally:
             _count(round_trips=1, writes=1)
-        return Reservation(reservation.key, 1, now, result.update_time)
+        return CountedGuess(guess.key, 1, now, result.update_time)
 
-    async def read_attempts(self, key: str) -> Reservation | None:
+    async def read_attempts(self, key: str) -> CountedGuess | None:
         """Counter ``key`` as it is now, without counting; ``None`` if there is none."""
         ref = self._attempts(key)
         snap = (await self._get_all([ref])).get(ref.path)
         found = self._versioned(AttemptsRecord, snap)
-        return reservation_of(key, found) if found is not None else None
+        return counted_guess_of(key, found) if found is not None else None
 
     async def delete_attempts(self, key: str) -> None:
         """Delete counter ``key``; a missing one is not an error."""
