@@ -96,14 +96,17 @@ class Fixture:
         return Request(self.scope)
 
     def log_args(self) -> tuple[Any, Any, Any]:
-        """A request, its ``Call`` with the fields a signed-in GET /profile logs, and its Firestore counts."""
+        """A request, its ``Call`` with the fields a signed-in GET /profile logs, and its scope (Firestore counts)."""
         from session.call import Call
+        from session.http import _RequestScope
         from session.store import OpCounts
 
         req = self.request()
         call = Call(self.api, req, "profile", ())
         call.log_fields.update(user_id="0" * 32, sid="abcdef012345")
-        return req, call, OpCounts(round_trips=1, reads=2)
+        scope = _RequestScope(self.api.settings, req)
+        scope.ops = OpCounts(round_trips=1, reads=2)
+        return req, call, scope
 
     def floor_handler(self) -> ATimed:
         import floor
@@ -166,13 +169,13 @@ def steps(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
     from session.call import Call
     from session.models import SessionRecord, UserRecord
     from session.routes import _profile_response, resolve
-    from session.store import OpCounts, _parse, current_ops
+    from session.store import OpCounts, current_ops
+    from session.store.client import _parse
     from session.views import profile_out as _profile_out
 
     api = fx.api
     u, s = UserRecord.model_validate(fx.user), SessionRecord.model_validate(fx.session)
-    req, call, ops = fx.log_args()
-    response = _profile_response(_profile_out(u, s))
+    req, call, scope = fx.log_args()
 
     def per_request_context() -> None:
         logs.hold(fx.settings)
@@ -195,7 +198,7 @@ def steps(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
 
     cases: dict[str, Timed] = {
         "request log line: Api._log (logging + JsonLineHandler, to /dev/null)": lambda: api._log(
-            req, "profile", 200, "ok", 0.0, ops, call
+            call, 200, "ok", scope
         ),
         "2 stored records: store._parse (model_validate)": lambda: (
             _parse(SessionRecord, fx.session, "s"),
@@ -216,9 +219,6 @@ def steps(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
         ),
         "for scale: a new Starlette Request + scope['path']": lambda: fx.request().scope["path"],
         "for scale: a new Starlette Request + one header read": lambda: fx.request().headers.get("authorization"),
-        "for scale: response.headers.setdefault alone": lambda: response.headers.setdefault(
-            "Cache-Control", "no-store"
-        ),
     }
     return [(label, us_sync(fn, n, rounds)) for label, fn in cases.items()]
 
@@ -262,7 +262,7 @@ def log_parts(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
     from session.http import log as request_log
 
     api = fx.api
-    req, call, ops = fx.log_args()
+    _, call, scope = fx.log_args()
     handler: Any = logging.getLogger("session").handlers[0]  # logs.JsonLineHandler, with its trace filter
     captured: list[logging.LogRecord] = []
     real_log = request_log.log
@@ -270,8 +270,8 @@ def log_parts(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
         request_log.makeRecord(request_log.name, level, "http.py", 1, msg, (), None, "_log", extra)
     )
     try:
-        api._log(req, "profile", 200, "ok", 0.0, ops, call)
-        fields = us_sync(lambda: api._log(req, "profile", 200, "ok", 0.0, ops, call), n, rounds)
+        api._log(call, 200, "ok", scope)
+        fields = us_sync(lambda: api._log(call, 200, "ok", scope), n, rounds)
     finally:
         request_log.log = real_log  # type: ignore[method-assign]
     record = captured[0]
@@ -311,10 +311,10 @@ def what_ifs(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
     from session.views import profile_out as _profile_out
 
     api = fx.api
-    req, call, ops = fx.log_args()
+    _, call, scope = fx.log_args()
     u, s = UserRecord.model_validate(fx.user), SessionRecord.model_validate(fx.session)
     out = open(os.devnull, "w")
-    record = {"severity": "INFO", "message": "GET /profile 200", "httpRequest": {}, "firestore": ops.as_dict()}
+    record = {"severity": "INFO", "message": "GET /profile 200", "httpRequest": {}, "firestore": scope.ops.as_dict()}
 
     def one_json_line() -> None:
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -324,7 +324,7 @@ def what_ifs(fx: Fixture, n: int, rounds: int) -> list[tuple[str, float]]:
         saved = logging.logThreads, logging.logProcesses, logging.logMultiprocessing
         logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
         try:
-            return us_sync(lambda: api._log(req, "profile", 200, "ok", 0.0, ops, call), n, rounds)
+            return us_sync(lambda: api._log(call, 200, "ok", scope), n, rounds)
         finally:
             logging.logThreads, logging.logProcesses, logging.logMultiprocessing = saved
 
