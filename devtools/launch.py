@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -167,16 +168,47 @@ def wipe(host: str, project: str) -> None:
     _rest(host, f"/emulator/v1/projects/{project}/databases/(default)/documents", "DELETE")
 
 
-class Emulator:
-    """One emulator process group on ``127.0.0.1:port`` (a free one unless given)."""
+class LocalEmulator:
+    """An emulator in its own process group on ``127.0.0.1:port`` (a free one unless given), answering HTTP.
+
+    Subclasses say how to ``start`` it; stopping ends the whole group and waits until the port is free.
+    """
+
+    kind = "emulator"
 
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
         self.port = port or free_port()
         self.host = f"{HOST}:{self.port}"
-        self.log_path = log_path or LOG_DIR / f"firestore-emulator-{self.port}.log"
+        self.log_path = log_path or LOG_DIR / f"{self.kind}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 60.0) -> Emulator:
+    def start(self, timeout: float = 60.0) -> Self:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        return http_status(f"http://{self.host}/") == 200
+
+    def stop(self) -> None:
+        """Stop the whole process group and wait until the port is free."""
+        if self.proc is None:
+            return
+        stop_group(self.proc)
+        self.proc = None
+        wait_until(lambda: not self.ready(), None, 10, interval=0.1)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Emulator(LocalEmulator):
+    """The Firestore emulator."""
+
+    kind = "firestore-emulator"
+
+    def start(self, timeout: float = 60.0) -> Self:
         """Start it and wait until it answers.
 
         Raises ``EmulatorError``: at once, naming the tool, if gcloud or Java is
@@ -203,28 +235,11 @@ class Emulator:
             )
         raise EmulatorError(f"the Firestore emulator did not start on {self.host} (log {self.log_path}):\n{tail}")
 
-    def ready(self) -> bool:
-        return http_status(f"http://{self.host}/") == 200
-
     def _warm_up(self) -> None:
         """Make the first write now: after a start it takes a second or more, longer than a request should wait."""
         documents = "/v1/projects/demo-warm-up/databases/(default)/documents/warm-up"
         _rest(self.host, documents, "POST", b'{"fields": {}}', timeout=60)
         wipe(self.host, "demo-warm-up")
-
-    def stop(self) -> None:
-        """Stop the whole process group and wait until the port is free."""
-        if self.proc is None:
-            return
-        stop_group(self.proc)
-        self.proc = None
-        wait_until(lambda: not self.ready(), None, 10, interval=0.1)
-
-    def __enter__(self) -> Emulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # --- a `make run` server -----------------------------------------------------------------------

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
+from typing import Self
 
-from devtools.launch import HOST, LOG_DIR, free_port, http_status, prune_logs, spawn, stop_group, wait_until
+from devtools.launch import LOG_DIR, LocalEmulator, free_port, prune_logs, spawn, wait_until
 
 INSTALL = "apt-get install google-cloud-cli-pubsub-emulator (or: bash scripts/ci-tools.sh pubsub-emulator)"
 
@@ -24,16 +24,12 @@ class PubSubEmulatorError(RuntimeError):
     """The emulator cannot start; the message says why (and where its log is)."""
 
 
-class PubSubEmulator:
-    """One Pub/Sub emulator process group on ``127.0.0.1:port`` (the same port again after ``stop``)."""
+class PubSubEmulator(LocalEmulator):
+    """The Pub/Sub emulator (the same port again after ``stop``)."""
 
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.host = f"{HOST}:{self.port}"
-        self.log_path = LOG_DIR / f"pubsub-emulator-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+    kind = "pubsub-emulator"
 
-    def start(self, timeout: float = 60.0) -> PubSubEmulator:
+    def start(self, timeout: float = 60.0) -> Self:
         """Start it and wait until it answers; raises ``PubSubEmulatorError`` with the end of its log if not."""
         for tool in ("gcloud", "java"):
             if shutil.which(tool) is None:
@@ -49,20 +45,3 @@ class PubSubEmulator:
         if "not installed" in tail or "components install" in tail:
             raise PubSubEmulatorError(f"the Pub/Sub emulator is not installed: {INSTALL}; log {self.log_path}")
         raise PubSubEmulatorError(f"the Pub/Sub emulator did not start on {self.host} (log {self.log_path}):\n{tail}")
-
-    def ready(self) -> bool:
-        return http_status(f"http://{self.host}/") == 200
-
-    def stop(self) -> None:
-        """Stop the whole process group and wait until the port is free."""
-        if self.proc is None:
-            return
-        stop_group(self.proc)
-        self.proc = None
-        wait_until(lambda: not self.ready(), None, 10, interval=0.1)
-
-    def __enter__(self) -> PubSubEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
