@@ -24,6 +24,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from session import upgrade
 from session.errors import InvalidRequest, UnauthenticatedReason
 
 # The one username rule (the request models, the token parser, the admin operations and the CLI all use it,
@@ -246,9 +247,7 @@ class SessionRecord(_Record):
     @model_validator(mode="before")
     @classmethod
     def _auth_time(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("auth_time") is None and "created_at" in data:
-            return {**data, "auth_time": data["created_at"]}
-        return data
+        return upgrade.session_fields(data)
 
 
 class LedgerRecord(_Record):
@@ -294,8 +293,7 @@ class AttemptsRecord(_Record):
     @field_validator("window_start", mode="before")
     @classmethod
     def _seconds(cls, value: object) -> object:
-        # Counters written before issue 10 kept the window start as a timestamp.
-        return value.timestamp() if isinstance(value, datetime) else value
+        return upgrade.window_start_seconds(value)
 
 
 class DeviceRecord(_Record):
