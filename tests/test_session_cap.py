@@ -52,7 +52,7 @@ def _user_id(client: TestClient, token: str) -> str:
     return user_id
 
 
-def test_32_parallel_logins_leave_exactly_the_capalive(make_client: AppFactory, project: str) -> None:
+def test_32_parallel_logins_leave_exactly_the_cap_alive(make_client: AppFactory, project: str) -> None:
     # Two instances of the app, the default cap (20); a lockout limit the burst of right passwords cannot meet.
     env = {"SESSION_LOGIN_MAX_FAILURES": "100"}
     clients = [make_client(**env), make_client(**env)]
