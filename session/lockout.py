@@ -21,6 +21,7 @@ counter, and refused if either refuses it.
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,7 +32,7 @@ from session.opening import Guess
 from session.plan import Doc, Plan
 from session.retry import TRIES
 from session.security_log import event
-from session.store import AccountView, CountedGuess, PreconditionFailed, Store, StoreError
+from session.store import AccountView, CountedGuess, PreconditionFailed, Store, StoreError, StoreUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,19 +152,28 @@ class Lockout:
     async def give_back(self, guess: Guess) -> None:
         """Take a guess that got no verdict off its counters (best effort; a gone counter is left gone).
 
-        Never raises: a counter that cannot be written now keeps the guess until its window ends.
+        Each decrement is marked with a random id and sent at most once (a transform applied twice would
+        give back two guesses); when its answer is lost, the mark tells whether it landed. A counter
+        already at zero is left alone. Never raises: a counter that cannot be written now keeps the
+        guess until its window ends (erring towards the lockout).
         """
-        keys = guess.keys()
+        returned = secrets.token_hex(8)
+        for key in guess.counter_keys():
+            try:
+                await self._give_back_one(key, returned)
+            except StoreError:
+                pass
+
+    async def _give_back_one(self, key: str, returned: str) -> None:
+        found = await self.store.read_counter(key)
+        if found is None or found.record.count <= 0:
+            return  # gone (a success cleared it, or its window expired), or nothing left in it
         try:
-            await self.store.commit(Plan().then(*(plan.decrement(Doc.counter(k)) for k in keys)))
-        except PreconditionFailed:  # one of them is gone: the others one by one
-            for key in keys:
-                try:
-                    await self.store.commit(Plan((plan.decrement(Doc.counter(key)),)))
-                except StoreError:
-                    pass
-        except StoreError:
-            pass
+            await self.store.commit(Plan((plan.decrement(Doc.counter(key), returned=returned),)))
+        except StoreUnavailable:
+            again = await self.store.read_counter(key)
+            if again is None or again.record.returned != returned:
+                raise
 
 
 def _guess(guesses: list[CountedGuess]) -> Guess:

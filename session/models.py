@@ -289,6 +289,10 @@ class AttemptsRecord(_Record):
     count: int
     window_start: float
     expires_at: AwareDatetime
+    # The random id of the last commit that counted a guess here, and of the last guess given back: how a
+    # commit whose answer was lost is recognised (a transform applied twice would count twice).
+    guess: str | None = None
+    returned: str | None = None
 
     @field_validator("window_start", mode="before")
     @classmethod

@@ -47,7 +47,7 @@ class Guess:
     counted: CountedGuess  # on the counter that judged it (the username's or the trusted device's)
     also: CountedGuess | None = None  # on the client address's counter, when that limit is on
 
-    def keys(self) -> list[str]:
+    def counter_keys(self) -> list[str]:
         return [self.counted.key, *([self.also.key] if self.also else [])]
 
 
@@ -220,7 +220,7 @@ class Opener:
             username,
             sessions=[new.token_hash, *([opening.replaces] if opening.replaces else [])],
             device=device,
-            counters=opening.guess.keys(),
+            counters=opening.guess.counter_keys(),
         )
         if new.token_hash in view.sessions:  # an earlier try landed though its answer was lost
             return _State(opening.user, view.ledger, {}, False, landed=True)
@@ -228,7 +228,7 @@ class Opener:
             raise CredentialsChanged()
         if opening.replaces is not None and opening.replaces not in view.sessions:
             raise CredentialsChanged()  # a parallel re-authentication (or a logout) ended it first
-        keys = opening.guess.keys()
+        keys = opening.guess.counter_keys()
         counters: dict[str, CountedGuess | None] = {key: view.counters.get(key) for key in keys}
         return _State(view.user, view.ledger, counters, device_stored=view.device is not None)
 

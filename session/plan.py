@@ -67,7 +67,7 @@ class Write:
     - ``set``: written whole, whatever was there;
     - ``update``: ``fields`` merged in; the document must exist;
     - ``delete``: gone afterwards (a missing one is not an error, unless ``must_exist``);
-    - ``decrement``: ``count`` taken down by one; the document must exist.
+    - ``decrement``: ``count`` taken down by one (and ``fields`` set); the document must exist.
 
     ``unchanged_since`` adds a precondition: the document is still at that update time.
     """
@@ -102,6 +102,17 @@ class Plan:
         return sum(1 for w in self.writes if not w.deletes)
 
     @property
+    def resendable(self) -> bool:
+        """True when sending this commit twice cannot apply it twice.
+
+        A decrement applied twice would give back two guesses: a plan with one is resendable only when the
+        decrement carries its own precondition, or the plan creates a document (a resend that had landed
+        fails on it).
+        """
+        creates = any(w.action == "create" for w in self.writes)
+        return creates or all(w.unchanged_since is not None for w in self.writes if w.action == "decrement")
+
+    @property
     def delete_count(self) -> int:
         return sum(1 for w in self.writes if w.deletes)
 
@@ -124,5 +135,5 @@ def delete(doc: Doc, unchanged_since: datetime | None = None, *, must_exist: boo
     return Write(doc, "delete", unchanged_since=unchanged_since, must_exist=must_exist)
 
 
-def decrement(doc: Doc) -> Write:
-    return Write(doc, "decrement")
+def decrement(doc: Doc, unchanged_since: datetime | None = None, **fields: object) -> Write:
+    return Write(doc, "decrement", fields, unchanged_since)

@@ -168,6 +168,10 @@ class Store(Protocol):
         """Reset the counter to 1 from ``now``, only if unchanged since ``guess``; else ``PreconditionFailed``."""
         ...
 
+    async def read_counter(self, key: str) -> Versioned[AttemptsRecord] | None:
+        """Counter ``key`` as stored, with the version it was read at (for a precondition)."""
+        ...
+
     async def read_attempts(self, key: str) -> CountedGuess | None:
         """Counter ``key`` as it is now (its count, window start and version), without counting."""
         ...

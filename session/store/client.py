@@ -274,9 +274,11 @@ class Client:
             elif write.action == "delete":
                 batch.delete(ref, option=option)
             else:  # decrement: update's implicit exists precondition never recreates a gone counter
-                batch.update(ref, {"count": Increment(-1)})
+                batch.update(ref, {"count": Increment(-1), **write.fields}, option=option)
         try:
-            await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
+            # A decrement applied twice gives back two guesses: a plan with one is resent only when it also
+            # creates a document (a resend that had landed then fails on it, and the caller recognises it).
+            await self._call(batch.commit(retry=self._write_retry if plan.resendable else None, timeout=self._deadline))
         finally:
             _count(round_trips=1)
         _count(writes=plan.write_count, deletes=plan.delete_count)
