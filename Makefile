@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8080
 export PORT
 
-.PHONY: run test lint install clean fuzz soak openapi bench lock
+.PHONY: run test lint install clean fuzz soak openapi docs bench lock
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@if ! test -x $(PY); then \
@@ -42,6 +42,10 @@ soak: $(VENV)/.installed
 
 openapi: $(VENV)/.installed
 	$(PY) scripts/openapi.py
+
+# docs/configuration.md from the settings object (session/config.py); tests/test_docs.py fails when it drifts.
+docs: $(VENV)/.installed
+	$(PY) scripts/docs.py
 
 # requirements.txt (what Cloud Functions installs) from the direct pins in requirements.in, transitive ones included.
 lock: $(VENV)/.installed
