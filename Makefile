@@ -1,12 +1,13 @@
 # make run: the API on 127.0.0.1:$PORT with a local Firestore emulator.
-# make test: lint, types and the whole test suite against an emulator of its own.
+# make test: lint, types and the whole test suite against an emulator of its own (what CI runs).
+# make check: the fast loop, within 150 s on 2 CPUs: lint, types, the tests that need no emulator, the store contract.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8080
 export PORT
 
-.PHONY: run test lint install clean fuzz soak openapi bench lock
+.PHONY: run test check lint install clean fuzz soak openapi docs bench lock
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@if ! test -x $(PY); then \
@@ -33,6 +34,10 @@ lint: $(VENV)/.installed
 test: lint
 	$(PY) -m devtools test -- $(PY) -m pytest $(PYTEST_ARGS)
 
+# The selection is tests/fast_loop.py's: deselected, never skipped; the store contract starts its own emulator.
+check: lint
+	$(PY) -m pytest -p tests.fast_loop -q $(PYTEST_ARGS)
+
 fuzz: $(VENV)/.installed
 	$(PY) scripts/fuzz.py $(FUZZ_ARGS)
 
@@ -42,6 +47,10 @@ soak: $(VENV)/.installed
 
 openapi: $(VENV)/.installed
 	$(PY) scripts/openapi.py
+
+# docs/configuration.md from the settings object (session/config.py); tests/test_docs.py fails when it drifts.
+docs: $(VENV)/.installed
+	$(PY) scripts/docs.py
 
 # requirements.txt (what Cloud Functions installs) from the direct pins in requirements.in, transitive ones included.
 lock: $(VENV)/.installed

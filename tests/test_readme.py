@@ -1,6 +1,7 @@
 """The README's shell blocks run as written, with bash, against a `make run` server.
 
-A block is tested when the line before its fence is `<!-- readme-test: NAME -->`.
+A block is tested when the line before its fence is `<!-- readme-test: NAME -->`: the
+endpoint walk-through in README.md, the admin CLI example in docs/operations.md.
 The endpoint walk-through documents each request's status after `→` in the
 comment above it; a stand-in `curl` first on PATH runs the real one with
 `--write-out` to report every status on stderr, so the block itself runs
@@ -21,6 +22,7 @@ from tests.conftest import ROOT
 
 MARKER_RE = re.compile(r"^<!-- readme-test: ([\w-]+) -->\n```sh\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 STATUS_MARK = "README-TEST-STATUS"
+MARKED_PAGES = ("README.md", "docs/operations.md")
 CURL_RE = re.compile(r"(?<![\w./-])curl\s")
 
 
@@ -74,11 +76,17 @@ def run_block(block: str, env: dict[str, str], tmp_path: Path) -> subprocess.Com
 
 @pytest.fixture(scope="module")
 def blocks() -> dict[str, str]:
-    return readme_blocks((ROOT / "README.md").read_text())
+    blocks: dict[str, str] = {}
+    for page in MARKED_PAGES:
+        found = readme_blocks((ROOT / page).read_text())
+        assert not set(found) & set(blocks), f"{page} marks a block name twice: {set(found) & set(blocks)}"
+        blocks.update(found)
+    return blocks
 
 
 def test_the_walkthrough_and_cli_examples_are_marked(blocks: dict[str, str]) -> None:
     assert {"endpoints", "cli"} <= set(blocks)
+    assert "endpoints" in readme_blocks((ROOT / "README.md").read_text()), "the walk-through stays in the README"
     assert len(documented_statuses(blocks["endpoints"])) >= 10
 
 
@@ -113,8 +121,8 @@ def test_documented_statuses_reader() -> None:
 
 
 def test_every_test_the_guarantees_table_names_exists() -> None:
-    """Each ``tests/FILE.py::name`` (or ``::name`` after one) in "What this service guarantees" is a test there."""
-    text = (ROOT / "README.md").read_text()
+    """Each ``tests/FILE.py::name`` (or ``::name`` after one) in docs/security.md's guarantees table is a test there."""
+    text = (ROOT / "docs" / "security.md").read_text()
     section = text.split("## What this service guarantees", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if re.match(r"\| 7\.\d\.\d", line)]
     assert len(rows) >= 15, "the table of ASVS V7 requirements is missing or cut short"
