@@ -32,7 +32,7 @@ lint: $(VENV)/.installed
 	$(PY) -m mypy
 
 test: lint
-	$(PY) -m devtools test -- $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m devtools test -- $(PY) -m pytest -rs $(PYTEST_ARGS)
 
 # The selection is tests/fast_loop.py's: deselected, never skipped; the store contract starts its own emulator.
 check: lint

@@ -18,6 +18,7 @@ test run is not a pass).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -120,6 +121,33 @@ def _server_command(env: dict[str, str]) -> list[str]:
     return [functions_framework, "--target", "api", "--source", source, "--host", HOST, "--port", env["PORT"]]
 
 
+# Tools some tests need besides Python, gcloud and Java: (what to look for, what it checks, how to install it).
+OPTIONAL_TOOLS = (
+    ("chromium", "the browser tests (the page, DBSC)", "bash scripts/ci-browser.sh"),
+    ("certutil", "the HTTPS tests (a trusted test certificate)", "bash scripts/ci-browser.sh"),
+    ("shellcheck", "the shell scripts' hygiene", "bash scripts/ci-tools.sh shellcheck"),
+    ("npm", "the index file and the generated TypeScript client", "bash scripts/ci-tools.sh"),
+    ("pubsub-emulator", "the events on Pub/Sub", "bash scripts/ci-tools.sh pubsub-emulator"),
+)
+PUBSUB_EMULATOR = Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator")
+
+
+def missing_optional_tools() -> list[tuple[str, str, str]]:
+    """The optional tools this machine lacks: their tests skip here (and fail in CI, where CI=true)."""
+    missing = []
+    for tool, purpose, install in OPTIONAL_TOOLS:
+        found = PUBSUB_EMULATOR.is_dir() if tool == "pubsub-emulator" else shutil.which(tool) is not None
+        if not found:
+            missing.append((tool, purpose, install))
+    return missing
+
+
+def announce_skips() -> None:
+    """Say at the start of ``make test`` what it will skip, and the one command that installs each tool."""
+    for tool, purpose, install in missing_optional_tools():
+        print(f"make test: {tool} is missing, so {purpose} will be skipped; install it: {install}", file=sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("run", "test"):
         print(__doc__, file=sys.stderr)
@@ -132,6 +160,8 @@ def main(argv: list[str]) -> int:
     env.setdefault("PORT", "8080")
     if mode == "run" and (checked := _check_run(env)) != 0:
         return checked
+    if mode == "test":
+        announce_skips()
     signal.signal(signal.SIGTERM, _on_term)
     emulator: Emulator | None = None
     child: subprocess.Popen[bytes] | None = None

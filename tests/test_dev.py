@@ -272,3 +272,21 @@ def test_wait_until_gives_up_when_the_process_exits(tmp_path: Path) -> None:
     assert not launch.wait_until(lambda: False, proc, 30)
     assert time.monotonic() - started < 5
     assert launch.http_status(f"http://127.0.0.1:{free_port()}/") is None
+
+
+def test_make_test_says_what_it_will_skip_and_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 23: on a machine without the optional tools, `make test` names each, what it checks, and its install."""
+    import devtools.__main__ as launcher
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(launcher, "PUBSUB_EMULATOR", launcher.Path("/nonexistent/pubsub-emulator"))
+    launcher.announce_skips()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split()[2] for line in lines] == [tool for tool, _, _ in launcher.OPTIONAL_TOOLS]
+    assert "install it: bash scripts/ci-browser.sh" in lines[0]
+    monkeypatch.undo()
+    launcher.announce_skips()
+    missing = {tool for tool, _, _ in launcher.missing_optional_tools()}
+    assert {line.split()[2] for line in capsys.readouterr().err.splitlines()} == missing
