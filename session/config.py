@@ -115,75 +115,20 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     project: str = Field(
-        default="demo-session",
-        min_length=1,
-        validation_alias=AliasChoices("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT"),
-        description=(
-            "The Google Cloud project of Firestore, and the project in log trace names (`make run`: `demo-"
-            "session-local`)."
-        ),
+        default="demo-session", min_length=1, validation_alias=AliasChoices("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT")
     )
-    emulator_host: str | None = Field(
-        default=None,
-        validation_alias="FIRESTORE_EMULATOR_HOST",
-        description="`host:port` of a Firestore emulator; no credentials are needed then. Unset: the real Firestore.",
-    )
+    emulator_host: str | None = Field(default=None, validation_alias="FIRESTORE_EMULATOR_HOST")
     # host:port of a Pub/Sub emulator (tests): the events' publisher connects there, without credentials.
-    pubsub_emulator_host: str | None = Field(
-        default=None,
-        validation_alias="PUBSUB_EMULATOR_HOST",
-        description=(
-            "`host:port` of a Pub/Sub emulator (the tests): the security events' publisher connects there, "
-            "without credentials."
-        ),
-    )
-    database: str = Field(
-        default="(default)",
-        min_length=1,
-        validation_alias="FIRESTORE_DATABASE",
-        description=(
-            "The Firestore database id: `(default)`, or 4 to 63 of `a-z 0-9 -`, starting with a letter and "
-            "not ending with `-`."
-        ),
-    )
-    port: int = Field(
-        default=8080,
-        ge=1,
-        le=65535,
-        validation_alias="PORT",
-        description="The port `make run` serves on (always bound to 127.0.0.1).",
-    )
+    pubsub_emulator_host: str | None = Field(default=None, validation_alias="PUBSUB_EMULATOR_HOST")
+    database: str = Field(default="(default)", min_length=1, validation_alias="FIRESTORE_DATABASE")
+    port: int = Field(default=8080, ge=1, le=65535, validation_alias="PORT")
 
-    users_collection: str = Field(
-        default="users",
-        validation_alias="SESSION_USERS_COLLECTION",
-        description=(
-            "The collection of user documents. Collection names are 1 to 100 of `A-Z a-z 0-9 _ -`, not of the"
-            " form `__name__`, and the three must differ."
-        ),
-    )
-    sessions_collection: str = Field(
-        default="sessions",
-        validation_alias="SESSION_SESSIONS_COLLECTION",
-        description="The collection of session documents.",
-    )
-    attempts_collection: str = Field(
-        default="login_attempts",
-        validation_alias="SESSION_ATTEMPTS_COLLECTION",
-        description="The collection of failed-login counters.",
-    )
+    users_collection: str = Field(default="users", validation_alias="SESSION_USERS_COLLECTION")
+    sessions_collection: str = Field(default="sessions", validation_alias="SESSION_SESSIONS_COLLECTION")
+    attempts_collection: str = Field(default="login_attempts", validation_alias="SESSION_ATTEMPTS_COLLECTION")
 
     ttl_seconds: float = Field(
-        default=DAY,
-        gt=0,
-        le=MAX_TTL_SECONDS,
-        allow_inf_nan=False,
-        validation_alias="SESSION_TTL_SECONDS",
-        description=(
-            "Absolute session lifetime in seconds (fractions allowed); at most 400 days, the longest a "
-            "browser keeps a cookie. The default follows NIST SP 800-63B-4 for AAL2: reauthentication at "
-            "least every 24 hours."
-        ),
+        default=DAY, gt=0, le=MAX_TTL_SECONDS, allow_inf_nan=False, validation_alias="SESSION_TTL_SECONDS"
     )
     # Unset: DEFAULT_IDLE_SECONDS, or the lifetime if that is shorter (see _durations).
     idle_seconds: float = Field(
@@ -192,11 +137,6 @@ class Settings(BaseModel):
         le=MAX_TTL_SECONDS,
         allow_inf_nan=False,
         validation_alias="SESSION_IDLE_SECONDS",
-        description=(
-            "Idle timeout: a session unused this long ends. Unset: 3600, or the lifetime if shorter; at most "
-            "`SESSION_TTL_SECONDS`. The default follows NIST SP 800-63B-4 for AAL2: an inactivity timeout of "
-            "at most 1 hour."
-        ),
     )
     # Unset: DEFAULT_TOUCH_SECONDS, or half the idle timeout if that is shorter (see _durations).
     touch_seconds: float = Field(
@@ -205,218 +145,66 @@ class Settings(BaseModel):
         le=MAX_TTL_SECONDS,
         allow_inf_nan=False,
         validation_alias="SESSION_TOUCH_SECONDS",
-        description=(
-            "At most one idle-deadline write per session per this many seconds. Unset: 60, or half the idle "
-            "timeout if shorter; less than `SESSION_IDLE_SECONDS`."
-        ),
     )
 
-    allow_registration: bool = Field(
-        default=True,
-        validation_alias="SESSION_ALLOW_REGISTRATION",
-        description=(
-            "`false` makes `POST /register` answer 403 `registration_disabled` (the admin CLI can still create users)."
-        ),
-    )
-    default_permissions: CommaList = Field(
-        default=("read",),
-        validation_alias="SESSION_DEFAULT_PERMISSIONS",
-        description="Comma-separated permissions given to new users (each 1 to 64 of `A-Z a-z 0-9 : . _ -`).",
-    )
+    allow_registration: bool = Field(default=True, validation_alias="SESSION_ALLOW_REGISTRATION")
+    default_permissions: CommaList = Field(default=("read",), validation_alias="SESSION_DEFAULT_PERMISSIONS")
 
-    cookie_name: str = Field(
-        default="__session",
-        validation_alias="SESSION_COOKIE_NAME",
-        description=(
-            "The session cookie's name, 1 to 64 of `A-Z a-z 0-9 _ -`; keep `__session` behind Firebase "
-            "Hosting (the one cookie it forwards)."
-        ),
-    )
-    cookie_secure: bool = Field(
-        default=True,
-        validation_alias="SESSION_COOKIE_SECURE",
-        description=(
-            "The `Secure` cookie attribute (browsers accept it on `http://localhost` too). `deploy.sh` refuses `false`."
-        ),
-    )
-    allowed_origins: CommaList = Field(
-        default=(),
-        validation_alias="SESSION_ALLOWED_ORIGINS",
-        description=(
-            "Comma-separated origins (`https://app.example.com`) granted CORS and allowed to make cookie-"
-            "authenticated changes (CSRF). `make run` sets its own origins when unset."
-        ),
-    )
+    cookie_name: str = Field(default="__session", validation_alias="SESSION_COOKIE_NAME")
+    cookie_secure: bool = Field(default=True, validation_alias="SESSION_COOKIE_SECURE")
+    allowed_origins: CommaList = Field(default=(), validation_alias="SESSION_ALLOWED_ORIGINS")
     # The origin the page at / calls; None: the page's own origin.
-    page_api_origin: str | None = Field(
-        default=None,
-        validation_alias="SESSION_PAGE_API_ORIGIN",
-        description=(
-            "The origin (`https://api.example.com`) the page at `/` sends its requests to; the server writes "
-            "it into the page and its Content-Security-Policy, and no URL parameter can change it. Unset: the"
-            " page's own origin."
-        ),
-    )
+    page_api_origin: str | None = Field(default=None, validation_alias="SESSION_PAGE_API_ORIGIN")
 
-    login_max_failures: int = Field(
-        default=5,
-        ge=1,
-        le=1000,
-        validation_alias="SESSION_LOGIN_MAX_FAILURES",
-        description=(
-            "Failed logins per username within the window before lockout (429 `too_many_attempts`, even for "
-            "the right password)."
-        ),
-    )
+    login_max_failures: int = Field(default=5, ge=1, le=1000, validation_alias="SESSION_LOGIN_MAX_FAILURES")
     login_window_seconds: float = Field(
         default=900,
         ge=1,
         le=MAX_LOGIN_WINDOW_SECONDS,
         allow_inf_nan=False,
         validation_alias="SESSION_LOGIN_WINDOW_SECONDS",
-        description="The lockout window, from the first failure.",
     )
 
     # The device cookie (docs/security.md): how long a browser stays trusted after its last successful login, and
     # the guesses a trusted browser may make per window (unset: SESSION_LOGIN_MAX_FAILURES).
-    device_cookie_days: int = Field(
-        default=90,
-        ge=1,
-        le=400,
-        validation_alias="SESSION_DEVICE_COOKIE_DAYS",
-        description=(
-            "How long a browser stays trusted after its last successful login (the device cookie's `Max-Age`,"
-            " renewed by each login from it)."
-        ),
-    )
-    device_max_failures: int = Field(
-        default=5,
-        ge=1,
-        le=1000,
-        validation_alias="SESSION_DEVICE_MAX_FAILURES",
-        description=(
-            "Failed logins per window from one trusted browser (one presenting the user's device cookie) "
-            "before that browser is locked out; its own counter, not the username's. Unset: "
-            "`SESSION_LOGIN_MAX_FAILURES`."
-        ),
-    )
+    device_cookie_days: int = Field(default=90, ge=1, le=400, validation_alias="SESSION_DEVICE_COOKIE_DAYS")
+    device_max_failures: int = Field(default=5, ge=1, le=1000, validation_alias="SESSION_DEVICE_MAX_FAILURES")
     # The most trusted devices a user may have at once; a login past it ends the least recently used one's trust.
-    max_devices_per_user: int = Field(
-        default=10,
-        ge=1,
-        le=100,
-        validation_alias="SESSION_MAX_DEVICES_PER_USER",
-        description=(
-            "The most trusted devices (device cookies) one user may have; a login from a new browser past it "
-            "ends the trust of the least recently used."
-        ),
-    )
+    max_devices_per_user: int = Field(default=10, ge=1, le=100, validation_alias="SESSION_MAX_DEVICES_PER_USER")
     # Failed logins per client address across usernames; 0: off (the default, see docs/security.md for why).
-    address_max_failures: int = Field(
-        default=0,
-        ge=0,
-        le=1_000_000,
-        validation_alias="SESSION_ADDRESS_MAX_FAILURES",
-        description=(
-            "Failed logins per client address per window, across all usernames (credential stuffing from one "
-            "address); 0 turns it off. Turn it on only with a client address you can trust "
-            "(`SESSION_CLIENT_IP_HEADER`)."
-        ),
-    )
+    address_max_failures: int = Field(default=0, ge=0, le=1_000_000, validation_alias="SESSION_ADDRESS_MAX_FAILURES")
     address_window_seconds: float = Field(
         default=900,
         ge=1,
         le=MAX_LOGIN_WINDOW_SECONDS,
         allow_inf_nan=False,
         validation_alias="SESSION_ADDRESS_WINDOW_SECONDS",
-        description="The per-address window, from the first failure.",
     )
     # The header a trusted proxy appends the client address to (X-Forwarded-For), and which entry from the right
     # is the one it appended; unset: the peer address of the connection, and no header is believed.
-    client_ip_header: str | None = Field(
-        default=None,
-        validation_alias="SESSION_CLIENT_IP_HEADER",
-        description=(
-            "The header a trusted proxy appends the client address to (`X-Forwarded-For` on Cloud Functions)."
-            " Unset: the connection's peer address, and no header is believed."
-        ),
-    )
-    client_ip_hops: int = Field(
-        default=1,
-        ge=1,
-        le=10,
-        validation_alias="SESSION_CLIENT_IP_HOPS",
-        description=(
-            "Which entry of `SESSION_CLIENT_IP_HEADER`, counted from the right, the trusted proxy wrote: 1 "
-            "for Cloud Functions or Cloud Run called directly, 2 or more behind an external Application Load "
-            "Balancer."
-        ),
-    )
+    client_ip_header: str | None = Field(default=None, validation_alias="SESSION_CLIENT_IP_HEADER")
+    client_ip_hops: int = Field(default=1, ge=1, le=10, validation_alias="SESSION_CLIENT_IP_HOPS")
     # The header a trusted proxy writes the client's place into (a load balancer's custom header such as
     # X-Client-Geo-Location: {client_region},{client_city}); unset: no place is recorded, and no header believed.
-    client_geo_header: str | None = Field(
-        default=None,
-        validation_alias="SESSION_CLIENT_GEO_HEADER",
-        description=(
-            "The header a trusted proxy writes the client's place into (a load balancer's custom header such "
-            "as `X-Client-Geo-Location`), for the security events (issue 22). Unset: no place is recorded, "
-            "and no header is believed."
-        ),
-    )
+    client_geo_header: str | None = Field(default=None, validation_alias="SESSION_CLIENT_GEO_HEADER")
     # The most sessions a user may have at once; a login beyond it ends the least recently used one. 0: no cap.
     max_sessions_per_user: int = Field(
-        default=20,
-        ge=0,
-        le=MAX_SESSIONS_PER_USER,
-        validation_alias="SESSION_MAX_PER_USER",
-        description=(
-            "The most sessions one user may have at once; a login beyond it ends the user's least recently "
-            "used session. 0: no cap."
-        ),
+        default=20, ge=0, le=MAX_SESSIONS_PER_USER, validation_alias="SESSION_MAX_PER_USER"
     )
 
     # How recently the password must have been proved (SessionRecord.auth_time) for the sensitive
     # operations (a new email, listing or revoking other sessions). At most a day: older is no step-up.
-    reauth_seconds: int = Field(
-        default=600,
-        ge=1,
-        le=DAY,
-        validation_alias="SESSION_REAUTH_SECONDS",
-        description=(
-            "How recently the password must have been proved in a session (its `auth_time`) for a new email, "
-            "listing or revoking other sessions, and revoke-all (ASVS 7.5.1, 7.5.2); else 403 "
-            "`reauthentication_required`."
-        ),
-    )
+    reauth_seconds: int = Field(default=600, ge=1, le=DAY, validation_alias="SESSION_REAUTH_SECONDS")
 
     # The Pub/Sub topic every security event is published to (a topic id in `project`, or projects/P/topics/T);
     # unset: nothing is published and the Pub/Sub client is never imported. Events are kept SESSION_EVENTS_DAYS.
-    events_topic: str | None = Field(
-        default=None,
-        validation_alias="SESSION_EVENTS_TOPIC",
-        description=(
-            "The Pub/Sub topic for security events (issue 22): a topic id in the project, or "
-            "`projects/P/topics/T`. Validated and read by `deploy.sh`; the service does not emit events yet."
-        ),
-    )
+    events_topic: str | None = Field(default=None, validation_alias="SESSION_EVENTS_TOPIC")
     events_days: int = Field(
-        default=DEFAULT_EVENTS_DAYS,
-        ge=1,
-        le=MAX_EVENTS_DAYS,
-        validation_alias="SESSION_EVENTS_DAYS",
-        description="How long an account's security events are kept (their TTL), in days (issue 22).",
+        default=DEFAULT_EVENTS_DAYS, ge=1, le=MAX_EVENTS_DAYS, validation_alias="SESSION_EVENTS_DAYS"
     )
 
     firestore_timeout_seconds: float = Field(
-        default=5.0,
-        ge=0.5,
-        le=60,
-        allow_inf_nan=False,
-        validation_alias="SESSION_FIRESTORE_TIMEOUT_SECONDS",
-        description=(
-            "The deadline of every Firestore call, retries included; past it the request answers 503 "
-            "`service_unavailable`."
-        ),
+        default=5.0, ge=0.5, le=60, allow_inf_nan=False, validation_alias="SESSION_FIRESTORE_TIMEOUT_SECONDS"
     )
 
     argon2_time_cost: int = Field(
@@ -424,83 +212,31 @@ class Settings(BaseModel):
         ge=ARGON2_MIN_TIME_COST,
         le=ARGON2_MAX_TIME_COST,
         validation_alias="SESSION_ARGON2_TIME_COST",
-        description="argon2id iterations; 2 is OWASP's minimum.",
     )
     argon2_memory_kib: int = Field(
         default=ARGON2_MIN_MEMORY_KIB,
         ge=ARGON2_MIN_MEMORY_KIB,
         le=ARGON2_MAX_MEMORY_KIB,
         validation_alias="SESSION_ARGON2_MEMORY_KIB",
-        description=(
-            "argon2id memory in KiB, held by each hashing thread (one per CPU) while it works; 19456 (19 MiB)"
-            " is OWASP's minimum."
-        ),
     )
-    argon2_parallelism: int = Field(
-        default=1, ge=1, le=16, validation_alias="SESSION_ARGON2_PARALLELISM", description="argon2id lanes."
-    )
+    argon2_parallelism: int = Field(default=1, ge=1, le=16, validation_alias="SESSION_ARGON2_PARALLELISM")
 
-    log_level: str = Field(
-        default="INFO", validation_alias="SESSION_LOG_LEVEL", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`."
-    )
+    log_level: str = Field(default="INFO", validation_alias="SESSION_LOG_LEVEL")
     # json: one structured line per record, for Cloud Logging (deployed); text: one readable line (make run).
-    log_format: str = Field(
-        default="json",
-        pattern=r"^(json|text)$",
-        validation_alias="SESSION_LOG_FORMAT",
-        description=(
-            "`json`: one structured line per record, for Cloud Logging; `text`: one readable line (`make run`"
-            " in a terminal uses `text`)."
-        ),
-    )
+    log_format: str = Field(default="json", pattern=r"^(json|text)$", validation_alias="SESSION_LOG_FORMAT")
 
     # 0: every session check reads Firestore (strong). N > 0: an instance may accept a session it
     # read within the last N seconds without reading again (see session.cache and docs/security.md).
     cache_seconds: float = Field(
-        default=0,
-        ge=0,
-        le=MAX_CACHE_SECONDS,
-        allow_inf_nan=False,
-        validation_alias="SESSION_CACHE_SECONDS",
-        description=(
-            "The consistency dial: 0 reads Firestore on every session check; N > 0 lets an instance accept a "
-            'session it read within the last N seconds without reading again (docs/security.md, "Bounded '
-            'staleness").'
-        ),
+        default=0, ge=0, le=MAX_CACHE_SECONDS, allow_inf_nan=False, validation_alias="SESSION_CACHE_SECONDS"
     )
-    cache_size: int = Field(
-        default=10_000,
-        ge=1,
-        le=MAX_CACHE_SIZE,
-        validation_alias="SESSION_CACHE_SIZE",
-        description=(
-            "The most sessions one instance keeps for `SESSION_CACHE_SECONDS` (least recently used out "
-            "first). Each entry is about 4 KiB (5.5 KiB with a 512-character user agent, a full profile and "
-            "10 permissions), so the default holds at most about 40 to 55 MiB."
-        ),
-    )
+    cache_size: int = Field(default=10_000, ge=1, le=MAX_CACHE_SIZE, validation_alias="SESSION_CACHE_SIZE")
 
     # Device Bound Session Credentials (session.dbsc) for cookie sessions: off (the default) or on; and the
     # lifetime of a bound session's short-lived cookie, after which the browser must prove its key again. At
     # most a day: a longer one gives a stolen copy as long as a session cookie. Tests set a few seconds.
-    dbsc: Literal["off", "on"] = Field(
-        default="off",
-        validation_alias="SESSION_DBSC",
-        description=(
-            "Device Bound Session Credentials for cookie sessions (issue 25): validated, but not wired into "
-            "the service yet (docs/dbsc.md)."
-        ),
-    )
-    dbsc_cookie_seconds: int = Field(
-        default=600,
-        ge=1,
-        le=DAY,
-        validation_alias="SESSION_DBSC_COOKIE_SECONDS",
-        description=(
-            "The lifetime of a bound session's short-lived cookie, after which the browser must prove its key"
-            " again (issue 25)."
-        ),
-    )
+    dbsc: Literal["off", "on"] = Field(default="off", validation_alias="SESSION_DBSC")
+    dbsc_cookie_seconds: int = Field(default=600, ge=1, le=DAY, validation_alias="SESSION_DBSC_COOKIE_SECONDS")
 
     @field_validator("default_permissions", "allowed_origins", mode="before")
     @classmethod

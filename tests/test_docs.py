@@ -58,3 +58,11 @@ def test_every_variable_is_documented() -> None:
     text = (ROOT / "docs" / "configuration.md").read_text()
     missing = sorted(name for name in VARIABLES if f"`{name}`" not in text)
     assert not missing, missing
+
+
+def test_every_setting_has_exactly_one_meaning() -> None:
+    from session.config import Settings
+    from session.config_descriptions import DESCRIPTIONS
+
+    assert set(DESCRIPTIONS) == set(Settings.model_fields)
+    assert all(text.strip() for text in DESCRIPTIONS.values())
