@@ -28,11 +28,12 @@ from datetime import datetime, timedelta
 from session import errors, liveness, plan, tokens
 from session.clock import Clock, seconds_until
 from session.config import Settings
-from session.opening import Guess
+from session.opening import Guess, holds
 from session.plan import Doc, Plan
 from session.retry import TRIES
 from session.security_log import event
 from session.store import AccountView, CountedGuess, PreconditionFailed, Store, StoreError, StoreUnavailable
+from session.store.base import counted_guess_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,20 +159,22 @@ class Lockout:
         guess until its window ends (erring towards the lockout).
         """
         returned = secrets.token_hex(8)
-        for key in guess.counter_keys():
+        for mine in (guess.counted, guess.also):
+            if mine is None:
+                continue
             try:
-                await self._give_back_one(key, returned)
+                await self._give_back_one(mine, returned)
             except StoreError:
                 pass
 
-    async def _give_back_one(self, key: str, returned: str) -> None:
-        found = await self.store.read_counter(key)
-        if found is None or found.record.count <= 0:
-            return  # gone (a success cleared it, or its window expired), or nothing left in it
+    async def _give_back_one(self, mine: CountedGuess, returned: str) -> None:
+        found = await self.store.read_counter(mine.key)
+        if found is None or found.record.count <= 0 or not holds(counted_guess_of(mine.key, found), mine):
+            return  # gone, nothing left in it, or made again since this guess (not this guess's any more)
         try:
-            await self.store.commit(Plan((plan.decrement(Doc.counter(key), returned=returned),)))
+            await self.store.commit(Plan((plan.decrement(Doc.counter(mine.key), returned=returned),)))
         except StoreUnavailable:
-            again = await self.store.read_counter(key)
+            again = await self.store.read_counter(mine.key)
             if again is None or again.record.returned != returned:
                 raise
 

@@ -204,8 +204,8 @@ class Opener:
             if mine is None:
                 continue
             now = state.counters.get(mine.key)
-            if now is None:
-                continue  # gone: a success cleared it, or its window expired
+            if now is None or not holds(now, mine):
+                continue  # gone, or made again since (a success cleared it, its window ended): not this guess's
             if clears and now.update_time == mine.update_time:
                 writes.append(plan.delete(Doc.counter(mine.key), now.update_time))
             else:
@@ -326,3 +326,12 @@ class Opener:
             changed_at=self.clock(),
         )
         return self.ledger_write(user, base, record)
+
+
+def holds(counter: CountedGuess, mine: CountedGuess) -> bool:
+    """Whether ``counter`` as read now can still hold the guess ``mine`` counted: the same window or an older one.
+
+    A counter deleted by a success (or restarted for a new window) and made again by later guesses starts after
+    this guess: giving it back there would take off someone else's, and could take the count below zero.
+    """
+    return counter.window_start <= mine.window_start
