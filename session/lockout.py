@@ -28,11 +28,12 @@ from datetime import datetime, timedelta
 from session import errors, liveness, plan, tokens
 from session.clock import Clock, seconds_until
 from session.config import Settings
+from session.models import AttemptsRecord
 from session.opening import Guess, holds
 from session.plan import Doc, Plan
-from session.retry import TRIES
+from session.retry import CONFLICT_TRIES, TRIES, retrying
 from session.security_log import event
-from session.store import AccountView, CountedGuess, PreconditionFailed, Store, StoreError, StoreUnavailable
+from session.store import AccountView, CountedGuess, PreconditionFailed, Store, StoreError, Versioned
 from session.store.base import counted_guess_of
 
 
@@ -153,30 +154,36 @@ class Lockout:
     async def give_back(self, guess: Guess) -> None:
         """Take a guess that got no verdict off its counters (best effort; a gone counter is left gone).
 
-        Each decrement is marked with a random id and sent at most once (a transform applied twice would
-        give back two guesses); when its answer is lost, the mark tells whether it landed. A counter
-        already at zero is left alone. Never raises: a counter that cannot be written now keeps the
-        guess until its window ends (erring towards the lockout).
+        Each counter is read, then taken down by one under a precondition on it as read, and only while it
+        can still hold this guess (the same window: not made again, nor restarted, since). So a give-back
+        never lands in a newer window, where it would let one more guess of a burst be judged, is applied at
+        most once even when its answer is lost, and never takes a counter below zero. Concurrent give-backs
+        take turns (``retrying``). Never raises: a counter that cannot be written now keeps the guess until
+        its window ends (erring towards the lockout).
         """
-        returned = secrets.token_hex(8)
         for mine in (guess.counted, guess.also):
             if mine is None:
                 continue
             try:
-                await self._give_back_one(mine, returned)
-            except StoreError:
+                await self._give_back_one(mine)
+            except (StoreError, errors.SessionError):
                 pass
 
-    async def _give_back_one(self, mine: CountedGuess, returned: str) -> None:
-        found = await self.store.read_counter(mine.key)
-        if found is None or found.record.count <= 0 or not holds(counted_guess_of(mine.key, found), mine):
-            return  # gone, nothing left in it, or made again since this guess (not this guess's any more)
-        try:
-            await self.store.commit(Plan((plan.decrement(Doc.counter(mine.key), returned=returned),)))
-        except StoreUnavailable:
-            again = await self.store.read_counter(mine.key)
-            if again is None or again.record.returned != returned:
-                raise
+    async def _give_back_one(self, mine: CountedGuess) -> None:
+        returned = secrets.token_hex(8)  # marks this give-back: a resend that had landed is recognised
+
+        async def read() -> Versioned[AttemptsRecord] | None:
+            return await self.store.read_counter(mine.key)
+
+        async def take_one(found: Versioned[AttemptsRecord] | None) -> None:
+            if found is None or found.record.count <= 0 or found.record.returned == returned:
+                return  # gone, nothing left in it, or this give-back landed though its answer was lost
+            if not holds(counted_guess_of(mine.key, found), mine):
+                return  # made again or restarted since this guess: not this guess's any more
+            change = plan.decrement(Doc.counter(mine.key), found.update_time, returned=returned)
+            await self.store.commit(Plan((change,)))
+
+        await retrying(await read(), take_one, read, tries=CONFLICT_TRIES)
 
 
 def _guess(guesses: list[CountedGuess]) -> Guess:
