@@ -33,7 +33,7 @@ from session.opening import Guess, holds
 from session.plan import Doc, Plan
 from session.retry import CONFLICT_TRIES, TRIES, retrying
 from session.security_log import event
-from session.store import AccountView, CountedGuess, PreconditionFailed, Store, StoreError, StoreUnavailable, Versioned
+from session.store import AccountView, CountedGuess, PreconditionFailed, Store, StoreError, Versioned
 from session.store.base import counted_guess_of
 
 
@@ -173,10 +173,7 @@ class Lockout:
         returned = secrets.token_hex(8)  # marks this give-back: a resend that had landed is recognised
 
         async def read() -> Versioned[AttemptsRecord] | None:
-            try:
-                return await self.store.read_counter(mine.key)
-            except StoreUnavailable:  # the fault may outlast one deadline: one more, so the guess goes back
-                return await self.store.read_counter(mine.key)
+            return await self.store.read_counter(mine.key)
 
         async def take_one(found: Versioned[AttemptsRecord] | None) -> None:
             if found is None or found.record.count <= 0 or found.record.returned == returned:

@@ -78,10 +78,7 @@ class Counters(Client):
     async def _landed_guesses(self, keys: list[str], guess_id: str) -> list[CountedGuess]:
         """The counts a counting commit whose answer was lost got, if it landed and nobody counted since."""
         refs = [self._attempts(key) for key in keys]
-        try:
-            snaps = await self._get_all(refs)
-        except StoreUnavailable:  # the fault may outlast one deadline: one more, so the guess is not left unknown
-            snaps = await self._get_all(refs)
+        snaps = await self._get_all(refs)
         guesses = []
         for key, ref in zip(keys, refs, strict=True):
             snap = snaps.get(ref.path)
