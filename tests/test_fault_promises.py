@@ -349,7 +349,14 @@ def test_lockout_counts_wrong_guesses_and_never_goes_below_zero(rig: Rig) -> Non
 
 
 def test_right_passwords_alone_never_meet_429(rig: Rig) -> None:
-    """Right passwords whose session commit is cut and cannot be resent (503) must not use up the limit."""
+    """Right passwords whose session commit is cut, and whose resends meet refused connections, must not use up
+    the limit.
+
+    The refusal ends within the store's deadline: the promise holds for faults the request outlives. When Firestore
+    stays unreachable past a request's deadline, its guess cannot be given back then and stays counted until the
+    window ends, erring towards the lockout (docs/operations.md, Robustness). With a 2.5 s refusal this test met
+    429 in 1 of 4 fresh-clone runs: the channel's reconnect backoff decides whether the give-back gets through.
+    """
     username = f"r-{uuid.uuid4().hex[:6]}"
     rig.register_direct(username)
     for _ in range(3 * LIMIT):
@@ -357,9 +364,9 @@ def test_right_passwords_alone_never_meet_429(rig: Rig) -> None:
         if counter is not None and counter.count >= LIMIT:
             break
         # A login's third call is its session's commit (after the counting commit and the read sent together).
-        rig.proxy.cut_nth(3, then_refuse=2.5)
+        rig.proxy.cut_nth(3, then_refuse=1.5)
         rig.call("right", "POST", "/login", json={"username": username, "password": PASSWORD})
-        time.sleep(0.6)  # the refusal outlasts the 2-second deadline by half a second
+        time.sleep(0.6)  # past the refusal, whatever the answer was
         for _ in range(10):  # until the channel is back (gRPC reconnects with a backoff after refusals)
             if rig.call("warm-up", "POST", "/login", json=_nobody()).status_code == 401:
                 break
