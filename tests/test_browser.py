@@ -898,6 +898,18 @@ def test_the_page_asks_for_the_password_then_retries(playwright_browser: Any, or
         page.wait_for_selector("text=Nothing was done.")
         expect(page.locator("#reauth-section")).to_be_hidden()
         shots(page, "cancelled")
+
+        # The trusted devices ask the same way; the password confirmed, the list loads.
+        page.click("#devices-button")
+        assert _problem(page)[0] == "Re-enter your password to continue"
+        page.fill("#reauth-form input[name=password]", PASSWORD)
+        page.click("#reauth-button")
+        devices = page.locator("#devices tbody tr")
+        expect(devices).to_have_count(2)  # this browser, and the other device's login (no name: an unknown one)
+        names = [_cells(row)[0] for row in devices.all()]
+        assert "Unknown browser" in names and [n for n in names if n.endswith(" (this browser)")], names
+        expect(page.locator("#reauth-section")).to_be_hidden()
+        shots(page, "devices-after-password")
     finally:
         context.close()
     assert origins.not_found() == []
