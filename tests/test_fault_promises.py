@@ -115,6 +115,38 @@ class Rig:
         snap = self.db.collection("login_attempts").document(tokens.counter_key(username)).get()
         return AttemptsRecord.model_validate(snap.to_dict()) if snap.exists else None
 
+    def events(self, username: str) -> dict[str, dict[str, Any]]:
+        """The user's stored security events, by id."""
+        found = self.db.collection("users").document(username).collection("events").stream()
+        return {e.id: e.to_dict() or {} for e in found}
+
+    def session_ids(self, username: str) -> set[str]:
+        """The public ids of every session document of the user (live or not)."""
+        user = self.user(username)
+        assert user is not None
+        query = self.db.collection("sessions").where(filter=firestore.FieldFilter("user_id", "==", user.user_id))
+        return {str((s.to_dict() or {})["public_id"]) for s in query.stream()}
+
+    def events_match(
+        self,
+        what: str,
+        before: dict[str, dict[str, Any]],
+        after: dict[str, dict[str, Any]],
+        opened: set[str],
+        types: set[str],
+    ) -> None:
+        """Issue 22: an event exists if and only if its change happened, once, whatever the cut.
+
+        ``opened``: the sessions this operation's change created (each has exactly one new event of ``types``);
+        an operation that opened none has no new event of those types.
+        """
+        new = [e for i, e in after.items() if i not in before]
+        self.promise(all(e["type"] in types for e in new), f"{what}: unexpected events {[e['type'] for e in new]}")
+        self.promise(
+            sorted(str(e["session_id"]) for e in new) == sorted(opened),
+            f"{what}: new events {[(e['type'], e['session_id']) for e in new]}, new sessions {sorted(opened)}",
+        )
+
     def promise(self, holds: bool, what: str, known: str | None = None) -> None:
         """Record a broken promise (all are reported together at the end of the test).
 
@@ -497,12 +529,15 @@ def test_sweep_login_and_logout(rig: Rig) -> None:
     def login(k: int | None) -> int:
         rig.db.collection("login_attempts").document(tokens.counter_key(username)).delete()  # issue 19 aside
         before = rig.live_sessions(username)
+        events, sessions = rig.events(username), rig.session_ids(username)
         start = rig.through_calls()
         if k:
             rig.proxy.cut_nth(k)
         answer = rig.call("login", "POST", "/login", json={"username": username, "password": PASSWORD})
         calls = rig.through_calls() - start
         after = rig.live_sessions(username)
+        opened = rig.session_ids(username) - sessions
+        rig.events_match(f"login, cut {k}", events, rig.events(username), opened, {"login", "login_new_device"})
         rig.promise(after <= CAP, f"login, cut {k}: {after} live sessions, cap {CAP}")
         if answer.status_code == 200:
             rig.promise(rig.works(answer.json()["token"]), f"login, cut {k}: 200 but its token is refused")
@@ -535,6 +570,7 @@ def test_sweep_password_change_and_reauthentication(rig: Rig) -> None:
         rig.register_direct(username)
         token, other = rig.login_direct(username), rig.login_direct(username)
         new = f"the new password {k}"
+        events, sessions = rig.events(username), rig.session_ids(username)
         start = rig.through_calls()
         if k:
             rig.proxy.cut_nth(k)
@@ -550,6 +586,9 @@ def test_sweep_password_change_and_reauthentication(rig: Rig) -> None:
         assert stored is not None
         old_ok, new_ok = hasher.verify(stored.password_hash, PASSWORD), hasher.verify(stored.password_hash, new)
         rig.promise(old_ok != new_ok, f"password, cut {k}: old works {old_ok}, new works {new_ok}")
+        opened = rig.session_ids(username) - sessions
+        rig.events_match(f"password, cut {k}", events, rig.events(username), opened, {"password_changed"})
+        rig.promise(bool(opened) == new_ok, f"password, cut {k}: changed {new_ok}, sessions opened {opened}")
         if answer.status_code == 200:
             rig.promise(new_ok and rig.works(answer.json()["token"]), f"password, cut {k}: 200 but not in force")
             rig.promise(not rig.works(token) and not rig.works(other), f"password, cut {k}: 200, old sessions live")
@@ -561,11 +600,14 @@ def test_sweep_password_change_and_reauthentication(rig: Rig) -> None:
         username = f"s-{uuid.uuid4().hex[:8]}"
         rig.register_direct(username)
         token = rig.login_direct(username)
+        events, sessions = rig.events(username), rig.session_ids(username)
         start = rig.through_calls()
         if k:
             rig.proxy.cut_nth(k)
         answer = rig.call("reauth", "POST", "/reauthenticate", headers=bearer(token), json={"password": PASSWORD})
         calls = rig.through_calls() - start
+        opened = rig.session_ids(username) - sessions
+        rig.events_match(f"reauth, cut {k}", events, rig.events(username), opened, {"reauthenticated"})
         if answer.status_code == 200:
             rig.promise(rig.works(answer.json()["token"]), f"reauth, cut {k}: 200 but its token is refused")
             rig.promise(not rig.works(token), f"reauth, cut {k}: 200 but the old token works")
@@ -586,10 +628,17 @@ def test_sweep_revocations(rig: Rig) -> None:
         token, other = rig.login_direct(username), rig.login_direct(username)
         listed = rig.direct.get("/sessions", headers=bearer(other)).json()["sessions"]
         public_id = next(s["id"] for s in listed if s["current"])
+        events = rig.events(username)
         start = rig.through_calls()
         if k:
             rig.proxy.cut_nth(k)
         answer = rig.call("revoke_one", "DELETE", f"/sessions/{public_id}", headers=bearer(token))
+        new = [e for i, e in rig.events(username).items() if i not in events]
+        ended = public_id not in rig.session_ids(username)
+        rig.promise(
+            [(e["type"], e["session_id"]) for e in new] == ([("session_revoked", public_id)] if ended else []),
+            f"revoke one, cut {k}: ended {ended}, new events {[e['type'] for e in new]}",
+        )
         if answer.status_code == 204:
             rig.promise(not rig.works(other), f"revoke one, cut {k}: 204 but the session works")
         elif answer.status_code != 503:

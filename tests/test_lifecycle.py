@@ -157,7 +157,17 @@ def test_list_sessions_newest_first_only_mine(client: TestClient) -> None:
     assert len(sessions) == 2
     assert [s["current"] for s in sessions] == [True, False]
     assert sessions[0]["created_at"] > sessions[1]["created_at"]
-    assert set(sessions[0]) == {"id", "created_at", "last_seen_at", "expires_at", "user_agent", "current"}
+    assert set(sessions[0]) == {
+        "id",
+        "created_at",
+        "last_seen_at",
+        "expires_at",
+        "user_agent",
+        "device",
+        "network",
+        "place",
+        "current",
+    }
     # Each id is the public handle of one of alice's sessions, newest first: never the token or its hash.
     assert [s["id"] for s in sessions] == [tokens.public_id(tokens.hash_token(t)) for t in (second, first)]
     assert all(tokens.is_public_id(s["id"]) for s in sessions)
@@ -214,9 +224,9 @@ def test_revoke_unknown_session_is_404(
     seen: list[str] = []
     revoke = service.revoke_session
 
-    async def spy(ctx: Any, sid: str) -> bool:
+    async def spy(ctx: Any, sid: str, **kwargs: Any) -> bool:
         seen.append(sid)
-        return bool(await revoke(ctx, sid))
+        return bool(await revoke(ctx, sid, **kwargs))
 
     service.revoke_session = spy
     try:
