@@ -1,6 +1,6 @@
 """Cloud Functions entry points: each hands its request to ``session.http``.
 
-Deploy any of ``register``, ``login``, ``profile``, ``logout``, ``sessions`` and ``reauthenticate``
+Deploy any of ``register``, ``login``, ``profile``, ``logout``, ``sessions``, ``reauthenticate`` and ``dbsc``
 alone (its root path is the endpoint), or ``api`` to serve them all under path
 prefixes.
 """
@@ -50,3 +50,8 @@ async def reauthenticate(request: Request) -> Response:
 @functions_framework.aio.http
 async def api(request: Request) -> Response:
     return await api_instance.handle(request)
+
+
+@functions_framework.aio.http
+async def dbsc(request: Request) -> Response:
+    return await api_instance.handle(request, "dbsc")
