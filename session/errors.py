@@ -155,19 +155,19 @@ class Unauthenticated(SessionError):
 
 
 class BoundProofRefused(SessionError):
-    """A DBSC proof (registration or refresh) is refused; ``reason`` is ``session.dbsc``'s (``bad_signature``, …)."""
+    """A DBSC proof (registration or refresh) is refused; ``refusal`` says why (``session.dbsc``'s reason)."""
 
     status = 400
     code = "bound_proof_refused"
     title = "The device-bound session proof is refused"
-    members = ("reason",)
+    members = ("refusal",)
 
-    def __init__(self, reason: str, detail: str | None = None) -> None:
-        self.reason = reason
+    def __init__(self, refusal: str, detail: str | None = None) -> None:
+        self.refusal = refusal
         super().__init__(detail)
 
     def extra(self) -> Mapping[str, object]:
-        return {"reason": self.reason}
+        return {"refusal": self.refusal}
 
 
 class BoundChallenge(SessionError):

@@ -197,6 +197,21 @@ class Problem(_Response):
     reason: UnauthenticatedReason | None = None
     # 403 reauthentication_required only: how recent (seconds) the password proof must be.
     max_age: int | None = None
+    # 400 bound_proof_refused only: why a DBSC proof was refused (session.dbsc's reasons).
+    refusal: (
+        Literal[
+            "malformed",
+            "too_large",
+            "wrong_alg",
+            "wrong_typ",
+            "not_p256",
+            "bad_signature",
+            "challenge_mismatch",
+            "challenge_expired",
+            "no_registration_pending",
+        ]
+        | None
+    ) = None
 
 
 # --- stored records -----------------------------------------------------------------

@@ -188,7 +188,7 @@ def test_forged_and_replayed_refresh_proofs_are_refused(dbsc_client: TestClient,
     challenge = challenge_of(challenged.headers["secure-session-challenge"], "id")
     if case == "wrong_key":
         answer = alice.refresh(sign(ECKey.generate_key(), challenge, with_jwk=False))
-        assert assert_problem(answer, 400, "bound_proof_refused")["reason"] == "bad_signature"
+        assert assert_problem(answer, 400, "bound_proof_refused")["refusal"] == "bad_signature"
     elif case == "reused_challenge":
         good = sign(alice.key, challenge, with_jwk=False)
         assert alice.refresh(good).status_code == 200
@@ -211,11 +211,11 @@ def test_registration_proofs_are_refused_when_forged_or_replayed(dbsc_client: Te
     b = browser(dbsc_client)
     assert b.registration is not None
     wrong = sign(ECKey.generate_key(), "not-the-challenge")
-    assert assert_problem(b.register(wrong), 400, "bound_proof_refused")["reason"] == "challenge_mismatch"
+    assert assert_problem(b.register(wrong), 400, "bound_proof_refused")["refusal"] == "challenge_mismatch"
     good = sign(b.key, challenge_of(b.registration))
     assert b.register(good).status_code == 200
     again = assert_problem(b.register(good), 400, "bound_proof_refused")  # single use
-    assert again["reason"] == "no_registration_pending"
+    assert again["refusal"] == "no_registration_pending"
     missing = dbsc_client.post("/dbsc/register", headers={"Secure-Session-Response": good})
     assert assert_problem(missing, 401, "unauthenticated")["reason"] == "no_credentials"
 
@@ -313,3 +313,17 @@ def test_require_session_enforces_the_bound_credential(kind: str, make_client: A
     finally:
         target.close()
         guard.reset()
+
+
+def test_every_refusal_of_session_dbsc_is_a_documented_refusal_value() -> None:
+    """The Problem model's ``refusal`` values are session.dbsc's reasons (and the service's own one): no drift."""
+    import typing
+
+    from session.models import Problem
+
+    def subclasses(cls: type) -> list[type]:
+        return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
+
+    declared = set(typing.get_args(typing.get_args(Problem.model_fields["refusal"].annotation)[0]))
+    reasons = {cls.reason for cls in subclasses(dbsc.DbscError) if cls is not dbsc.DbscError}
+    assert declared == reasons | {"no_registration_pending"}

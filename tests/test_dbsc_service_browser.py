@@ -168,7 +168,7 @@ def test_chromium_binds_its_session_to_the_service_and_a_copied_cookie_dies(serv
             challenge = challenged.headers["secure-session-challenge"].split('"', 2)[1]
             forged = _sign(ECKey.generate_key(), challenge, with_jwk=False)
             wrong_key = thief.post("/dbsc/refresh", headers={**refresh, "Secure-Session-Response": forged})
-            assert (wrong_key.status_code, wrong_key.json()["reason"]) == (400, "bad_signature")
+            assert (wrong_key.status_code, wrong_key.json()["refusal"]) == (400, "bad_signature")
             assert "set-cookie" not in wrong_key.headers
 
             # The thief's own session (mallory), bound with its own key: a proof cannot be used twice, and
@@ -180,7 +180,7 @@ def test_chromium_binds_its_session_to_the_service_and_a_copied_cookie_dies(serv
             mine = {"Cookie": f"__session={own.json()['token']}", "Secure-Session-Response": proof}
             assert thief.post("/dbsc/register", headers=mine).status_code == 200
             again = thief.post("/dbsc/register", headers=mine)
-            assert (again.status_code, again.json()["reason"]) == (400, "no_registration_pending")
+            assert (again.status_code, again.json()["refusal"]) == (400, "no_registration_pending")
             other_id = thief.post(
                 "/dbsc/refresh",
                 headers={"Cookie": f"__session={own.json()['token']}", "Sec-Secure-Session-Id": session_id},
