@@ -284,7 +284,7 @@ class Binder:
             state, record = read.record.dbsc, read.record
             if state is None or state.jwk is None or state.thumbprint is None:
                 return Ended("not_bound")
-            if session_id is None or not hmac.compare_digest(session_id, record.public_id):
+            if session_id != record.public_id:  # public (listed by GET /sessions): no need to hide timing
                 return Ended("another_session")
             now = self.basis.clock()
             answered = _verify_refresh(proof, state, now) if proof is not None else None

@@ -81,7 +81,7 @@ async def register(call: Call) -> Response:
     assert proof is not None
     token = call.request.cookies.get(call.api.settings.cookie_name)
     issued = await call.api.service.binder.register(token, proof)
-    call.log_fields["sid"] = tokens.log_id(tokens.hash_token(token or ""))
+    call.log_fields["sid"] = tokens.log_id(tokens.hash_token(token or ""))  # a live session's: token is set
     call.log_fields["dbsc"] = "bound"
     return _bound_answer(call, issued)
 

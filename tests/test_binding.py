@@ -327,3 +327,30 @@ def test_every_refusal_of_session_dbsc_is_a_documented_refusal_value() -> None:
     declared = set(typing.get_args(typing.get_args(Problem.model_fields["refusal"].annotation)[0]))
     reasons = {cls.reason for cls in subclasses(dbsc.DbscError) if cls is not dbsc.DbscError}
     assert declared == reasons | {"no_registration_pending"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "code"),
+    [
+        (
+            {"Sec-Secure-Session-Id": "caf\u00e9".encode("latin-1")},
+            200,
+            None,
+        ),  # not this session's id: the browser's session ends
+        ({"Secure-Session-Response": "not a jwt"}, 400, "bound_proof_refused"),
+        ({"Secure-Session-Response": "a.b.c" * 2000}, 400, "bound_proof_refused"),
+        ({"Secure-Session-Response": "e30.e30.x"}, 400, "bound_proof_refused"),  # {} header: no alg
+    ],
+)
+def test_bad_refresh_input_gets_a_4xx_or_the_end_never_a_500(
+    dbsc_client: TestClient, headers: dict[str, Any], status: int, code: str | None
+) -> None:
+    b = browser(dbsc_client)
+    assert b.register().status_code == 200
+    sent = {**b.cookies(), "Sec-Secure-Session-Id": b.session_id, **headers}
+    response = dbsc_client.post("/dbsc/refresh", headers=sent)
+    assert response.status_code == status, response.text
+    if code is None:
+        assert response.json() == {"continue": False}
+    else:
+        assert response.json()["code"] == code
