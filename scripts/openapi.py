@@ -109,9 +109,9 @@ def _dbsc_operation(operation_id: str, summary: str, description: str, responses
         {
             "in": "cookie",
             "name": cookie,
-            "required": operation_id == "registerBoundSession",
+            "required": False,  # with SESSION_DBSC off, nothing is: the answer is 404
             "description": "The session cookie: it names the session (no CSRF origin check: what changes needs a"
-            " proof by the browser's key).",
+            " proof by the browser's key). Without it: 401 (register), or the end of the bound session (refresh).",
             "schema": {"type": "string"},
         },
         {
@@ -119,8 +119,12 @@ def _dbsc_operation(operation_id: str, summary: str, description: str, responses
             "name": "Secure-Session-Response",
             "required": operation_id == "registerBoundSession",
             "description": "The browser's proof: a JWT (ES256, `typ` dbsc+jwt) whose `jti` is the challenge"
-            + (", with the public key as `jwk` in its header." if operation_id == "registerBoundSession" else "."),
-            "schema": {"type": "string", "maxLength": 4096},
+            + (
+                ", with the public key as `jwk` in its header. Without it: 400 `invalid_request`."
+                if operation_id == "registerBoundSession"
+                else ". Without it: 403 `bound_challenge`, a challenge to sign."
+            ),
+            "schema": {"type": "string"},
         },
     ]
     if operation_id == "refreshBoundSession":
@@ -128,7 +132,7 @@ def _dbsc_operation(operation_id: str, summary: str, description: str, responses
             {
                 "in": "header",
                 "name": "Sec-Secure-Session-Id",
-                "required": True,
+                "required": False,
                 "description": "The `session_identifier` the instructions gave.",
                 "schema": {"type": "string"},
             }

@@ -230,6 +230,15 @@ def test_an_unknown_or_logged_out_session_ends_the_browsers_session(dbsc_client:
     assert (nothing.status_code, nothing.json()) == (200, {"continue": False})
 
 
+def test_a_revocation_from_another_session_ends_the_bound_one(dbsc_client: TestClient) -> None:
+    bound, other = browser(dbsc_client), browser(dbsc_client)
+    assert bound.register().status_code == 200
+    revoked = dbsc_client.delete(f"/sessions/{bound.session_id}", headers=bearer(other.token))
+    assert revoked.status_code == 204, revoked.text
+    assert assert_problem(bound.profile(), 401, "unauthenticated")["reason"] == "unknown"
+    assert bound.refresh().json() == {"continue": False}
+
+
 def test_a_password_change_ends_the_bound_session_and_offers_a_new_registration(dbsc_client: TestClient) -> None:
     b = browser(dbsc_client)
     assert b.register().status_code == 200
