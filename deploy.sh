@@ -5,7 +5,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 INDEXES_FILE="${ROOT}/firestore.indexes.json"
-ALL_FUNCTIONS="register login profile logout sessions reauthenticate"
+ALL_FUNCTIONS="register login profile logout sessions reauthenticate security_events devices"
 CONFIG_FILE="${ROOT}/session/config.py"
 SERVICE_ACCOUNT_NAME="session-service"
 # The one role the functions' identity needs: reading and writing documents (granted on the service's database
@@ -515,9 +515,10 @@ fi
 
 # --- 7. the functions ----------------------------------------------------------------------------
 
+# A function's name is its entry point with "-" for "_" (Cloud Run functions names allow no underscore).
 for fn in "${FUNCTION_LIST[@]}"; do
-    note "deploying ${fn}"
-    run gcloud functions deploy "${fn}" --gen2 "${GCLOUD_PROJECT_FLAGS[@]}" --region="${REGION}" \
+    note "deploying ${fn//_/-}"
+    run gcloud functions deploy "${fn//_/-}" --gen2 "${GCLOUD_PROJECT_FLAGS[@]}" --region="${REGION}" \
         --runtime="${RUNTIME}" --source="${ROOT}" --entry-point="${fn}" --trigger-http --allow-unauthenticated \
         --service-account="${SERVICE_ACCOUNT}" --memory="${MEMORY}" --cpu="${CPU}" \
         --min-instances="${MIN_INSTANCES}" --max-instances="${MAX_INSTANCES}" --concurrency="${CONCURRENCY}" \
@@ -526,8 +527,8 @@ done
 
 note "URLs:"
 for fn in "${FUNCTION_LIST[@]}"; do
-    if url="$(look gcloud functions describe "${fn}" --gen2 "${GCLOUD_PROJECT_FLAGS[@]}" --region="${REGION}" \
+    if url="$(look gcloud functions describe "${fn//_/-}" --gen2 "${GCLOUD_PROJECT_FLAGS[@]}" --region="${REGION}" \
         --format='value(serviceConfig.uri)')"; then
-        printf '%-9s %s\n' "${fn}" "${url}"
+        printf '%-16s %s\n' "${fn//_/-}" "${url}"
     fi
 done

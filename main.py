@@ -1,6 +1,7 @@
 """Cloud Functions entry points: each hands its request to ``session.http``.
 
-Deploy any of ``register``, ``login``, ``profile``, ``logout``, ``sessions``, ``reauthenticate`` and ``dbsc``
+Deploy any of ``register``, ``login``, ``profile``, ``logout``, ``sessions``, ``reauthenticate``,
+``security_events`` (its endpoint is ``security-events``), ``devices`` and ``dbsc``
 alone (its root path is the endpoint), or ``api`` to serve them all under path
 prefixes.
 """
@@ -45,6 +46,16 @@ async def sessions(request: Request) -> Response:
 @functions_framework.aio.http
 async def reauthenticate(request: Request) -> Response:
     return await api_instance.handle(request, "reauthenticate")
+
+
+@functions_framework.aio.http
+async def security_events(request: Request) -> Response:
+    return await api_instance.handle(request, "security-events")
+
+
+@functions_framework.aio.http
+async def devices(request: Request) -> Response:
+    return await api_instance.handle(request, "devices")
 
 
 @functions_framework.aio.http

@@ -38,8 +38,10 @@ from session.bound_routes import SessionEnded, SessionInstructions  # noqa: E402
 from session.config import Settings  # noqa: E402
 from session.credentials import DEVICE_COOKIE  # noqa: E402
 from session.errors import PROBLEM_JSON, PROBLEM_TYPE  # noqa: E402
+from session.events import SecurityEventsOut  # noqa: E402
 from session.http import IF_MATCH_PATTERN, ROUTES  # noqa: E402
 from session.models import (  # noqa: E402
+    DevicesOut,
     LoginOut,
     LoginRequest,
     PasswordChangeRequest,
@@ -71,6 +73,8 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (LoginOut, "serialization"),
     (ProfileOut, "serialization"),
     (SessionsOut, "serialization"),
+    (SecurityEventsOut, "serialization"),
+    (DevicesOut, "serialization"),
     (SessionInstructions, "serialization"),
     (SessionEnded, "serialization"),
     (Problem, "serialization"),
@@ -526,6 +530,55 @@ def build() -> dict[str, Any]:
                 description=REAUTH_NOTE + " Revoking the current session needs none.",
             ),
             "parameters": [session_id],
+        },
+        "/security-events": {
+            "get": _operation(
+                "listSecurityEvents",
+                "What happened to the caller's account, newest first, one page at a time",
+                {
+                    "200": _ok(
+                        SecurityEventsOut,
+                        "A page of events (never a secret); `next_page_token` is null on the last. Events are kept"
+                        " `SESSION_EVENTS_DAYS` (a TTL policy).",
+                    )
+                },
+                _raises("/security-events", "GET"),
+                parameters=[limit, page_token],
+                secured=True,
+                description=REAUTH_NOTE
+                + " Each event is written in the same commit as the change it records: it exists if and only if"
+                " the change happened.",
+            ),
+        },
+        "/devices": {
+            "get": _operation(
+                "listDevices",
+                "The caller's trusted devices (browsers holding a device cookie), most recently used first",
+                {"200": _ok(DevicesOut, "The trusted devices; `current` is the one making this request.")},
+                _raises("/devices", "GET"),
+                parameters=[_device_cookie_parameter()],
+                secured=True,
+                description=REAUTH_NOTE,
+            ),
+        },
+        "/devices/{id}": {
+            "delete": _operation(
+                "revokeDevice",
+                "End the trust of one of the caller's devices (its sessions stay)",
+                {"204": _no_content("Its device cookie no longer judges logins on its own counter.")},
+                _raises("/devices/{id}", "DELETE"),
+                secured=True,
+                description=REAUTH_NOTE + " An unknown id, or another user's, answers 404.",
+            ),
+            "parameters": [
+                {
+                    "name": "id",
+                    "in": "path",
+                    "required": True,
+                    "description": "The id of a device, as listed by `GET /devices`.",
+                    "schema": {"type": "string"},
+                }
+            ],
         },
         binding.REGISTRATION_PATH: {
             "post": _dbsc_operation(

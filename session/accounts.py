@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from session import errors
+from session import errors, plan
+from session.activity import Activity
 from session.authn import Authn
-from session.context import AuthContext, Basis
+from session.context import NOWHERE, AuthContext, Basis, Origin
+from session.events import EventRecord
 from session.models import (
     LedgerRecord,
     ProfileOut,
@@ -17,6 +19,7 @@ from session.models import (
     UserOut,
     UserRecord,
 )
+from session.plan import Doc, Plan
 from session.proofs import revoked
 from session.reauth import require_recent_auth
 from session.retry import TRIES, retrying
@@ -28,9 +31,10 @@ from session.views import profile_out, user_out
 class Accounts:
     """Registration and the profile."""
 
-    def __init__(self, basis: Basis, authn: Authn) -> None:
+    def __init__(self, basis: Basis, authn: Authn, activity: Activity) -> None:
         self.basis = basis
         self.authn = authn
+        self.activity = activity
 
     async def register(self, req: RegisterRequest, *, permissions: list[str] | None = None) -> UserOut:
         """Create a user. Raises ``RegistrationDisabled`` or ``UsernameTaken`` (atomically).
@@ -69,23 +73,29 @@ class Accounts:
         """The caller's profile and session (no store access: ``authenticate`` read it all)."""
         return profile_out(ctx.user.record, ctx.session)
 
-    async def update_profile(self, ctx: AuthContext, req: ProfileUpdateRequest, *, if_match: int | None) -> ProfileOut:
+    async def update_profile(
+        self, ctx: AuthContext, req: ProfileUpdateRequest, *, if_match: int | None, origin: Origin = NOWHERE
+    ) -> ProfileOut:
         """Apply a profile change, bumping ``version`` atomically.
 
         Raises ``VersionConflict`` when ``if_match`` is not the stored version, including when a
         concurrent update got there first, ``Unauthenticated`` when the caller's session was revoked
         meanwhile, and ``ReauthenticationRequired`` when it changes the email address (to a value
-        other than the stored one).
+        other than the stored one). A change of the email address writes its ``email_changed`` event
+        in the same commit.
         """
         ctx = await self.authn.strong(ctx)
         changes: dict[str, Any] = {name: getattr(req, name) for name in req.model_fields_set}
-        written: list[UserChange] = []  # each try's change: a try that landed is recognised by it
+        # Each try's change and its event: a try that landed is recognised by its change.
+        written: list[tuple[UserChange, EventRecord | None]] = []
 
         async def write(current: Versioned[UserRecord] | None) -> ProfileOut:
             if current is None:
                 raise revoked()
-            if any(_landed(current.record, change) for change in written):
-                return profile_out(current.record, ctx.session)  # its answer was lost, and the library resent it
+            for change, recorded in written:
+                if _landed(current.record, change):  # its answer was lost, and the library resent it
+                    await self.activity.publish([recorded] if recorded else [])
+                    return profile_out(current.record, ctx.session)
             if "email" in changes and changes["email"] != current.record.email:
                 require_recent_auth(ctx, self.basis.clock(), self.basis.settings.reauth_seconds)
             if if_match is not None and current.record.version != if_match:
@@ -93,13 +103,23 @@ class Accounts:
             if not changes:
                 return profile_out(current.record, ctx.session)
             update = UserChange(**changes, version=current.record.version + 1, updated_at=self.basis.clock())
-            written.append(update)
+            recorded = None
+            if "email" in changes and changes["email"] != current.record.email:
+                recorded = self.activity.event(current.record, "email_changed", origin, session_hash=ctx.token_hash)
+            written.append((update, recorded))
             try:
-                updated = await self.basis.store.update_user(current, update)
+                if recorded is None:
+                    updated = (await self.basis.store.update_user(current, update)).record
+                else:
+                    user = Doc.user(current.record.username)
+                    edit = plan.update(user, update, current.update_time)
+                    await self.basis.store.commit(Plan((edit, self.activity.write(recorded))))
+                    updated = current.record.model_copy(update=update.model_dump(exclude_unset=True))
             finally:  # cached entries hold the user as it was
                 self.authn.forget_user(ctx.principal.user_id)
-            event("profile_updated", user_id=ctx.principal.user_id, version=updated.record.version)
-            return profile_out(updated.record, ctx.session)
+            event("profile_updated", user_id=ctx.principal.user_id, version=updated.version)
+            await self.activity.publish([recorded] if recorded else [])
+            return profile_out(updated, ctx.session)
 
         first: Versioned[UserRecord] | None = ctx.user
         return await retrying(

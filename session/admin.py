@@ -9,12 +9,13 @@ what these return.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pydantic import TypeAdapter, ValidationError
 
 from session import errors, liveness, pages, plan, tokens
+from session.events import EventType
 from session.models import NewPassword, SessionOut, UserChange, UserRecord, normalise_username
 from session.plan import Doc, Plan
 from session.retry import retrying
@@ -59,13 +60,22 @@ class AdminService:
             raise errors.NotFound(f"no user {normalise_username(username)!r}")
         return user
 
-    async def update(self, username: str, changes: UserChange, *, end_sessions: bool = False) -> UserRecord:
+    async def update(
+        self,
+        username: str,
+        changes: UserChange,
+        *,
+        end_sessions: bool = False,
+        record: EventType | None = None,
+        detail: Mapping[str, str | int | bool | None] | None = None,
+    ) -> UserRecord:
         """Apply ``changes`` to a user (retried on races); raises ``NotFound``.
 
         ``end_sessions`` (a change of credentials) also bumps ``auth_epoch`` and resets the account's
         ledger in the same commit, under the ledger's precondition: every session and trusted device,
         including one being committed right now, is void from then on. Other changes carry a
-        precondition on the user as read.
+        precondition on the user as read. ``record``: the security event the change writes in the
+        same commit (which also tells a try that landed, its answer lost, from one that did not).
         """
         name = normalise_username(username)
 
@@ -80,11 +90,19 @@ class AdminService:
             try:
                 if not end_sessions:
                     change = UserChange(**fields, updated_at=self.service.clock())
-                    return (await self.store.update_user(user, change)).record
-                epoch = user.record.auth_epoch + 1
-                change = UserChange(**fields, auth_epoch=epoch, updated_at=self.service.clock())
-                reset = self.service.opener.reset_ledger(user.record, view.ledger, None, None)
-                await self.store.commit(Plan((plan.update(Doc.user(name), change), *reset)))
+                    if record is None:
+                        return (await self.store.update_user(user, change)).record
+                    edit = Plan((plan.update(Doc.user(name), change, user.update_time),))
+                else:
+                    epoch = user.record.auth_epoch + 1
+                    change = UserChange(**fields, auth_epoch=epoch, updated_at=self.service.clock())
+                    reset = self.service.opener.reset_ledger(user.record, view.ledger, None, None)
+                    edit = Plan((plan.update(Doc.user(name), change), *reset))
+                if record is None:
+                    await self.store.commit(edit)
+                else:
+                    activity = self.service.activity
+                    await activity.commit(edit, activity.event(user.record, record, detail=detail))
                 return user.record.model_copy(update=change.model_dump(exclude_unset=True))
             finally:  # this instance's cached sessions of the user must not outlive the change
                 self.service.forget_user(user.record.user_id)
@@ -99,7 +117,8 @@ class AdminService:
 
     async def set_disabled_record(self, username: str, disabled: bool) -> tuple[UserRecord, int]:
         """``set_disabled``, also returning the user as written."""
-        record = await self.update(username, UserChange(disabled=disabled), end_sessions=disabled)
+        kind: EventType = "account_disabled" if disabled else "account_enabled"
+        record = await self.update(username, UserChange(disabled=disabled), end_sessions=disabled, record=kind)
         revoked = await self.store.delete_user_sessions(record.user_id) if disabled else 0
         return record, revoked
 
@@ -125,7 +144,7 @@ class AdminService:
         """
         user = await self.user(username)
         revoked = await self.store.delete_user_sessions(user.record.user_id, up_to_epoch=user.record.auth_epoch)
-        record = await self.update(username, UserChange(), end_sessions=True)
+        record = await self.update(username, UserChange(), end_sessions=True, record="sessions_revoked_by_admin")
         return record, revoked
 
     # --- issue 14: the admin's missing tools -------------------------------------------------------------
@@ -156,7 +175,8 @@ class AdminService:
         except ValidationError as exc:
             raise errors.InvalidRequest([{"loc": ["password"], "msg": exc.errors()[0]["msg"]}]) from None
         new_hash = await self.service.passwords.hash_async(password)
-        record = await self.update(username, UserChange(password_hash=new_hash), end_sessions=True)
+        change = UserChange(password_hash=new_hash)
+        record = await self.update(username, change, end_sessions=True, record="password_set_by_admin")
         revoked = await self.store.delete_user_sessions(record.user_id, up_to_epoch=record.auth_epoch - 1)
         return record, revoked
 
@@ -223,11 +243,17 @@ class AdminService:
         """
         users = 0
         after = resume_after
+        activity = self.service.activity
         while True:
-            names = await self.store.list_usernames(page_size, after)
-            if not names:
+            found = await self.store.list_users(page_size, after)
+            if not found:
                 break
-            users += await self.store.bump_epochs(names, self.service.clock())
+            names = [u.username for u in found]
+            ended = [activity.event(u, "sessions_revoked_by_admin", detail={"scope": "everyone"}) for u in found]
+            bumped = await self.store.bump_epochs(names, self.service.clock(), ended)
+            users += bumped
+            if bumped == len(names):  # else some were deleted meanwhile: `events publish-pending` sends the rest
+                await activity.publish(ended)
             after = names[-1]
             progress(f"users: {users} ended so far (last: {after})")
             if len(names) < page_size:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from session import credentials, edge, errors, tokens
-from session.context import AuthContext
+from session import credentials, devices, edge, errors, tokens
+from session.context import AuthContext, Origin
 
 if TYPE_CHECKING:
     from session.http import Api
@@ -72,6 +72,24 @@ class Call:
     def device_cookie(self) -> str | None:
         """The device cookie the request carries (the lockout's trusted device), if any."""
         return self.request.cookies.get(credentials.device_cookie_name(self.api.settings))
+
+    def address(self) -> str | None:
+        """The client's address by the trusted-header rule (``credentials.client_address``): the address limit's key."""
+        settings, request = self.api.settings, self.request
+        header = settings.client_ip_header
+        forwarded = request.headers.getlist(header) if header else []
+        return credentials.client_address(settings, forwarded, request.client.host if request.client else None)
+
+    def origin(self) -> Origin:
+        """Where this request comes from, as a new session and a security event record it (never the address)."""
+        agent = self.user_agent()
+        settings = self.api.settings
+        return Origin(
+            user_agent=agent,
+            device=devices.device_name(agent),
+            network=devices.coarse_network(self.address()),
+            place=devices.client_place(settings, self.request.headers),
+        )
 
     def user_agent(self) -> str | None:
         """The User-Agent to store with a new session: control characters removed, at most 512 characters.

@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from session import __version__
+from session import __version__, errors
+from session.activity import MAX_PENDING_PAGE, PENDING_PAGE
 from session.admin import MAX_SWEEP_PAGE, SWEEP_PAGE
 from session.audit import AUDIT_PAGE, COST, MAX_AUDIT_PAGE, Audit
 from session.audit_store import AuditStore
@@ -25,6 +26,7 @@ from session.config import Settings
 from session.listing import MAX_PAGE_SIZE
 from session.models import Permission, RegisterRequest, SessionOut, UserChange, UserRecord, normalise_username, utc_text
 from session.runtime import Runtime, build
+from session.trusted import TrustedDevice
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +65,21 @@ def permissions(values: Sequence[str]) -> list[str]:
 
 
 def _sessions_table(rows: Sequence[SessionOut]) -> list[str]:
-    lines = [f"{'ID':<26}{'CREATED':<29}{'LAST SEEN':<29}{'EXPIRES':<29}USER AGENT"]
+    lines = [f"{'ID':<26}{'CREATED':<29}{'LAST SEEN':<29}{'EXPIRES':<29}{'DEVICE':<34}{'NETWORK':<22}USER AGENT"]
     for s in rows:
         data = s.model_dump(mode="json")
         times = "".join(f"{data[k]:<29}" for k in ("created_at", "last_seen_at", "expires_at"))
-        lines.append(f"{s.id:<26}{times}{s.user_agent or '-'}")
+        where = f"{(s.device or '-')[:32]:<34}{s.network or '-':<22}"
+        lines.append(f"{s.id:<26}{times}{where}{s.user_agent or '-'}")
+    return lines
+
+
+def _devices_table(rows: Sequence[TrustedDevice]) -> list[str]:
+    lines = [f"{'ID':<26}{'CREATED':<29}{'LAST USED':<29}DEVICE"]
+    for d in rows:
+        lines.append(
+            f"{d.id:<26}{utc_text(d.record.created_at):<29}{utc_text(d.last_used_at):<29}{d.record.device or '-'}"
+        )
     return lines
 
 
@@ -189,6 +201,40 @@ async def sessions_revoke_everyone(call: Invocation) -> Outcome:
     )
 
 
+async def devices_list(call: Invocation) -> Outcome:
+    user = (await call.runtime.admin.user(call.args.name)).record
+    found = await call.runtime.service.devices.trusted(user)
+    return Outcome(
+        "\n".join(_devices_table(found)), "devices_listed", {"user_id": user.user_id, "count": len(found)}, logging.INFO
+    )
+
+
+async def devices_revoke(call: Invocation) -> Outcome:
+    user = (await call.runtime.admin.user(call.args.name)).record
+    await call.runtime.service.devices.end_trust(user, call.args.id)
+    return Outcome(
+        f"{user.username}: device {call.args.id} is no longer trusted", "device_revoked", {"user_id": user.user_id}
+    )
+
+
+async def events_publish_pending(call: Invocation) -> Outcome:
+    activity = call.runtime.service.activity
+    if not activity.publisher.enabled:
+        raise errors.InvalidRequest(
+            [{"loc": ["SESSION_EVENTS_TOPIC"], "msg": "no topic is set: nothing to publish to"}]
+        )
+    done = await activity.publish_pending(
+        page=call.args.page_size, progress=lambda line: _err(f"publish-pending: {line}")
+    )
+    return Outcome(
+        f"{done.published} event(s) published, {done.left} left (run again later for those)",
+        "events_published",
+        {"found": done.found, "published": done.published, "left": done.left},
+        logging.INFO,
+        status=1 if done.left else 0,
+    )
+
+
 async def audit(call: Invocation) -> Outcome:
     args, runtime = call.args, call.runtime
     report = await Audit(
@@ -239,8 +285,34 @@ def parser() -> argparse.ArgumentParser:
     _sessions_commands(
         sub.add_parser("sessions", help="inspect and revoke sessions").add_subparsers(dest="action", required=True)
     )
+    _devices_commands(
+        sub.add_parser("devices", help="a user's trusted devices").add_subparsers(dest="action", required=True)
+    )
+    events = sub.add_parser("events", help="security events").add_subparsers(dest="action", required=True)
+    pending = events.add_parser(
+        "publish-pending",
+        help="publish to SESSION_EVENTS_TOPIC every event not yet published; exit 1 when some are left",
+        description="Publish, oldest first, every security event still marked published: false (Pub/Sub was down,"
+        " or an instance stopped before it published), and mark each one published. Safe to run at any time and"
+        " on a schedule: a subscriber may see an event twice (delivery is at least once; deduplicate by id)."
+        " Cost per page: one query (a read per event), one Publish call, one commit (a write per event).",
+    )
+    pending.add_argument(
+        "--page-size",
+        type=_bounded(1, MAX_PENDING_PAGE),
+        default=PENDING_PAGE,
+        metavar="N",
+        help=f"events per page (default {PENDING_PAGE})",
+    )
     _audit_command(sub)
     return parser
+
+
+def _devices_commands(devices: Any) -> None:
+    devices.add_parser("list", help="a user's trusted devices, most recently used first").add_argument("name")
+    revoke = devices.add_parser("revoke", help="end the trust of one of a user's devices (its sessions stay)")
+    revoke.add_argument("name")
+    revoke.add_argument("id", help="the device's id, as `devices list` shows it")
 
 
 def _users_commands(users: Any) -> None:
@@ -317,6 +389,9 @@ COMMANDS: dict[tuple[str, str | None], Command] = {
     ("sessions", "list"): sessions_list,
     ("sessions", "revoke-all"): sessions_revoke_all,
     ("sessions", "revoke-everyone"): sessions_revoke_everyone,
+    ("devices", "list"): devices_list,
+    ("devices", "revoke"): devices_revoke,
+    ("events", "publish-pending"): events_publish_pending,
     ("audit", None): audit,
 }
 

@@ -24,6 +24,24 @@ class Principal:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """What a request says about where it comes from, as a session and a security event record it.
+
+    Made at the HTTP edge (``session.devices``): the cleaned User-Agent, the readable device name
+    parsed from it, the client's network (a /24 or /48, never the address) and the place a trusted
+    geo header names. The admin CLI has none: every field ``None``.
+    """
+
+    user_agent: str | None = None
+    device: str | None = None
+    network: str | None = None
+    place: str | None = None
+
+
+NOWHERE = Origin()
+
+
+@dataclass(frozen=True, slots=True)
 class AuthContext:
     """An authenticated request: the principal plus what the service needs to act on it."""
 

@@ -55,7 +55,8 @@ def new_event_id() -> str:
 class SecurityEvent(BaseModel):
     """One thing that happened to an account; ``at`` comes from the service's clock."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Every member is always sent (null when it does not apply): the schema says so to a client.
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_serialization_defaults_required=True)
 
     id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,64}$")] = Field(default_factory=new_event_id)
     type: EventType
@@ -97,3 +98,37 @@ class EventMessage(BaseModel):
     def ordering_key(self) -> str:
         """The user: Pub/Sub keeps one user's events in order on a subscription with message ordering on."""
         return self.user_id
+
+
+class EventRecord(SecurityEvent):
+    """``users/{username}/events/{id}``: an event as stored, below the user it belongs to.
+
+    ``expires_at`` is the TTL field (``SESSION_EVENTS_DAYS`` after ``at``). ``published`` is
+    ``False`` until Pub/Sub accepted the event, then ``True``; ``None`` when no topic was set when
+    it was written (nothing to publish, so ``events publish-pending`` never picks it up).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    user_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    username: Username
+    expires_at: Timestamp
+    published: bool | None = None
+
+    def public(self) -> SecurityEvent:
+        """The event as ``GET /security-events`` shows it."""
+        return SecurityEvent.model_validate(self.model_dump(include=set(SecurityEvent.model_fields)))
+
+    def message(self) -> EventMessage:
+        """The event as it is published."""
+        return EventMessage(user_id=self.user_id, username=self.username, event=self.public())
+
+
+class SecurityEventsOut(BaseModel):
+    """``GET /security-events``: one page of the account's events, newest first."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    events: list[SecurityEvent]
+    # The page_token of the next page; null on the last page.
+    next_page_token: str | None

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from session import errors, liveness, pages, plan, tokens
 from session.authn import Authn
-from session.context import AuthContext, Basis
+from session.context import NOWHERE, AuthContext, Basis, Origin
+from session.events import EventRecord
 from session.lockout import Lockout
 from session.models import SessionRecord, SessionsOut, UserChange, UserRecord
 from session.opening import Opener
@@ -18,7 +19,7 @@ from session.proofs import revoked
 from session.reauth import require_recent_auth
 from session.retry import retrying
 from session.security_log import event
-from session.store import AccountView, StoreUnavailable
+from session.store import AccountView, PreconditionFailed, StoreUnavailable
 from session.views import session_out
 
 # Sessions per page of GET /sessions when the client names no limit, and the most it may ask for.
@@ -34,6 +35,7 @@ class Listing:
         self.authn = authn
         self.lockout = lockout
         self.opener = opener
+        self.activity = opener.activity
         self._device_lifetime = timedelta(days=basis.settings.device_cookie_days)
 
     def _recent(self, ctx: AuthContext) -> None:
@@ -86,11 +88,13 @@ class Listing:
         last = live[limit - 1][1]
         return live[:limit], pages.encode_sessions(last.created_at, last.public_id)
 
-    async def revoke_session(self, ctx: AuthContext, session_id: str) -> bool:
+    async def revoke_session(self, ctx: AuthContext, session_id: str, *, origin: Origin = NOWHERE) -> bool:
         """Revoke one of the caller's sessions by public id; True if it was the current one.
 
         Raises ``NotFound`` for an unknown id or another user's, ``ReauthenticationRequired``
         for any but the current session (decided before the lookup: no answer about other ids).
+        The delete and its ``session_revoked`` event are one commit; a session already gone
+        (a logout, another revoke) is not an error, and records nothing.
         """
         if not tokens.is_public_id(session_id):
             raise errors.NotFound("no such session")
@@ -100,14 +104,20 @@ class Listing:
         found = await self.basis.store.find_session(session_id)
         if found is None or found[1].user_id != ctx.principal.user_id:
             raise errors.NotFound("no such session")
+        change = Plan((plan.delete(Doc.session(found[0]), must_exist=True),))
+        revoked_event = self.activity.event(ctx.user.record, "session_revoked", origin, session_hash=found[0])
         try:
-            await self.basis.store.delete_session(found[0])
+            await self.activity.commit(change, revoked_event)
+        except PreconditionFailed:
+            pass  # gone meanwhile: ended by someone else, whose own event (if any) says so
         finally:
             self.authn.forget(found[0])
         event("session_revoked", user_id=ctx.principal.user_id, sid=tokens.log_id(found[0]))
         return found[0] == ctx.token_hash
 
-    async def revoke_all(self, ctx: AuthContext, *, include_current: bool, device: str | None = None) -> int:
+    async def revoke_all(
+        self, ctx: AuthContext, *, include_current: bool, device: str | None = None, origin: Origin = NOWHERE
+    ) -> int:
         """Revoke every session of the caller, except the current one unless asked.
 
         Deletes the documents, then bumps the user's ``auth_epoch`` in one commit under the ledger's
@@ -116,7 +126,7 @@ class Listing:
         user's): that commit is the moment the revocation takes effect, so a session committed by a
         login that read the account before it is void, and every other device loses its trust. Raises
         ``Unauthenticated`` when the caller's own session was ended meanwhile, and
-        ``ReauthenticationRequired``.
+        ``ReauthenticationRequired``. The ``sessions_revoked`` event is in that commit.
         """
         ctx = await self.authn.strong(ctx)
         self._recent(ctx)
@@ -132,24 +142,32 @@ class Listing:
             username = ctx.principal.username
             return await self.basis.store.read_account(username, sessions=[ctx.token_hash], device=device_hash)
 
-        written: list[datetime] = []  # the ledger's changed_at each try wrote: a try that landed is recognised
+        # The ledger's changed_at each try wrote, and its event: a try that landed is recognised by it.
+        written: dict[datetime, EventRecord] = {}
+        landed: list[EventRecord] = []  # the event of the try that landed
 
         async def bump(view: AccountView) -> None:
             ledger = view.ledger.record if view.ledger is not None else None
             if ledger is not None and ledger.changed_at is not None and ledger.changed_at in written:
+                landed.append(written[ledger.changed_at])
                 return  # an earlier try landed though its answer was lost (the client library resent it)
-            revocation = self._revocation(ctx, view, keep, device_hash)
-            written.append(revocation.changed_at)
+            revocation = self._revocation(ctx, view, keep, device_hash, origin)
+            written[revocation.changed_at] = revocation.event
             try:
                 await self.basis.store.commit(revocation.plan)
             except StoreUnavailable:
-                if not await _landed(read, written):
+                at = await _landed(read, written)
+                if at is None:
                     raise
+                landed.append(written[at])
+                return
+            landed.append(revocation.event)
 
         try:
             await retrying(await read(), bump, read)
         finally:
             self.authn.forget_user(ctx.principal.user_id)
+        await self.activity.publish(landed[-1:])
         event(
             "sessions_revoked_all",
             logging.WARNING,
@@ -160,7 +178,7 @@ class Listing:
         return count
 
     def _revocation(
-        self, ctx: AuthContext, view: AccountView, keep: str | None, device_hash: str | None
+        self, ctx: AuthContext, view: AccountView, keep: str | None, device_hash: str | None, origin: Origin
     ) -> _Revocation:
         """Revoke-all's commit, from the account as read; raises ``Unauthenticated`` if the caller lost it."""
         session, user = view.sessions.get(ctx.token_hash), view.user
@@ -185,23 +203,28 @@ class Listing:
         reset = self.opener.reset_ledger(user.record, view.ledger, keep, kept_device)
         changed_at = reset[0].fields["changed_at"]
         assert isinstance(changed_at, datetime)
+        revoked_event = self.activity.event(
+            user.record, "sessions_revoked", origin, session_hash=keep, detail={"include_current": keep is None}
+        )
         writes = Plan().then(
             plan.update(Doc.user(username), UserChange(auth_epoch=epoch, updated_at=now)),
             plan.update(Doc.session(keep), {"auth_epoch": epoch}) if keep else None,
             *reset,
             restamp,
+            self.activity.write(revoked_event),
         )
-        return _Revocation(writes, changed_at)
+        return _Revocation(writes, changed_at, revoked_event)
 
 
 @dataclass(frozen=True, slots=True)
 class _Revocation:
     plan: Plan
     changed_at: datetime  # written to the ledger: how a try that landed is recognised
+    event: EventRecord
 
 
-async def _landed(read: Callable[[], Awaitable[AccountView]], written: list[datetime]) -> bool:
-    """Whether one of the tries landed, by the ledger's ``changed_at`` (an answer lost on the way back)."""
+async def _landed(read: Callable[[], Awaitable[AccountView]], written: Mapping[datetime, object]) -> datetime | None:
+    """The try that landed, by the ledger's ``changed_at`` (an answer lost on the way back); ``None`` if none did."""
     view = await read()
     ledger = view.ledger.record if view.ledger is not None else None
-    return ledger is not None and ledger.changed_at in written
+    return ledger.changed_at if ledger is not None and ledger.changed_at in written else None

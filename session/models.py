@@ -170,6 +170,12 @@ class SessionOut(_Response):
     last_seen_at: Timestamp
     expires_at: Timestamp
     user_agent: str | None
+    # A readable name of the browser and system ("Chrome 156 on Linux"), parsed from the User-Agent at login.
+    device: str | None
+    # The client's network at login, never its address: an IPv4 /24 or IPv6 /48 ("203.0.113.0/24").
+    network: str | None
+    # Where the login came from, as the header SESSION_CLIENT_GEO_HEADER said; null when not configured.
+    place: str | None
     current: bool
 
 
@@ -177,6 +183,22 @@ class SessionsOut(_Response):
     sessions: list[SessionOut]
     # The page_token of the next page; null on the last page.
     next_page_token: str | None
+
+
+class DeviceOut(_Response):
+    # The device's public id (derived from its key, never the device cookie): DELETE /devices/{id}.
+    id: str
+    # A readable name of the browser and system when it was first trusted; null when the User-Agent said nothing.
+    device: str | None
+    created_at: Timestamp
+    # When a login from it last opened a session.
+    last_used_at: Timestamp
+    # Whether it is the browser making this request (it sent the device cookie).
+    current: bool
+
+
+class DevicesOut(_Response):
+    devices: list[DeviceOut]
 
 
 class ProblemError(_Response):
@@ -284,6 +306,11 @@ class SessionRecord(_Record):
     absolute_expires_at: AwareDatetime
     expires_at: AwareDatetime
     user_agent: str | None = None
+    # What the login's request said about where it came from (session.devices): a readable device name,
+    # the client's /24 or /48 (never its address), the place a trusted geo header named.
+    device: str | None = None
+    network: str | None = None
+    place: str | None = None
     # The user's auth_epoch when this session was committed (under a precondition on the user).
     auth_epoch: int = 0
     # When the password was last proved in this session. Sessions stored before it existed were all
@@ -321,6 +348,9 @@ class LedgerRecord(_Record):
     sessions_counted: bool = True
     # The user's trusted devices (their hashes), at most SESSION_MAX_DEVICES_PER_USER of them.
     devices: list[str] = Field(default_factory=list)
+    # When each listed device last opened a session (GET /devices' last_used_at). Kept here, in the write every
+    # login makes anyway, so that a login from a trusted device need not write its device document each time.
+    devices_used: dict[str, AwareDatetime] = Field(default_factory=dict)
     # Set by every change of credentials that has nothing else to write here (revoke-everyone): a commit
     # opening a session under a precondition on this document then fails, as on any other change.
     changed_at: AwareDatetime | None = None
@@ -363,6 +393,8 @@ class DeviceRecord(_Record):
     # The user's auth_epoch when the device was minted or last re-stamped; None: stored before device
     # epochs existed, and never trusted again.
     auth_epoch: int | None = None
+    # The readable name of the browser when it was first trusted ("Firefox 146 on Windows"), for GET /devices.
+    device: str | None = None
 
 
 class UserChange(BaseModel):

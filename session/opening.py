@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from session import binding, liveness, plan, room, tokens
+from session.activity import Activity
 from session.clock import Clock
 from session.config import Settings
+from session.context import Origin
+from session.events import EventRecord, EventType
 from session.models import DeviceRecord, LedgerRecord, SessionRecord, UserChange, UserRecord
 from session.plan import Doc, Plan, Write
 from session.retry import CONFLICT_TRIES, retrying
@@ -32,12 +35,16 @@ class CredentialsChanged(Exception):
 
 @dataclass(frozen=True, slots=True)
 class DeviceUse:
-    """The device cookie a commit trusts: minted now (``stored`` False) or renewed and re-stamped."""
+    """The device cookie a commit trusts: minted now (``stored`` None) or the stored one, renewed as needed."""
 
     token: str
     device_hash: str
     created_at: datetime
-    stored: bool
+    stored: DeviceRecord | None  # the device's document as read with the guess
+
+    @property
+    def known(self) -> bool:
+        return self.stored is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +64,7 @@ class Opening:
 
     user: Versioned[UserRecord]  # as verified
     ledger: Versioned[LedgerRecord] | None  # read in the same snapshot as ``user``
-    user_agent: str | None
+    origin: Origin  # where the request came from: stored on the session and its event
     guess: Guess
     device: DeviceUse | None = None
     new_password_hash: str | None = None  # a password change: the epoch moves on, every other session ends
@@ -73,13 +80,23 @@ class NewSession:
 
 
 @dataclass(frozen=True, slots=True)
+class Opened:
+    """A committed opening: the session, the ledger's bounds kept, its event, and the device's expiry."""
+
+    new: NewSession
+    ledger: LedgerPlan
+    event: EventRecord
+    device_expires_at: datetime | None  # when the device cookie's trust ends now (renewed or not)
+
+
+@dataclass(frozen=True, slots=True)
 class _State:
     """The account as last read, and what that read says about the counters."""
 
     user: Versioned[UserRecord]
     ledger: Versioned[LedgerRecord] | None
     counters: dict[str, CountedGuess | None]  # None: the counter is gone (nothing to give back)
-    device_stored: bool
+    device: DeviceRecord | None  # the presented device's document as read (None: none, or minted now)
     landed: bool = False
 
 
@@ -95,17 +112,18 @@ class LedgerPlan:
 class Opener:
     """Builds and commits the plans that open sessions and change credentials."""
 
-    def __init__(self, settings: Settings, store: Store, clock: Clock) -> None:
+    def __init__(self, settings: Settings, store: Store, clock: Clock, activity: Activity) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
+        self.activity = activity
         self._ttl = timedelta(seconds=settings.ttl_seconds)
         self._idle = timedelta(seconds=settings.idle_seconds)
         self._device_lifetime = timedelta(days=settings.device_cookie_days)
 
     # --- sessions -----------------------------------------------------------------------------------
 
-    def new_session(self, user: UserRecord, user_agent: str | None, epoch: int) -> NewSession:
+    def new_session(self, user: UserRecord, origin: Origin, epoch: int) -> NewSession:
         """A fresh token and its session record, not yet stored."""
         now = self.clock()
         token = tokens.mint(user.username)
@@ -119,46 +137,72 @@ class Opener:
             last_seen_at=now,
             absolute_expires_at=absolute,
             expires_at=min(now + self._idle, absolute),
-            user_agent=user_agent or None,  # cleaned and capped at the HTTP edge
+            user_agent=origin.user_agent or None,  # cleaned and capped at the HTTP edge
+            device=origin.device,
+            network=origin.network,
+            place=origin.place,
             auth_epoch=epoch,
             auth_time=now,  # every new session is opened by a proof of the password
             dbsc=binding.initial_state(self.settings, token, now),  # its DBSC registration, in the same write
         )
         return NewSession(token, token_hash, record)
 
-    async def open(self, opening: Opening) -> tuple[NewSession, LedgerPlan]:
-        """Commit a new session while the credentials verified in ``opening`` are current.
+    async def open(self, opening: Opening) -> Opened:
+        """Commit a new session, and its security event, while the credentials verified in ``opening`` are current.
 
         Raises ``CredentialsChanged`` when they are not (no session exists then), ``ServiceUnavailable``
         when the account kept changing, ``StoreUnavailable`` when the outcome cannot be known. A commit
         whose answer was lost but which landed is recognised by its session, and counts as done.
         """
         epoch = opening.user.record.auth_epoch + (1 if opening.new_password_hash else 0)
-        new = self.new_session(opening.user.record, opening.user_agent, epoch)
+        new = self.new_session(opening.user.record, opening.origin, epoch)
+        event = self._event(opening, new)
         counted = [g for g in (opening.guess.counted, opening.guess.also) if g is not None]
-        first = _State(
-            opening.user,
-            opening.ledger,
-            {g.key: g for g in counted},
-            device_stored=opening.device is not None and opening.device.stored,
-        )
-        done: list[LedgerPlan] = []
+        stored = opening.device.stored if opening.device is not None else None
+        first = _State(opening.user, opening.ledger, {g.key: g for g in counted}, device=stored)
+        done: list[tuple[LedgerPlan, datetime | None]] = []
 
         async def attempt(state: _State) -> None:
             if state.landed:
                 return
             ledger = await self._ledger_plan(opening, state, new)
+            device_write, expires_at = self._device_write(opening.device, state, epoch, opening.origin.device)
             try:
-                await self.store.commit(self._plan(opening, state, new, ledger, epoch))
+                await self.store.commit(self._plan(opening, state, new, ledger, epoch, device_write, event))
             except StoreUnavailable:
                 if not (await self._reread(opening, new)).landed:
                     raise
-            done.append(ledger)
+            done.append((ledger, expires_at))
 
         await retrying(first, attempt, lambda: self._reread(opening, new), tries=CONFLICT_TRIES)
-        return new, (done[-1] if done else LedgerPlan(()))
+        ledger, expires_at = done[-1] if done else (LedgerPlan(()), None)
+        if expires_at is None and opening.device is not None:  # landed unseen: as the first try would have
+            expires_at = self._device_write(opening.device, first, epoch, None)[1]
+        return Opened(new, ledger, event, expires_at)
 
-    def _plan(self, opening: Opening, state: _State, new: NewSession, ledger: LedgerPlan, epoch: int) -> Plan:
+    def _event(self, opening: Opening, new: NewSession) -> EventRecord:
+        """The opening's event: a password change, a re-authentication, or a login (from a known device or not)."""
+        kind: EventType
+        if opening.new_password_hash is not None:
+            kind = "password_changed"
+        elif opening.replaces is not None:
+            kind = "reauthenticated"
+        elif opening.device is not None and opening.device.known:
+            kind = "login"
+        else:
+            kind = "login_new_device"
+        return self.activity.event(opening.user.record, kind, opening.origin, session_hash=new.token_hash)
+
+    def _plan(
+        self,
+        opening: Opening,
+        state: _State,
+        new: NewSession,
+        ledger: LedgerPlan,
+        epoch: int,
+        device_write: Write | None,
+        event: EventRecord,
+    ) -> Plan:
         username = state.user.record.username
         now = self.clock()
         user_change = None
@@ -173,24 +217,41 @@ class Opener:
             *(plan.delete(Doc.session(h)) for h in ledger.evicted_sessions),
             *(plan.delete(Doc.device(username, h)) for h in ledger.evicted_devices),
             plan.delete(Doc.session(opening.replaces), must_exist=True) if opening.replaces else None,
-            self._device_write(opening.device, state, epoch),
+            device_write,
             *self._give_back(opening.guess, state),
+            self.activity.write(event),
         ]
         return Plan().then(*writes)
 
-    def _device_write(self, device: DeviceUse | None, state: _State, epoch: int) -> Write | None:
+    def _device_write(
+        self, device: DeviceUse | None, state: _State, epoch: int, name: str | None
+    ) -> tuple[Write | None, datetime | None]:
+        """The device's write, if any, and when its trust ends after this commit.
+
+        A stored device of this epoch with more than half its lifetime left is not written at all (a
+        login from a trusted browser then writes 3 documents: the counter, the session, the ledger,
+        which records the use); otherwise it is renewed and re-stamped, never recreated if it was
+        ended meanwhile. A new device is written whole.
+        """
         if device is None:
-            return None
-        expires_at = self.clock() + self._device_lifetime
+            return None, None
+        now = self.clock()
+        expires_at = now + self._device_lifetime
         username = state.user.record.username
-        if state.device_stored:  # renewed and re-stamped; never recreated if it was ended meanwhile
-            return plan.update(
-                Doc.device(username, device.device_hash), {"auth_epoch": epoch, "expires_at": expires_at}
-            )
+        stored = state.device
+        if stored is not None:
+            if stored.auth_epoch == epoch and stored.expires_at - now > self._device_lifetime / 2:
+                return None, stored.expires_at
+            fields = {"auth_epoch": epoch, "expires_at": expires_at}
+            return plan.update(Doc.device(username, device.device_hash), fields), expires_at
         record = DeviceRecord(
-            user_id=state.user.record.user_id, created_at=device.created_at, expires_at=expires_at, auth_epoch=epoch
+            user_id=state.user.record.user_id,
+            created_at=device.created_at,
+            expires_at=expires_at,
+            auth_epoch=epoch,
+            device=name,
         )
-        return plan.put(Doc.device(username, device.device_hash), record)
+        return plan.put(Doc.device(username, device.device_hash), record), expires_at
 
     @staticmethod
     def _give_back(guess: Guess, state: _State) -> list[Write]:
@@ -216,7 +277,7 @@ class Opener:
     async def _reread(self, opening: Opening, new: NewSession) -> _State:
         """The account as stored now; raises ``CredentialsChanged`` when it no longer accepts this opening."""
         username = opening.user.record.username
-        device = opening.device.device_hash if opening.device is not None and opening.device.stored else None
+        device = opening.device.device_hash if opening.device is not None and opening.device.known else None
         view: AccountView = await self.store.read_account(
             username,
             sessions=[new.token_hash, *([opening.replaces] if opening.replaces else [])],
@@ -224,14 +285,15 @@ class Opener:
             counters=opening.guess.counter_keys(),
         )
         if new.token_hash in view.sessions:  # an earlier try landed though its answer was lost
-            return _State(opening.user, view.ledger, {}, False, landed=True)
+            return _State(opening.user, view.ledger, {}, None, landed=True)
         if view.user is None or not liveness.same_credentials(opening.user.record, view.user.record):
             raise CredentialsChanged()
         if opening.replaces is not None and opening.replaces not in view.sessions:
             raise CredentialsChanged()  # a parallel re-authentication (or a logout) ended it first
         keys = opening.guess.counter_keys()
         counters: dict[str, CountedGuess | None] = {key: view.counters.get(key) for key in keys}
-        return _State(view.user, view.ledger, counters, device_stored=view.device is not None)
+        stored = view.device.record if view.device is not None else None
+        return _State(view.user, view.ledger, counters, device=stored)
 
     # --- the ledger ---------------------------------------------------------------------------------
 
@@ -252,9 +314,17 @@ class Opener:
         if device is not None and device not in devices:
             devices, gone = await self._make_device_room(user, devices)
             devices.append(device)
+        used = dict(state.ledger.record.devices_used) if own and state.ledger is not None else {}
+        if device is not None:
+            used[device] = self.clock()
         changed_at = state.ledger.record.changed_at if state.ledger is not None else None
         record = LedgerRecord(
-            user_id=user.user_id, sessions=sessions, sessions_counted=counted, devices=devices, changed_at=changed_at
+            user_id=user.user_id,
+            sessions=sessions,
+            sessions_counted=counted,
+            devices=devices,
+            devices_used={h: t for h, t in used.items() if h in devices},
+            changed_at=changed_at,
         )
         return LedgerPlan(self.ledger_write(user, state.ledger, record), tuple(evicted), tuple(gone))
 
@@ -324,6 +394,7 @@ class Opener:
             sessions=[keep] if keep and capped else [],
             sessions_counted=capped,  # every other session is void from this commit on
             devices=[device] if device else [],
+            devices_used={device: self.clock()} if device else {},
             changed_at=self.clock(),
         )
         return self.ledger_write(user, base, record)

@@ -16,6 +16,7 @@ token came from says so with ``BadPageToken.located`` (the HTTP query).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from session import errors, tokens
@@ -24,6 +25,8 @@ from session.models import is_stored_username
 # A version prefix, so that the format can change without old tokens being misread.
 _SESSIONS = "s1"
 _USERS = "u1"
+_EVENTS = "e1"
+_EVENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # Microseconds since the epoch that a datetime can hold (years 1 to 9999).
 _MIN_MICROS = -62_135_596_800_000_000
 _MAX_MICROS = 253_402_300_799_999_999
@@ -62,25 +65,40 @@ def _decode(token: str, kind: str, count: int) -> list[str] | None:
     return parts[1:]
 
 
+def _micros(at: datetime) -> str:
+    delta = at.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return str((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+
+
+def _time_and_id(token: str, kind: str, is_id: Callable[[str], bool], listing: str) -> tuple[datetime, str]:
+    fields = _decode(token, kind, 3)
+    if fields is not None:
+        micros, ident = fields
+        if _MICROS_RE.fullmatch(micros) and is_id(ident) and _MIN_MICROS <= int(micros) <= _MAX_MICROS:
+            return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros)), ident
+    raise BadPageToken(listing)
+
+
 def encode_sessions(created_at: datetime, public_id: str) -> str:
     """The token of the position just after the session created at ``created_at`` with ``public_id``."""
-    delta = created_at.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return _encode(_SESSIONS, str(micros), public_id)
+    return _encode(_SESSIONS, _micros(created_at), public_id)
 
 
 def decode_sessions(token: str, listing: str = THIS_LISTING) -> tuple[datetime, str]:
     """``(created_at, public_id)`` of a sessions page token. Raises ``BadPageToken`` naming ``listing``."""
-    fields = _decode(token, _SESSIONS, 3)
-    if fields is not None:
-        micros, public_id = fields
-        if (
-            _MICROS_RE.fullmatch(micros)
-            and tokens.is_public_id(public_id)
-            and _MIN_MICROS <= int(micros) <= _MAX_MICROS
-        ):
-            return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros)), public_id
-    raise BadPageToken(listing)
+    return _time_and_id(token, _SESSIONS, tokens.is_public_id, listing)
+
+
+def encode_events(at: datetime, event_id: str) -> str:
+    """The token of the position just after the event at ``at`` with id ``event_id``."""
+    return _encode(_EVENTS, _micros(at), event_id)
+
+
+def events_position(token: str | None, listing: str = THIS_LISTING) -> tuple[datetime, str] | None:
+    """``(at, id)`` an events page token names; ``None`` for no token. Raises ``BadPageToken`` naming ``listing``."""
+    if token is None:
+        return None
+    return _time_and_id(token, _EVENTS, lambda ident: _EVENT_ID_RE.fullmatch(ident) is not None, listing)
 
 
 def encode_users(username: str) -> str:

@@ -25,11 +25,12 @@ class Kind(enum.Enum):
     COUNTER = "counter"  # login_attempts/{key}
     DEVICE = "device"  # users/{username}/devices/{device_hash}
     LEDGER = "ledger"  # users/{username}/ledger/sessions: the account's ledger (sessions, devices)
+    EVENT = "event"  # users/{username}/events/{event_id}: the account's security activity
 
 
 @dataclass(frozen=True, slots=True)
 class Doc:
-    """One document: its kind, its key, and (for a device or the ledger) the user it lives below."""
+    """One document: its kind, its key, and (for a device, the ledger or an event) the user it lives below."""
 
     kind: Kind
     key: str
@@ -54,6 +55,10 @@ class Doc:
     @staticmethod
     def ledger(username: str) -> Doc:
         return Doc(Kind.LEDGER, "sessions", username)
+
+    @staticmethod
+    def event(username: str, event_id: str) -> Doc:
+        return Doc(Kind.EVENT, event_id, username)
 
 
 Action = Literal["create", "set", "update", "delete", "decrement"]

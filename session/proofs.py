@@ -12,14 +12,17 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from session import errors, liveness, tokens
+from session.activity import lockout_event_id
 from session.authn import Authn
-from session.context import AuthContext, Basis, LoginResult
+from session.clock import seconds_until
+from session.context import NOWHERE, AuthContext, Basis, LoginResult, Origin
 from session.errors import UnauthenticatedReason as Reason
 from session.lockout import Counted, Lockout
 from session.models import LoginRequest, PasswordChangeRequest, ReauthenticateRequest, UserRecord
-from session.opening import CredentialsChanged, DeviceUse, Guess, LedgerPlan, NewSession, Opener, Opening
+from session.opening import CredentialsChanged, DeviceUse, Guess, LedgerPlan, Opened, Opener, Opening
+from session.plan import Plan
 from session.security_log import event
-from session.store import Versioned
+from session.store import AlreadyExists, StoreError, Versioned
 from session.views import login_result
 
 # Builds the commit of a proof once its guess is judged; raises ``Wrong`` for a password judged wrong.
@@ -45,10 +48,15 @@ class Proofs:
         self.authn = authn
         self.lockout = lockout
         self.opener = opener
-        self._device_lifetime = timedelta(days=basis.settings.device_cookie_days)
+        self.activity = opener.activity
 
     async def login(
-        self, req: LoginRequest, *, user_agent: str | None = None, device: str | None = None, address: str | None = None
+        self,
+        req: LoginRequest,
+        *,
+        origin: Origin = NOWHERE,
+        device: str | None = None,
+        address: str | None = None,
     ) -> LoginResult:
         """Verify a password and open a new session.
 
@@ -58,7 +66,7 @@ class Proofs:
         user with the right password. ``device`` (the device cookie) of a device the user trusts makes the
         guess count on that device's counter alone; ``address`` is counted too when the per-address limit
         is on. A success returns the device cookie to set: the one presented, renewed and re-stamped with
-        the current credentials, or a new one.
+        the current credentials, or a new one. ``origin`` is stored on the session and its event.
         """
         passwords = self.basis.passwords
 
@@ -79,7 +87,7 @@ class Proofs:
             if passwords.needs_rehash(user.record.password_hash):
                 rehash = await passwords.hash_async(req.password)
             use = self._device_use(counted, mint=True)
-            return Opening(user, counted.view.ledger, user_agent, guess, device=use, rehash=rehash)
+            return Opening(user, counted.view.ledger, origin, guess, device=use, rehash=rehash)
 
         def lost(counted: Counted) -> errors.SessionError:
             event(
@@ -89,16 +97,16 @@ class Proofs:
             )
             return errors.InvalidCredentials("invalid username or password")
 
-        counted, opening, new = await self._prove(req.username, device, address, decide, lost)
-        user = opening.user.record
+        counted, opening, opened = await self._prove(req.username, device, address, decide, lost)
+        user, new = opening.user.record, opened.new
         event(
             "login_succeeded", user_id=user.user_id, sid=tokens.log_id(new.token_hash), trusted_device=counted.trusted
         )
         token = opening.device.token if opening.device is not None else None
-        return login_result(user, new, token, self._device_lifetime)
+        return login_result(user, new, token, opened.device_expires_at)
 
     async def change_password(
-        self, ctx: AuthContext, req: PasswordChangeRequest, *, user_agent: str | None = None, device: str | None = None
+        self, ctx: AuthContext, req: PasswordChangeRequest, *, origin: Origin = NOWHERE, device: str | None = None
     ) -> LoginResult:
         """Change the password, end every other session and device of the user, and open a new session.
 
@@ -117,10 +125,11 @@ class Proofs:
                 raise Wrong(errors.WrongCurrentPassword("the current password is wrong"))
             new_hash = await self.basis.passwords.hash_async(req.new_password)
             use = self._device_use(counted, mint=False)
-            return Opening(user, counted.view.ledger, user_agent, guess, device=use, new_password_hash=new_hash)
+            return Opening(user, counted.view.ledger, origin, guess, device=use, new_password_hash=new_hash)
 
         try:
-            _, _, new = await self._prove(ctx.principal.username, device, None, decide, lambda _: revoked())
+            _, _, opened = await self._prove(ctx.principal.username, device, None, decide, lambda _: revoked())
+            new = opened.new
         finally:
             self.authn.forget_user(ctx.principal.user_id)
         revoked_count = await self.basis.store.delete_user_sessions(
@@ -130,13 +139,14 @@ class Proofs:
         return login_result(ctx.user.record, new)
 
     async def reauthenticate(
-        self, ctx: AuthContext, req: ReauthenticateRequest, *, device: str | None = None
+        self, ctx: AuthContext, req: ReauthenticateRequest, *, origin: Origin = NOWHERE, device: str | None = None
     ) -> LoginResult:
         """Prove the password again: the caller's session is replaced by a new one with ``auth_time`` now.
 
         The new session is opened like a login's (new token, fresh deadlines, the old session's user
-        agent), the old one deleted in the same commit with an exists precondition, and the browser's
-        device (if it presents one of the user's) re-stamped with the current credentials. Raises
+        agent and device name; the request's network and place), the old one deleted in the same commit
+        with an exists precondition, and the browser's device (if it presents one of the user's)
+        re-stamped with the current credentials. Raises
         ``TooManyAttempts``, ``WrongCurrentPassword`` (403) when it is wrong, ``Unauthenticated`` when
         the session was ended meanwhile, including by a parallel re-authentication (only one can win).
         """
@@ -148,11 +158,13 @@ class Proofs:
                 event("reauthentication_rejected", logging.WARNING, user_id=ctx.principal.user_id)
                 raise Wrong(errors.WrongCurrentPassword("the password is wrong"))
             use = self._device_use(counted, mint=False)
-            agent = ctx.session.user_agent
-            return Opening(user, counted.view.ledger, agent, guess, device=use, replaces=ctx.token_hash)
+            old = ctx.session
+            where = Origin(old.user_agent, old.device, origin.network, origin.place)
+            return Opening(user, counted.view.ledger, where, guess, device=use, replaces=ctx.token_hash)
 
         try:
-            _, _, new = await self._prove(ctx.principal.username, device, None, decide, lambda _: revoked())
+            _, _, opened = await self._prove(ctx.principal.username, device, None, decide, lambda _: revoked())
+            new = opened.new
         finally:
             self.authn.forget(ctx.token_hash)
         event(
@@ -170,21 +182,24 @@ class Proofs:
         address: str | None,
         decide: Decide,
         lost: Callable[[Counted], errors.SessionError],
-    ) -> tuple[Counted, Opening, NewSession]:
+    ) -> tuple[Counted, Opening, Opened]:
         """Count and judge a guess, let ``decide`` verify it, then commit the session it builds.
 
         The user and the account's ledger are read in one snapshot while the guess is counted: the
         password is verified against that user, and the commit's precondition is on that ledger. A
         password judged wrong keeps its guess; anything else without a session gives it back.
-        ``lost`` is the answer when the credentials changed before the commit.
+        ``lost`` is the answer when the credentials changed before the commit. The session's event is
+        in its commit, and published after it; a wrong guess that reached the username's limit writes
+        the account's ``lockout`` event.
         """
         now = self.basis.clock()
         counted = await self.lockout.count(username, cookie, address, now)
         guess = await self.lockout.judge(counted, now)
         try:
             opening = await decide(counted, guess)
-            new, ledger = await self.opener.open(opening)
+            opened = await self.opener.open(opening)
         except Wrong as wrong:
+            await self._lockout_event(counted, guess)
             raise wrong.error from None
         except CredentialsChanged:
             await self.lockout.give_back(guess)
@@ -192,8 +207,33 @@ class Proofs:
         except Exception:
             await self.lockout.give_back(guess)
             raise
-        self._evicted(opening.user.record, ledger)
-        return counted, opening, new
+        self._evicted(opening.user.record, opened.ledger)
+        await self.activity.publish([opened.event])
+        return counted, opening, opened
+
+    async def _lockout_event(self, counted: Counted, guess: Guess) -> None:
+        """The ``lockout`` event, when this wrong guess reached the username's limit (never for a device's counter).
+
+        Its id is the counter's window's, so the guess that reached the limit writes it once: a create,
+        which a second writer (a count given back and reached again in the same window) finds done.
+        Best effort: a store failure here does not change the answer (the lockout itself stands).
+        """
+        user = counted.view.user
+        limit = self.basis.settings.login_max_failures
+        if counted.trusted or user is None or guess.counted.count < limit:
+            return
+        window_end = guess.counted.window_start + timedelta(seconds=self.basis.settings.login_window_seconds)
+        lockout = self.activity.event(
+            user.record,
+            "lockout",
+            event_id=lockout_event_id(guess.counted.key, guess.counted.window_start),
+            detail={"failures": guess.counted.count, "retry_after": seconds_until(window_end - self.basis.clock())},
+        )
+        try:
+            await self.basis.store.commit(Plan((self.activity.write(lockout),)))
+        except (AlreadyExists, StoreError):
+            return
+        await self.activity.publish([lockout])
 
     @staticmethod
     def _same_account(ctx: AuthContext, counted: Counted) -> Versioned[UserRecord]:
@@ -207,11 +247,11 @@ class Proofs:
         """The device a successful proof trusts: the presented one of this user, renewed; else (``mint``) a new one."""
         if counted.device is not None and counted.view.device is not None:
             stored = counted.view.device.record
-            return DeviceUse(counted.device.token, counted.device.device_hash, stored.created_at, stored=True)
+            return DeviceUse(counted.device.token, counted.device.device_hash, stored.created_at, stored=stored)
         if not mint or counted.view.user is None:
             return None
         token = tokens.mint(counted.view.user.record.username)
-        return DeviceUse(token, tokens.device_hash(token), self.basis.clock(), stored=False)
+        return DeviceUse(token, tokens.device_hash(token), self.basis.clock(), stored=None)
 
     def _evicted(self, user: UserRecord, ledger: LedgerPlan) -> None:
         """Forget and log the sessions (and devices) a new session's commit ended to stay within the bounds."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pydantic import BaseModel
 from starlette.responses import Response
@@ -25,6 +26,8 @@ from session.models import (
     ReauthenticateRequest,
     RegisterRequest,
 )
+
+P = TypeVar("P")
 
 # --- responses ------------------------------------------------------------------------------
 
@@ -94,13 +97,9 @@ async def _register(call: Call) -> Response:
 
 async def _login(call: Call) -> Response:
     req = await call.body(LoginRequest)
-    settings, request = call.api.settings, call.request
-    header = settings.client_ip_header
-    address = credentials.client_address(
-        settings, request.headers.getlist(header) if header else [], request.client.host if request.client else None
-    )
+    settings = call.api.settings
     result = await call.api.service.login(
-        req, user_agent=call.user_agent(), device=call.device_cookie(), address=address
+        req, origin=call.origin(), device=call.device_cookie(), address=call.address()
     )
     call.log_fields["user_id"] = result.body.user_id
     call.log_fields["sid"] = tokens.log_id(tokens.hash_token(result.token))
@@ -129,13 +128,13 @@ async def _patch_profile(call: Call) -> Response:
     if_match = _parse_if_match(call.request.headers.get("if-match"))
     ctx = await call.authenticate()
     req = await call.body(ProfileUpdateRequest)
-    return _profile_response(await call.api.service.update_profile(ctx, req, if_match=if_match))
+    return _profile_response(await call.api.service.update_profile(ctx, req, if_match=if_match, origin=call.origin()))
 
 
 async def _change_password(call: Call) -> Response:
     ctx = await call.authenticate()
     req = await call.body(PasswordChangeRequest)
-    result = await call.api.service.change_password(ctx, req, user_agent=call.user_agent(), device=call.device_cookie())
+    result = await call.api.service.change_password(ctx, req, origin=call.origin(), device=call.device_cookie())
     call.log_fields["sid"] = tokens.log_id(tokens.hash_token(result.token))
     return _login_response(call.api.settings, result)
 
@@ -143,7 +142,7 @@ async def _change_password(call: Call) -> Response:
 async def _reauthenticate(call: Call) -> Response:
     ctx = await call.authenticate()
     req = await call.body(ReauthenticateRequest)
-    result = await call.api.service.reauthenticate(ctx, req, device=call.device_cookie())
+    result = await call.api.service.reauthenticate(ctx, req, origin=call.origin(), device=call.device_cookie())
     call.log_fields["new_sid"] = tokens.log_id(tokens.hash_token(result.token))
     return _login_response(call.api.settings, result)
 
@@ -164,12 +163,16 @@ def _parse_limit(call: Call) -> int:
     return int(value)
 
 
-async def _list_sessions(call: Call) -> Response:
-    limit = _parse_limit(call)
+def _page_position(call: Call, position: Callable[[str | None], P]) -> P:
+    """``?page_token=`` as ``position`` reads it (``pages.sessions_position``, ``pages.events_position``)."""
     try:
-        after = pages.sessions_position(call.request.query_params.get("page_token"))
+        return position(call.request.query_params.get("page_token"))
     except pages.BadPageToken as exc:
         raise exc.located("query") from None
+
+
+async def _list_sessions(call: Call) -> Response:
+    limit, after = _parse_limit(call), _page_position(call, pages.sessions_position)
     ctx = await call.authenticate()
     return json_response(await call.api.service.list_sessions(ctx, limit=limit, after=after))
 
@@ -177,16 +180,35 @@ async def _list_sessions(call: Call) -> Response:
 async def _revoke_all(call: Call) -> Response:
     include_current = _parse_bool(call, "include_current")
     ctx = await call.authenticate()
-    await call.api.service.revoke_all(ctx, include_current=include_current, device=call.device_cookie())
+    await call.api.service.revoke_all(
+        ctx, include_current=include_current, device=call.device_cookie(), origin=call.origin()
+    )
     response = Response(status_code=204)
     return _clear_cookie(call.api.settings, response) if include_current else response
 
 
 async def _revoke_one(call: Call) -> Response:
     ctx = await call.authenticate()
-    was_current = await call.api.service.revoke_session(ctx, call.params[0])
+    was_current = await call.api.service.revoke_session(ctx, call.params[0], origin=call.origin())
     response = Response(status_code=204)
     return _clear_cookie(call.api.settings, response) if was_current else response
+
+
+async def _security_events(call: Call) -> Response:
+    limit, after = _parse_limit(call), _page_position(call, pages.events_position)
+    ctx = await call.authenticate()
+    return json_response(await call.api.service.security_events(ctx, limit=limit, after=after))
+
+
+async def _list_devices(call: Call) -> Response:
+    ctx = await call.authenticate()
+    return json_response(await call.api.service.list_devices(ctx, cookie=call.device_cookie()))
+
+
+async def _revoke_device(call: Call) -> Response:
+    ctx = await call.authenticate()
+    await call.api.service.revoke_device(ctx, call.params[0], origin=call.origin())
+    return Response(status_code=204)
 
 
 Handler = Callable[[Call], Awaitable[Response]]
@@ -287,6 +309,27 @@ ROUTES: dict[str, list[tuple[tuple[str, ...], dict[str, Operation]]]] = {
         (
             ("*",),
             {"DELETE": Operation(_revoke_one, _signed_in("DELETE", errors.NotFound, errors.ReauthenticationRequired))},
+        ),
+    ],
+    "security-events": [
+        (
+            (),
+            {
+                "GET": Operation(
+                    _security_events, (errors.InvalidRequest, *_signed_in("GET", errors.ReauthenticationRequired))
+                )
+            },
+        )
+    ],
+    "devices": [
+        ((), {"GET": Operation(_list_devices, _signed_in("GET", errors.ReauthenticationRequired))}),
+        (
+            ("*",),
+            {
+                "DELETE": Operation(
+                    _revoke_device, _signed_in("DELETE", errors.NotFound, errors.ReauthenticationRequired)
+                )
+            },
         ),
     ],
     "reauthenticate": [

@@ -22,14 +22,17 @@ from datetime import datetime
 
 from session import binding, pages
 from session.accounts import Accounts
+from session.activity import Activity
 from session.authn import Authn
 from session.cache import SessionCache
 from session.clock import Clock, utc_now
 from session.config import Settings
-from session.context import AuthContext, Basis, LoginResult, Principal
+from session.context import NOWHERE, AuthContext, Basis, LoginResult, Origin, Principal
+from session.events import SecurityEventsOut
 from session.listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Listing
 from session.lockout import Lockout
 from session.models import (
+    DevicesOut,
     LoginRequest,
     PasswordChangeRequest,
     ProfileOut,
@@ -44,7 +47,9 @@ from session.models import (
 from session.opening import Opener
 from session.passwords import Passwords
 from session.proofs import Proofs
+from session.reauth import require_recent_auth
 from session.store import Store
+from session.trusted import Devices
 from session.views import session_out
 
 
@@ -63,11 +68,13 @@ class SessionService:
         self.clock = clock
         basis = Basis(settings, store, self.passwords, lambda: self.clock())
         self.authn = Authn(basis)
+        self.activity = Activity(settings, store, basis.clock)
         self.lockout = Lockout(settings, store, basis.clock)
-        self.opener = Opener(settings, store, basis.clock)
+        self.opener = Opener(settings, store, basis.clock, self.activity)
         self.proofs = Proofs(basis, self.authn, self.lockout, self.opener)
         self.listing = Listing(basis, self.authn, self.lockout, self.opener)
-        self.accounts = Accounts(basis, self.authn)
+        self.accounts = Accounts(basis, self.authn, self.activity)
+        self.devices = Devices(basis, self.authn, self.lockout, self.activity)
         self.binder = binding.Binder(basis, self.authn.forget)
 
     @property
@@ -80,25 +87,27 @@ class SessionService:
         return await self.accounts.register(req, permissions=permissions)
 
     async def login(
-        self, req: LoginRequest, *, user_agent: str | None = None, device: str | None = None, address: str | None = None
+        self, req: LoginRequest, *, origin: Origin = NOWHERE, device: str | None = None, address: str | None = None
     ) -> LoginResult:
-        return await self.proofs.login(req, user_agent=user_agent, device=device, address=address)
+        return await self.proofs.login(req, origin=origin, device=device, address=address)
 
     async def change_password(
-        self, ctx: AuthContext, req: PasswordChangeRequest, *, user_agent: str | None = None, device: str | None = None
+        self, ctx: AuthContext, req: PasswordChangeRequest, *, origin: Origin = NOWHERE, device: str | None = None
     ) -> LoginResult:
-        return await self.proofs.change_password(ctx, req, user_agent=user_agent, device=device)
+        return await self.proofs.change_password(ctx, req, origin=origin, device=device)
 
     async def reauthenticate(
-        self, ctx: AuthContext, req: ReauthenticateRequest, *, device: str | None = None
+        self, ctx: AuthContext, req: ReauthenticateRequest, *, origin: Origin = NOWHERE, device: str | None = None
     ) -> LoginResult:
-        return await self.proofs.reauthenticate(ctx, req, device=device)
+        return await self.proofs.reauthenticate(ctx, req, origin=origin, device=device)
 
     def profile(self, ctx: AuthContext) -> ProfileOut:
         return self.accounts.profile(ctx)
 
-    async def update_profile(self, ctx: AuthContext, req: ProfileUpdateRequest, *, if_match: int | None) -> ProfileOut:
-        return await self.accounts.update_profile(ctx, req, if_match=if_match)
+    async def update_profile(
+        self, ctx: AuthContext, req: ProfileUpdateRequest, *, if_match: int | None, origin: Origin = NOWHERE
+    ) -> ProfileOut:
+        return await self.accounts.update_profile(ctx, req, if_match=if_match, origin=origin)
 
     # --- reading sessions --------------------------------------------------------------------
 
@@ -133,11 +142,29 @@ class SessionService:
     ) -> tuple[list[tuple[str, SessionRecord]], str | None]:
         return await self.listing.live_sessions_page(user, limit=limit, after=after)
 
-    async def revoke_session(self, ctx: AuthContext, session_id: str) -> bool:
-        return await self.listing.revoke_session(ctx, session_id)
+    async def revoke_session(self, ctx: AuthContext, session_id: str, *, origin: Origin = NOWHERE) -> bool:
+        return await self.listing.revoke_session(ctx, session_id, origin=origin)
 
-    async def revoke_all(self, ctx: AuthContext, *, include_current: bool, device: str | None = None) -> int:
-        return await self.listing.revoke_all(ctx, include_current=include_current, device=device)
+    async def revoke_all(
+        self, ctx: AuthContext, *, include_current: bool, device: str | None = None, origin: Origin = NOWHERE
+    ) -> int:
+        return await self.listing.revoke_all(ctx, include_current=include_current, device=device, origin=origin)
+
+    # --- security activity and trusted devices (issue 22) -----------------------------------
+
+    async def security_events(
+        self, ctx: AuthContext, *, limit: int = DEFAULT_PAGE_SIZE, after: tuple[datetime, str] | None = None
+    ) -> SecurityEventsOut:
+        """One page of the caller's security events, newest first. Raises ``ReauthenticationRequired``."""
+        ctx = await self.authn.strong(ctx)
+        require_recent_auth(ctx, self.clock(), self.settings.reauth_seconds)
+        return await self.activity.page(ctx.user.record, limit=limit, after=after)
+
+    async def list_devices(self, ctx: AuthContext, *, cookie: str | None = None) -> DevicesOut:
+        return await self.devices.list_devices(ctx, cookie=cookie)
+
+    async def revoke_device(self, ctx: AuthContext, device_id: str, *, origin: Origin = NOWHERE) -> None:
+        await self.devices.revoke_device(ctx, device_id, origin=origin)
 
 
 __all__ = [

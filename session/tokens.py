@@ -86,6 +86,12 @@ def public_id(token_hash: str) -> str:
     return b64encode(digest[:18])
 
 
+def device_public_id(device_hash: str) -> str:
+    """A public handle for a trusted device (GET /devices); it cannot be turned back into the cookie or its hash."""
+    digest = hashlib.sha256(b"device-public-id\x00" + bytes.fromhex(device_hash)).digest()
+    return b64encode(digest[:18])
+
+
 def log_id(token_hash: str) -> str:
     """A short prefix, safe to log, that tells sessions apart in the logs."""
     return token_hash[:12]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime
 
 from session.clock import seconds_until
 from session.context import LoginResult
@@ -43,12 +43,15 @@ def session_out(s: SessionRecord, *, current: bool) -> SessionOut:
         last_seen_at=s.last_seen_at,
         expires_at=s.expires_at,
         user_agent=s.user_agent,
+        device=s.device,
+        network=s.network,
+        place=s.place,
         current=current,
     )
 
 
 def login_result(
-    user: UserRecord, new: NewSession, device_token: str | None = None, device_lifetime: timedelta | None = None
+    user: UserRecord, new: NewSession, device_token: str | None = None, device_expires_at: datetime | None = None
 ) -> LoginResult:
     """The answer to a proof of the password that opened ``new`` (and, for a login, the device cookie to set)."""
     now = new.record.created_at
@@ -66,5 +69,8 @@ def login_result(
         max_age=seconds_until(new.record.expires_at - now),
         epoch=new.record.auth_epoch,
         device_token=device_token,
-        device_max_age=seconds_until(device_lifetime) if device_token and device_lifetime else 0,
+        # Whole seconds the device's document has left (rounded down: the cookie never outlives the trust).
+        device_max_age=max(0, int((device_expires_at - now).total_seconds()))
+        if device_token and device_expires_at
+        else 0,
     )

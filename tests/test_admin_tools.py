@@ -216,13 +216,14 @@ def test_users_delete_removes_the_user_sessions_counter_and_every_subcollection(
         users.document("bob").collection("ledger").document("e1").set({"at": 1})
     finally:
         db.close()  # type: ignore[no-untyped-call]
-    assert set(_subcollections(emulator_host, project, "users/alice")) == {"ledger", "devices", "ghosts"}
+    assert set(_subcollections(emulator_host, project, "users/alice")) == {"ledger", "devices", "ghosts", "events"}
 
     result = cli("users", "delete", "alice")
     assert result.returncode == 0, result.stderr
-    # 6 put there above and the device of the browser both logins came from (its device cookie: README
-    # "Lockout"); the account's ledger goes in the user document's own commit, so it is not counted here.
-    assert result.stdout.strip() == "alice: deleted, 2 session(s) and 7 document(s) below the user"
+    # 6 put there above, the device of the browser both logins came from (its device cookie: README
+    # "Lockout") and the two logins' security events; the account's ledger goes in the user document's own
+    # commit, so it is not counted here.
+    assert result.stdout.strip() == "alice: deleted, 2 session(s) and 9 document(s) below the user"
     assert not _exists(emulator_host, project, "users/alice")
     assert _subcollections(emulator_host, project, "users/alice") == []
     assert _subcollections(emulator_host, project, "users/alice/devices/d1") == []
@@ -239,7 +240,7 @@ def test_users_delete_removes_the_user_sessions_counter_and_every_subcollection(
     assert still_working(client, alice) == []
     [event] = log_events(tmp_path)
     assert event["event"] == "user_deleted" and event["target"] == "alice" and event["user_id"] == alice_id
-    assert (event["sessions_deleted"], event["documents_deleted"]) == (2, 7)
+    assert (event["sessions_deleted"], event["documents_deleted"]) == (2, 9)
 
 
 def _user_id(client: TestClient, name: str) -> str:
@@ -260,8 +261,9 @@ def test_users_delete_again_after_an_interruption_removes_what_was_left(
     assert result.returncode == 0, result.stderr
     assert (
         result.stdout.strip()
-        # The documents below the user: its session ledger and its device (the device cookie of the logins).
-        == "alice: was already deleted; removed what was left, 2 session(s) and 2 document(s) below the user"
+        # The documents below the user: its session ledger, its device (the device cookie of the logins) and the
+        # two logins' security events.
+        == "alice: was already deleted; removed what was left, 2 session(s) and 4 document(s) below the user"
     )
     assert _all_sessions(client) == []
     again = cli("users", "delete", "alice")

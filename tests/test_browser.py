@@ -288,12 +288,12 @@ def _rows(page: Any, count: int) -> list[Any]:
     return list(rows.all())
 
 
-def _other_device(api: str) -> str:
-    """A session opened elsewhere (not in this browser); returns its token."""
+def _other_device(api: str, headers: dict[str, str] | None = None) -> str:
+    """A session opened elsewhere (not in this browser), sending ``headers``; returns its token."""
     reply = httpx.post(
         f"{api}/login",
         json={"username": "alice", "password": PASSWORD},
-        headers={"User-Agent": "other-device/1.0"},
+        headers=headers or {"User-Agent": "other-device/1.0"},
         timeout=30,
     )
     assert reply.status_code == 200, reply.text
@@ -898,6 +898,118 @@ def test_the_page_asks_for_the_password_then_retries(playwright_browser: Any, or
         page.wait_for_selector("text=Nothing was done.")
         expect(page.locator("#reauth-section")).to_be_hidden()
         shots(page, "cancelled")
+
+        # The trusted devices ask the same way; the password confirmed, the list loads.
+        page.click("#devices-button")
+        assert _problem(page)[0] == "Re-enter your password to continue"
+        page.fill("#reauth-form input[name=password]", PASSWORD)
+        page.click("#reauth-button")
+        devices = page.locator("#devices tbody tr")
+        expect(devices).to_have_count(2)  # this browser, and the other device's login (no name: an unknown one)
+        names = [_cells(row)[0] for row in devices.all()]
+        assert "Unknown browser" in names and [n for n in names if n.endswith(" (this browser)")], names
+        expect(page.locator("#reauth-section")).to_be_hidden()
+        shots(page, "devices-after-password")
     finally:
         context.close()
     assert origins.not_found() == []
+
+
+FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:146.0) Gecko/20100101 Firefox/146.0"
+
+
+def _cells(row: Any) -> list[str]:
+    return [str(text) for text in row.locator("td").all_inner_texts()]
+
+
+@pytest.mark.parametrize("server_env", [{"SESSION_CLIENT_GEO_HEADER": "X-Client-Geo-Location"}], ids=["geo"])
+def test_the_page_shows_devices_and_security_activity(playwright_browser: Any, origins: Origins, shots: Shots) -> None:
+    """Sessions show a device name; trusted devices are listed and revocable; security events page by 20."""
+    from playwright.sync_api import expect
+
+    _register(origins.api)
+    context = playwright_browser.new_context()
+    try:
+        page = _logged_in_page(context, origins.api + "/")
+        berlin = {"User-Agent": FIREFOX, "X-Client-Geo-Location": "DE,Berlin"}
+        other = _other_device(origins.api, berlin)
+
+        # Sessions: the device's name, the raw User-Agent as its tooltip, the network and the place.
+        page.click("#sessions-button")
+        rows = _rows(page, 2)
+        (firefox,) = [r for r in rows if "(this browser)" not in r.inner_text()]
+        device = firefox.locator("td[data-field=device]")
+        assert device.inner_text() == "Firefox 146 on Windows"
+        assert device.get_attribute("title") == FIREFOX
+        assert firefox.locator("td[data-field=network]").inner_text() == "127.0.0.0/24 (DE,Berlin)"
+        (mine,) = [r for r in rows if "(this browser)" in r.inner_text()]
+        browser_agent = page.evaluate("navigator.userAgent")
+        assert mine.locator("td[data-field=device]").get_attribute("title") == browser_agent
+        browser_name = mine.locator("td[data-field=device]").inner_text()
+        assert browser_name.endswith(" on Linux")  # Chromium's name, not its User-Agent
+        assert mine.locator("td[data-field=network]").inner_text() == "127.0.0.0/24"
+        shots(page, "sessions-with-devices")
+
+        # Trusted devices: this browser and the other one, each with a Revoke button.
+        devices = page.locator("#devices tbody tr")
+        page.click("#devices-button")
+        expect(devices).to_have_count(2)
+        texts = [_cells(r) for r in devices.all()]
+        assert sorted(t[0] for t in texts) == sorted(["Firefox 146 on Windows", f"{browser_name} (this browser)"])
+        shots(page, "devices")
+        page.locator("#devices tbody tr", has_text="Firefox 146 on Windows").locator("button.revoke-device").click()
+        page.wait_for_selector("text=Firefox 146 on Windows is no longer trusted.")
+        expect(devices).to_have_count(1)
+        assert _cells(devices.first)[0].endswith(" (this browser)")
+        # The API agrees: one trusted device left, and the other device's session stays (only its trust ended).
+        listed = httpx.get(f"{origins.api}/devices", headers={"Authorization": f"Bearer {other}"}, timeout=30)
+        assert [d["device"] for d in listed.json()["devices"]] == [browser_name]
+        assert _alive(origins.api, other)
+        shots(page, "device-revoked")
+
+        # Twenty more events, from the other device, so the activity has a second page.
+        for n in range(EVENTS_PAGE):
+            reply = httpx.patch(
+                f"{origins.api}/profile",
+                json={"email": f"alice{n}@example.com"},
+                headers={"Authorization": f"Bearer {other}", **berlin},
+                timeout=30,
+            )
+            assert reply.status_code == 200, reply.text
+
+        events = page.locator("#events tbody tr")
+        page.click("#events-button")
+        expect(events).to_have_count(EVENTS_PAGE)
+        assert {r.get_attribute("data-type") for r in events.all()} == {"email_changed"}
+        assert _cells(events.first)[1:] == ["Email changed", "Firefox 146 on Windows", "127.0.0.0/24", "DE,Berlin"]
+        expect(page.locator("#events-more-button")).to_be_visible()
+        shots(page, "events-first-page")
+
+        page.click("#events-more-button")
+        expect(events).to_have_count(EVENTS_PAGE + 3)
+        expect(page.locator("#events-more-button")).to_be_hidden()
+        older = [_cells(r)[1:] for r in events.all()[EVENTS_PAGE:]]
+        assert older == [
+            ["A device is no longer trusted: Firefox 146 on Windows", browser_name, "127.0.0.0/24", "—"],
+            ["Signed in from a new device", "Firefox 146 on Windows", "127.0.0.0/24", "DE,Berlin"],
+            ["Signed in from a new device", browser_name, "127.0.0.0/24", "—"],
+        ]
+        assert [r.get_attribute("data-type") for r in events.all()[EVENTS_PAGE:]] == [
+            "device_revoked",
+            "login_new_device",
+            "login_new_device",
+        ]
+        shots(page, "events-second-page")
+
+        # Logging out leaves nothing of the account on the page.
+        page.click("#logout-button")
+        page.wait_for_selector("#status:text-is('Logged out')")
+        assert devices.count() == 0
+        assert events.count() == 0
+        expect(page.locator("#events-more-button")).to_be_hidden()
+    finally:
+        context.close()
+    assert origins.not_found() == []
+
+
+EVENTS_PAGE = 20  # app.js: EVENTS_PAGE

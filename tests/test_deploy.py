@@ -29,7 +29,7 @@ from deploy_support import (
 
 from session.config import VARIABLES
 
-ENTRY_POINTS = ["register", "login", "profile", "logout", "sessions", "reauthenticate"]
+ENTRY_POINTS = ["register", "login", "profile", "logout", "sessions", "reauthenticate", "security_events", "devices"]
 ORIGINS = "https://app.example.com,https://admin.example.com"
 NO_ACCOUNT = "You do not currently have an active account selected"
 
@@ -136,9 +136,11 @@ def test_dry_run_prints_only_gcloud_commands() -> None:
 def test_functions_deployed(args: tuple[str, ...], expected: list[str]) -> None:
     cmds = dry_run(*args)
     deploys = commands(cmds, "functions", "deploy")
-    assert [c[3] for c in deploys] == expected
-    for cmd in deploys:
-        assert flag(cmd, "entry-point") == cmd[3]
+    # A function is named after its entry point, with "-" for "_" (Cloud Run functions allow no underscore).
+    named = [e.replace("_", "-") for e in expected]
+    assert [c[3] for c in deploys] == named
+    for cmd, entry_point in zip(deploys, expected, strict=True):
+        assert flag(cmd, "entry-point") == entry_point
         assert {"--gen2", "--trigger-http", "--allow-unauthenticated"} <= set(cmd)
         assert flag(cmd, "runtime") == "python312"
         assert flag(cmd, "region") == "us-central1"
@@ -148,7 +150,7 @@ def test_functions_deployed(args: tuple[str, ...], expected: list[str]) -> None:
             assert flag(cmd, name), f"--{name} missing"
         assert flag(cmd, "set-env-vars") == f"GOOGLE_CLOUD_PROJECT={DRY_RUN_PROJECT},FIRESTORE_DATABASE=(default)"
     # The URLs are printed for exactly the functions deployed.
-    assert [c[3] for c in commands(cmds, "functions", "describe")] == expected
+    assert [c[3] for c in commands(cmds, "functions", "describe")] == named
 
 
 @pytest.mark.parametrize(("mode", "database"), [("default", "(default)"), ("database", "sessions-db")])

@@ -113,7 +113,7 @@ def test_without_secure_cookies_the_device_cookie_has_a_plain_name(make_client: 
     assert _status(client, "alice", PASSWORD) == 200
 
 
-def test_the_device_is_stored_by_hash_under_its_user_and_renewed_by_each_login(
+def test_the_device_is_stored_by_hash_under_its_user_and_renewed_once_half_its_lifetime_is_gone(
     make_client: AppFactory, emulator_host: str, project: str
 ) -> None:
     client = make_client(SESSION_DEVICE_COOKIE_DAYS="10")
@@ -122,18 +122,36 @@ def test_the_device_is_stored_by_hash_under_its_user_and_renewed_by_each_login(
     first = _login(client, "alice", PASSWORD)
     token = _device_cookie(first)
     doc = emulator_get(emulator_host, project, f"users/alice/devices/{tokens.device_hash(token)}")["fields"]
-    assert set(doc) == {"user_id", "created_at", "expires_at", "auth_epoch"}  # never the token itself
+    assert set(doc) == {"user_id", "created_at", "expires_at", "auth_epoch", "device"}  # never the token itself
     assert doc["user_id"]["stringValue"] == first.json()["user_id"]
     assert "timestampValue" in doc["expires_at"]  # a Timestamp: the TTL policy can delete it
     created = doc["created_at"]["timestampValue"]
 
+    first_expiry = doc["expires_at"]["timestampValue"]
+
+    # A day later more than half the lifetime is left: the login does not write the device (issue 26), and the
+    # cookie is re-sent for what its document has left, so the two end together.
     clock.advance(86400)
     again = _login(client, "alice", PASSWORD)  # the browser presents its cookie
-    assert _device_cookie(again) == token  # the same device, its cookie re-sent for the whole lifetime
+    assert _device_cookie(again) == token
+    kept = emulator_get(emulator_host, project, f"users/alice/devices/{tokens.device_hash(token)}")["fields"]
+    assert kept["expires_at"]["timestampValue"] == first_expiry
+    assert _max_age(again) == 9 * 86400
+
+    # Past half its lifetime: renewed for the whole lifetime again, and so is the cookie.
+    clock.advance(4 * 86400 + 1)
+    again = _login(client, "alice", PASSWORD)
+    assert _device_cookie(again) == token
     renewed = emulator_get(emulator_host, project, f"users/alice/devices/{tokens.device_hash(token)}")["fields"]
     assert renewed["created_at"]["timestampValue"] == created
     expires = datetime.fromisoformat(renewed["expires_at"]["timestampValue"].replace("Z", "+00:00"))
     assert abs(expires - (clock.now + timedelta(days=10))) < timedelta(seconds=5)
+    assert _max_age(again) == 10 * 86400
+
+
+def _max_age(response: Any) -> int:
+    (cookie,) = [c for c in response.headers.get_list("set-cookie") if c.startswith(f"{DEVICE}=")]
+    return int(cookie.split("Max-Age=")[1].split(";")[0])
 
 
 def test_another_users_login_from_the_same_browser_replaces_the_cookie(make_client: AppFactory) -> None:

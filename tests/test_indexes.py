@@ -6,8 +6,10 @@ missing index or TTL policy and production.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -15,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AppFactory, bearer, login, register
+from conftest import AppFactory, bearer, free_port, login, register
 from deploy_support import CI_TOOLS, ROOT, commands, dry_run, flag, load_spec, missing_tool, require_tool
 from pydantic import AwareDatetime, BaseModel
 
-from session import cli, models
+from session import cli, events, models
 from session.config import Settings
 from session.store import DEVICES, LEDGER_COLLECTION, QueryShape
+from session.store.base import EVENTS
 from session.store.client import Client
 
 SETTINGS_DEFAULTS = Settings.model_construct()
@@ -35,6 +38,8 @@ SESSIONS = SETTINGS_DEFAULTS.sessions_collection
 USERS = SETTINGS_DEFAULTS.users_collection
 # A user's sessions, newest first, in a total order (the public id breaks ties): GET /sessions and its pages.
 LIST_SESSIONS = QueryShape(SESSIONS, ("user_id",), (("created_at", "DESCENDING"), ("public_id", "DESCENDING")))
+# Every user's events not yet published, oldest first (`events publish-pending`): a collection-group query.
+PENDING_EVENTS = QueryShape(EVENTS, ("published",), (("at", "ASCENDING"),), group=True)
 KNOWN_SHAPES = {
     LIST_SESSIONS,
     QueryShape(SESSIONS, ("user_id",)),  # revoke all of a user's sessions
@@ -42,6 +47,9 @@ KNOWN_SHAPES = {
     QueryShape(SESSIONS, ("username",)),  # users delete, run again after the user document is gone
     QueryShape(USERS, (), (("__name__", "ASCENDING"),)),  # users list; revoke-everyone's pass over the users
     QueryShape(SESSIONS, (), (("__name__", "ASCENDING"),)),  # revoke-everyone's pass over every session
+    QueryShape(DEVICES, (), (("__name__", "ASCENDING"),)),  # GET /devices, `devices list`
+    QueryShape(EVENTS, (), (("at", "DESCENDING"), ("__name__", "DESCENDING"))),  # GET /security-events
+    PENDING_EVENTS,
 }
 VALIDATOR = ROOT / "scripts" / "validate-firestore-indexes.cjs"
 PASSWORD = "correct horse battery"
@@ -70,7 +78,8 @@ def _single_field(spec: dict[str, Any], group: str, field: str, order: str | Non
 
 def _composite(index: dict[str, Any], shape: QueryShape) -> bool:
     """Does the composite ``index`` serve ``shape``: its equalities first (any order), then its sort?"""
-    if index["collectionGroup"] != shape.collection or index["queryScope"] != "COLLECTION":
+    scope = "COLLECTION_GROUP" if shape.group else "COLLECTION"
+    if index["collectionGroup"] != shape.collection or index["queryScope"] != scope:
         return False
     fields = [f for f in index["fields"] if f["fieldPath"] != "__name__"]
     if any("order" not in f for f in fields):
@@ -85,12 +94,15 @@ def _composite(index: dict[str, Any], shape: QueryShape) -> bool:
 def served_by(shape: QueryShape, spec: dict[str, Any]) -> str | None:
     """How Firestore would serve ``shape`` with the indexes of ``spec``; None if it would fail for want of one."""
     eq, order = shape.equalities, shape.order_by
-    if not eq and (not order or order == (("__name__", "ASCENDING"),)):
-        return "the built-in document-name index"
-    if len(eq) == 1 and not order and _single_field(spec, shape.collection, eq[0], None):
-        return f"the automatic single-field index of {eq[0]}"
-    if not eq and len(order) == 1 and _single_field(spec, shape.collection, *order[0]):
-        return f"the automatic single-field index of {order[0][0]}"
+    if len(order) == 2 and order[1][0] == "__name__" and order[1][1] == order[0][1]:
+        order = order[:1]  # the document name in the same direction: every index's own tie-break
+    if not shape.group:  # automatic single-field indexes are of collection scope only
+        if not eq and (not order or order == (("__name__", "ASCENDING"),)):
+            return "the built-in document-name index"
+        if len(eq) == 1 and not order and _single_field(spec, shape.collection, eq[0], None):
+            return f"the automatic single-field index of {eq[0]}"
+        if not eq and len(order) == 1 and _single_field(spec, shape.collection, *order[0]):
+            return f"the automatic single-field index of {order[0][0]}"
     for index in spec["indexes"]:
         if _composite(index, shape):
             return f"the composite index {[(f['fieldPath'], f.get('order')) for f in index['fields']]}"
@@ -98,6 +110,20 @@ def served_by(shape: QueryShape, spec: dict[str, Any]) -> str | None:
 
 
 # --- driving every query path of the real service -------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _exercise_every_query(make_client: AppFactory) -> None:
@@ -120,6 +146,14 @@ def _exercise_every_query(make_client: AppFactory) -> None:
     assert changed.status_code == 200, changed.text
     paged = client.get("/sessions?limit=1", headers=bearer(changed.json()["token"]))  # list_sessions, a page
     assert paged.status_code == 200, paged.text
+    # Issue 22: the account's events and devices, and every user's events still to publish.
+    assert client.get("/security-events?limit=1", headers=bearer(changed.json()["token"])).status_code == 200
+    assert client.get("/devices", headers=bearer(changed.json()["token"])).status_code == 200
+    # No event is pending (this app has no topic, so none was written unpublished): the query runs, nothing is sent.
+    with _environ(
+        SESSION_EVENTS_TOPIC="projects/demo-x/topics/events", PUBSUB_EMULATOR_HOST=f"127.0.0.1:{free_port()}"
+    ):
+        assert cli.main(["events", "publish-pending"]) == 0
     # The admin CLI, in-process: the same store, the same recorder.
     assert cli.main(["sessions", "list", "alice"]) == 0
     assert cli.main(["sessions", "list", "alice", "--limit", "1"]) == 0
@@ -144,7 +178,7 @@ def test_every_query_has_an_index_and_every_index_a_query(
 
     monkeypatch.setattr(Client, "_run", recording)
     _exercise_every_query(make_client)
-    assert {s.collection for s in shapes} <= DEFAULT_COLLECTIONS
+    assert {s.collection for s in shapes} <= DEFAULT_COLLECTIONS | {DEVICES, EVENTS}
     assert shapes >= KNOWN_SHAPES, f"not recorded: {KNOWN_SHAPES - shapes}"
     spec = load_spec()
     unserved = [s for s in sorted(shapes, key=repr) if served_by(s, spec) is None]
@@ -166,8 +200,21 @@ def test_every_query_has_an_index_and_every_index_a_query(
             QueryShape(SESSIONS, ("public_id",)),
         ),
         (lambda spec: None, QueryShape(SESSIONS, ("user_id", "public_id"))),
+        (lambda spec: spec["indexes"].pop(), PENDING_EVENTS),
+        (
+            lambda spec: spec["fieldOverrides"].append({"collectionGroup": EVENTS, "fieldPath": "at", "indexes": []}),
+            QueryShape(EVENTS, (), (("at", "DESCENDING"), ("__name__", "DESCENDING"))),
+        ),
     ],
-    ids=["no composite index", "wrong direction", "no tie-breaker", "exempted equality field", "two equalities"],
+    ids=[
+        "no composite index",
+        "wrong direction",
+        "no tie-breaker",
+        "exempted equality field",
+        "two equalities",
+        "no collection-group index",
+        "events ordered by an exempted field",
+    ],
 )
 def test_index_check_can_fail(edit: Any, shape: QueryShape) -> None:
     spec = copy.deepcopy(load_spec())
@@ -189,9 +236,9 @@ def _emulator(host: str, project: str, path: str, body: dict[str, Any] | None = 
 
 
 def _records() -> Iterator[type[BaseModel]]:
-    """The stored-record models of session.models."""
-    for name in dir(models):
-        value = getattr(models, name)
+    """The stored-record models of session.models and session.events."""
+    for module, name in [(m, n) for m in (models, events) for n in dir(m)]:
+        value = getattr(module, name)
         if (
             name.endswith("Record")
             and not name.startswith("_")
@@ -230,7 +277,7 @@ def test_ttl_fields_of_the_code_are_declared_and_enabled(
             if all(required <= set(doc) <= set(model.model_fields) for doc in docs):
                 collection_of[model] = collection
     assert set(collection_of) == set(_records()), f"no documents written for {set(_records()) - set(collection_of)}"
-    assert set(collection_of.values()) == DEFAULT_COLLECTIONS | {LEDGER_COLLECTION, DEVICES}
+    assert set(collection_of.values()) == DEFAULT_COLLECTIONS | {LEDGER_COLLECTION, DEVICES, EVENTS}
 
     # A TTL field is a record's aware-datetime `expires_at`, stored as a Timestamp (TTL ignores anything else).
     code_ttl = set()
@@ -240,7 +287,7 @@ def test_ttl_fields_of_the_code_are_declared_and_enabled(
             assert field.annotation is AwareDatetime, model
             assert all("timestampValue" in doc["expires_at"] for doc in written[collection])
             code_ttl.add((collection, "expires_at"))
-    assert len(code_ttl) >= 3  # sessions, login_attempts and devices
+    assert len(code_ttl) >= 4  # sessions, login_attempts, devices and events
 
     spec = load_spec()
     overrides = spec["fieldOverrides"]

@@ -50,6 +50,9 @@ CONTRACT = {
     ("/sessions", "get"),
     ("/sessions", "delete"),
     ("/sessions/{id}", "delete"),
+    ("/security-events", "get"),
+    ("/devices", "get"),
+    ("/devices/{id}", "delete"),
     ("/dbsc/register", "post"),
     ("/dbsc/refresh", "post"),
 }
@@ -130,7 +133,21 @@ RESPONSE_MEMBERS = {
     "LoginOut": {"token", "token_type", "user_id", "username", "permissions", "logged_in_at", "expires_at"},
     "ProfileOut": {"user_id", "username", "display_name", "email", "permissions", "version", "session"},
     "SessionsOut": {"sessions", "next_page_token"},
-    "SessionOut": {"id", "created_at", "last_seen_at", "expires_at", "user_agent", "current"},
+    "SessionOut": {
+        "id",
+        "created_at",
+        "last_seen_at",
+        "expires_at",
+        "user_agent",
+        "device",
+        "network",
+        "place",
+        "current",
+    },
+    "SecurityEventsOut": {"events", "next_page_token"},
+    "SecurityEvent": {"id", "type", "at", "session_id", "device", "network", "detail"},
+    "DevicesOut": {"devices"},
+    "DeviceOut": {"id", "device", "created_at", "last_used_at", "current"},
 }
 
 

@@ -165,6 +165,7 @@ function loggedOut(text) {
   setStatus(text || "Not logged in");
   $("#profile").replaceChildren();
   $("#sessions tbody").replaceChildren();
+  clearActivity();
   $("#profile-form").reset();
   $("#password-form").reset();
   hideConflict();
@@ -377,6 +378,35 @@ function hideConflict() {
   $("#conflict-mine").replaceChildren();
 }
 
+// --- tables ---
+
+// A table cell holding `text` (as text, never as markup); `title`, when given, is its tooltip.
+function cell(text, title) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (title) {
+    td.title = title;
+  }
+  return td;
+}
+
+// A cell holding a button that runs `run` as an action (its problems handled like any other).
+function buttonCell(className, label, run) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = className;
+  button.textContent = label;
+  button.addEventListener("click", action(run));
+  const td = document.createElement("td");
+  td.append(button);
+  return td;
+}
+
+// A network as the API gives it (a /24 or /48, never the address), or a dash when it named none.
+function network(value) {
+  return value || "—";
+}
+
 // --- sessions ---
 
 function renderSessions(sessions) {
@@ -386,26 +416,20 @@ function renderSessions(sessions) {
     if (s.current) {
       tr.className = "current";
     }
-    const cells = [
-      s.id + (s.current ? " (this browser)" : ""),
-      when(s.created_at),
-      when(s.last_seen_at),
-      when(s.expires_at),
-      s.user_agent || "",
-    ];
-    for (const text of cells) {
-      const td = document.createElement("td");
-      td.textContent = text;
-      tr.append(td);
-    }
-    const button = document.createElement("button");
-    button.type = "button";
-    button.className = "revoke";
-    button.textContent = "Revoke";
-    button.addEventListener("click", action(() => revokeOne(s.id, s.current)));
-    const td = document.createElement("td");
-    td.append(button);
-    tr.append(td);
+    const place = s.place ? ` (${s.place})` : "";
+    const device = cell(s.device || s.user_agent || "Unknown device", s.user_agent || "");
+    device.dataset.field = "device";
+    const net = cell(network(s.network) + place);
+    net.dataset.field = "network";
+    tr.append(
+      cell(s.id + (s.current ? " (this browser)" : "")),
+      cell(when(s.created_at)),
+      cell(when(s.last_seen_at)),
+      cell(when(s.expires_at)),
+      device,
+      net,
+      buttonCell("revoke", "Revoke", () => revokeOne(s.id, s.current)),
+    );
     return tr;
   });
   $("#sessions tbody").replaceChildren(...rows);
@@ -436,6 +460,114 @@ async function revokeAll() {
   await call("DELETE", "/sessions?include_current=true");
   loggedOut("Logged out everywhere");
   showMessage("All sessions revoked, this one too.");
+}
+
+// --- trusted devices ---
+
+function renderDevices(devices) {
+  const rows = devices.map((d) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = d.id;
+    if (d.current) {
+      tr.className = "current";
+    }
+    tr.append(
+      cell((d.device || "Unknown browser") + (d.current ? " (this browser)" : "")),
+      cell(when(d.created_at)),
+      cell(when(d.last_used_at)),
+      buttonCell("revoke-device", "Revoke", () => revokeDevice(d.id, d.device)),
+    );
+    return tr;
+  });
+  $("#devices tbody").replaceChildren(...rows);
+}
+
+async function loadDevices() {
+  renderDevices((await call("GET", "/devices")).devices);
+}
+
+async function revokeDevice(id, name) {
+  await call("DELETE", `/devices/${encodeURIComponent(id)}`);
+  showMessage(`${name || "The device"} is no longer trusted.`);
+  await loadDevices();
+}
+
+// --- security activity ---
+
+const EVENT_LABELS = {
+  login: "Signed in",
+  login_new_device: "Signed in from a new device",
+  lockout: "Password checks paused: too many wrong passwords",
+  password_changed: "Password changed",
+  reauthenticated: "Password confirmed",
+  session_revoked: "A session was revoked",
+  sessions_revoked: "Other sessions were revoked",
+  email_changed: "Email changed",
+  account_disabled: "Account disabled by an administrator",
+  account_enabled: "Account enabled by an administrator",
+  password_set_by_admin: "Password set by an administrator",
+  sessions_revoked_by_admin: "All sessions revoked by an administrator",
+  device_revoked: "A device is no longer trusted",
+};
+
+// Words for an event; a type this page does not know yet is shown as it is.
+function eventLabel(e) {
+  const detail = e.detail || {};
+  if (e.type === "sessions_revoked" && detail.include_current) {
+    return "All sessions were revoked";
+  }
+  if (e.type === "device_revoked" && detail.device_name) {
+    return `${EVENT_LABELS.device_revoked}: ${detail.device_name}`;
+  }
+  return EVENT_LABELS[e.type] || e.type;
+}
+
+const EVENTS_PAGE = 20;
+let eventsNext = null; // the next page's token, or null on the last page
+
+function eventRow(e) {
+  const tr = document.createElement("tr");
+  tr.dataset.id = e.id;
+  tr.dataset.type = e.type;
+  const place = (e.detail && e.detail.place) || "—";
+  tr.append(
+    cell(when(e.at)),
+    cell(eventLabel(e), e.type),
+    cell(e.device || "—"),
+    cell(network(e.network)),
+    cell(place),
+  );
+  return tr;
+}
+
+function showEvents(page, append) {
+  const rows = page.events.map(eventRow);
+  if (append) {
+    $("#events tbody").append(...rows);
+  } else {
+    $("#events tbody").replaceChildren(...rows);
+  }
+  eventsNext = page.next_page_token;
+  $("#events-more-button").hidden = !eventsNext;
+}
+
+async function loadEvents() {
+  showEvents(await call("GET", `/security-events?limit=${EVENTS_PAGE}`), false);
+}
+
+async function moreEvents() {
+  if (!eventsNext) {
+    return;
+  }
+  const token = encodeURIComponent(eventsNext);
+  showEvents(await call("GET", `/security-events?limit=${EVENTS_PAGE}&page_token=${token}`), true);
+}
+
+function clearActivity() {
+  $("#devices tbody").replaceChildren();
+  $("#events tbody").replaceChildren();
+  eventsNext = null;
+  $("#events-more-button").hidden = true;
 }
 
 // --- forms ---
@@ -503,6 +635,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#sessions-button").addEventListener("click", action(loadSessions));
   $("#revoke-others-button").addEventListener("click", action(revokeOthers));
   $("#revoke-all-button").addEventListener("click", action(revokeAll));
+  $("#devices-button").addEventListener("click", action(loadDevices));
+  $("#events-button").addEventListener("click", action(loadEvents));
+  $("#events-more-button").addEventListener("click", action(moreEvents));
   $("#logout-button").addEventListener("click", action(logout));
   // Already logged in (the cookie is there)? Show it. No cookie is no error; an ended session says why.
   action(async () => {

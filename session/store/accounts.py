@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from session.models import AttemptsRecord, DeviceRecord, LedgerRecord, SessionRecord, UserChange, UserRecord
 from session.plan import Doc, Plan, Write
 from session.store.base import (
+    DEVICES,
     AccountView,
     CountedGuess,
     QueryShape,
@@ -104,6 +105,15 @@ class Accounts(Sessions):
 
     async def read_devices(self, username: str, device_hashes: Sequence[str]) -> dict[str, DeviceRecord]:
         return await self._read_existing(DeviceRecord, [self._device(username, h) for h in device_hashes])
+
+    async def list_devices(self, username: str) -> list[tuple[str, DeviceRecord]]:
+        """Every device document of the user, with its key, in key order (one query on the built-in name index)."""
+        from google.cloud.firestore import Query
+
+        devices = self._users(username).collection(DEVICES)
+        query = devices.order_by("__name__", direction=Query.ASCENDING)
+        snaps = await self._run(query, QueryShape(DEVICES, (), (("__name__", "ASCENDING"),)))
+        return [(snap.id, _parse(DeviceRecord, _data(snap), snap.reference.path)) for snap in snaps]
 
     async def read_ledger(self, username: str) -> Versioned[LedgerRecord] | None:
         ref = self._ledger(username)

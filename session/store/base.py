@@ -13,6 +13,7 @@ from typing import Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from session.events import EventRecord
 from session.models import AttemptsRecord, DeviceRecord, LedgerRecord, SessionRecord, UserChange, UserRecord
 from session.plan import Plan
 
@@ -22,6 +23,8 @@ LEDGER_COLLECTION = "ledger"
 LEDGER_DOCUMENT = "sessions"
 # The subcollection of a user document that holds its trusted devices (deleted with the user's subcollections).
 DEVICES = "devices"
+# The subcollection of a user document that holds the account's security events (deleted with the user).
+EVENTS = "events"
 # Documents per commit of a bulk write (Firestore allows 500 writes per commit; stay well below).
 BATCH = 400
 
@@ -117,6 +120,7 @@ class QueryShape:
     collection: str
     equalities: tuple[str, ...]
     order_by: tuple[tuple[str, str], ...] = ()
+    group: bool = False  # a collection-group query (every collection of that name, at any depth)
 
 
 def counted_guess_of(key: str, found: Versioned[AttemptsRecord]) -> CountedGuess:
@@ -270,12 +274,13 @@ class Store(Protocol):
         """The users of ``usernames`` that exist, by username (one round trip)."""
         ...
 
-    async def bump_epochs(self, usernames: list[str], now: datetime) -> int:
+    async def bump_epochs(self, usernames: list[str], now: datetime, events: Sequence[EventRecord] = ()) -> int:
         """Add one to the ``auth_epoch`` of each user (a server-side increment, no precondition).
 
         Sets ``updated_at`` to ``now``, and the ledger's ``changed_at`` in the same commit, so that
         a commit opening a session under the ledger's precondition fails. A user that does not
         exist (any more) is skipped, never created. Returns how many were bumped. Atomic per user, not across users.
+        ``events``: at most one per user (by ``username``), created in that user's commit.
         """
         ...
 
@@ -309,6 +314,30 @@ class Store(Protocol):
 
     async def delete_attempts(self, key: str) -> None:
         """Delete failed-login counter ``key``; a missing one is not an error."""
+        ...
+
+    async def list_devices(self, username: str) -> list[tuple[str, DeviceRecord]]:
+        """Every device document below the user (trusted or not), with its key, in key order."""
+        ...
+
+    # --- security events (written only by the commits of the changes they record) ---
+
+    async def list_events(
+        self, username: str, *, limit: int, after: tuple[datetime, str] | None = None
+    ) -> list[EventRecord]:
+        """Up to ``limit`` of the user's events after position ``after`` (``at``, id), newest first."""
+        ...
+
+    async def read_event(self, username: str, event_id: str) -> EventRecord | None:
+        """One event of the user, if it exists."""
+        ...
+
+    async def pending_events(self, limit: int) -> list[EventRecord]:
+        """Up to ``limit`` events of any user still ``published: false``, in ``at`` order within the page."""
+        ...
+
+    async def mark_published(self, events: Sequence[EventRecord]) -> int:
+        """Mark ``events`` published; an event deleted meanwhile is skipped, never recreated. Returns how many."""
         ...
 
     async def close(self) -> None:

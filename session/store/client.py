@@ -16,6 +16,7 @@ from session.config import Settings
 from session.plan import Doc, Kind, Plan
 from session.store.base import (
     DEVICES,
+    EVENTS,
     LEDGER_COLLECTION,
     LEDGER_DOCUMENT,
     AlreadyExists,
@@ -199,6 +200,10 @@ class Client:
         ref: AsyncDocumentReference = self._bound().users.document(username).collection(DEVICES).document(device)
         return ref
 
+    def _event(self, username: str, event_id: str) -> AsyncDocumentReference:
+        ref: AsyncDocumentReference = self._bound().users.document(username).collection(EVENTS).document(event_id)
+        return ref
+
     def _ledger(self, username: str) -> AsyncDocumentReference:
         ref: AsyncDocumentReference = (
             self._bound().users.document(username).collection(LEDGER_COLLECTION).document(LEDGER_DOCUMENT)
@@ -292,6 +297,8 @@ class Client:
             return self._attempts(doc.key)
         if doc.kind is Kind.DEVICE:
             return self._device(doc.username, doc.key)
+        if doc.kind is Kind.EVENT:
+            return self._event(doc.username, doc.key)
         return self._ledger(doc.username)
 
     async def close(self) -> None:

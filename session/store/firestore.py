@@ -6,13 +6,13 @@ retry for transient errors; any failure to reach Firestore becomes ``StoreUnavai
 are validated on the way in and out, and every write that must not resurrect or clobber a
 document carries a precondition. The code is split by collection, each part building on the last:
 ``client`` (the client, the guard, the one query helper, plans), ``counters``, ``sessions``,
-``accounts`` (users, ledgers, devices) and ``sweeps`` (many users at once).
+``accounts`` (users, ledgers, devices), ``sweeps`` (many users at once) and ``events``.
 """
 
 from __future__ import annotations
 
-from session.store.sweeps import Sweeps
+from session.store.events import Events
 
 
-class FirestoreStore(Sweeps):
+class FirestoreStore(Events):
     """Users, sessions, counters, devices and ledgers in Firestore; each operation's contract is on ``Store``."""

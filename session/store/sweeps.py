@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from session.events import EventRecord
 from session.store.base import (
     BATCH,
+    AlreadyExists,
     PreconditionFailed,
 )
 from session.store.ops import count as _count
@@ -19,8 +22,8 @@ from session.store.accounts import Accounts
 class Sweeps(Accounts):
     """Sweeps over many users: every epoch bumped (revoke-everyone), everything below a user deleted."""
 
-    async def bump_epochs(self, usernames: list[str], now: datetime) -> int:
-        """One commit of ``Increment(1)`` updates, ``BATCH`` users per commit.
+    async def bump_epochs(self, usernames: list[str], now: datetime, events: Sequence[EventRecord] = ()) -> int:
+        """One commit of ``Increment(1)`` updates (and each user's event), ``BATCH // 3`` users per commit.
 
         ``update`` carries an exists precondition, so a deleted user is never recreated;
         but one missing user fails its whole batch, which is then done one user at a time.
@@ -28,28 +31,42 @@ class Sweeps(Accounts):
         from google.cloud.firestore import Increment
 
         changes = {"auth_epoch": Increment(1), "updated_at": now}
+        by_user = {e.username: e for e in events}
         bumped = 0
-        for start in range(0, len(usernames), BATCH // 2):
-            chunk = usernames[start : start + BATCH // 2]
-            if await self._bump(chunk, changes, now):
+        for start in range(0, len(usernames), BATCH // 3):
+            chunk = usernames[start : start + BATCH // 3]
+            if await self._bump(chunk, changes, now, by_user):
                 bumped += len(chunk)
                 continue
             for name in chunk:  # one missing user fails its whole batch: one at a time
-                bumped += await self._bump([name], changes, now)
+                bumped += await self._bump([name], changes, now, by_user)
         return bumped
 
-    async def _bump(self, usernames: list[str], changes: dict[str, Any], now: datetime) -> int:
-        """One commit: each user's epoch change and its ledger's ``changed_at``; 0 when one user is gone."""
+    async def _bump(
+        self, usernames: list[str], changes: dict[str, Any], now: datetime, events: Mapping[str, EventRecord]
+    ) -> int:
+        """One commit: each user's epoch change, its ledger's ``changed_at`` and its event; 0 when one user is gone.
+
+        A resend by the client library of a commit that had landed fails on its events' creates
+        (``AlreadyExists``): their ids are random and this commit's own, so it landed.
+        """
         batch = self.client().batch()
+        writes = 0
         for name in usernames:
             batch.update(self._users(name), changes)
             batch.set(self._ledger(name), {"changed_at": now}, merge=True)
+            writes += 2
+            if name in events:
+                batch.create(self._event(name, events[name].id), events[name].model_dump())
+                writes += 1
         try:
             await self._call(batch.commit(retry=self._write_retry, timeout=self._deadline))
         except PreconditionFailed:  # deleted meanwhile: nothing to end
             return 0
+        except AlreadyExists:  # the library resent a commit that had landed (see above)
+            pass
         finally:
-            _count(round_trips=1, writes=2 * len(usernames))
+            _count(round_trips=1, writes=writes)
         return len(usernames)
 
     async def delete_user_descendants(self, username: str) -> int:
