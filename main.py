@@ -1,7 +1,7 @@
 """Cloud Functions entry points: each hands its request to ``session.http``.
 
 Deploy any of ``register``, ``login``, ``profile``, ``logout``, ``sessions``, ``reauthenticate``,
-``security_events`` (its endpoint is ``security-events``) and ``devices``
+``security_events`` (its endpoint is ``security-events``), ``devices`` and ``dbsc``
 alone (its root path is the endpoint), or ``api`` to serve them all under path
 prefixes.
 """
@@ -61,3 +61,8 @@ async def devices(request: Request) -> Response:
 @functions_framework.aio.http
 async def api(request: Request) -> Response:
     return await api_instance.handle(request)
+
+
+@functions_framework.aio.http
+async def dbsc(request: Request) -> Response:
+    return await api_instance.handle(request, "dbsc")

@@ -33,7 +33,8 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from session import errors  # noqa: E402
+from session import binding, errors  # noqa: E402
+from session.bound_routes import SessionEnded, SessionInstructions  # noqa: E402
 from session.config import Settings  # noqa: E402
 from session.credentials import DEVICE_COOKIE  # noqa: E402
 from session.errors import PROBLEM_JSON, PROBLEM_TYPE  # noqa: E402
@@ -74,6 +75,8 @@ MODELS: list[tuple[type[BaseModel], JsonSchemaMode]] = [
     (SessionsOut, "serialization"),
     (SecurityEventsOut, "serialization"),
     (DevicesOut, "serialization"),
+    (SessionInstructions, "serialization"),
+    (SessionEnded, "serialization"),
     (Problem, "serialization"),
 ]
 
@@ -97,6 +100,50 @@ def _set_cookie(when: str) -> dict[str, Any]:
     return {"Set-Cookie": _ref(name, "headers")}
 
 
+def _new_session(when: str) -> dict[str, Any]:
+    """The headers of a response that opens a session: its cookie(s), and the DBSC registration offer."""
+    return {**_set_cookie(when), "Secure-Session-Registration": _ref("SecureSessionRegistration", "headers")}
+
+
+def _dbsc_operation(operation_id: str, summary: str, description: str, responses: dict[str, Any]) -> dict[str, Any]:
+    path = binding.REGISTRATION_PATH if operation_id == "registerBoundSession" else binding.REFRESH_PATH
+    op = _operation(operation_id, summary, responses, _raises(path, "POST"), description=description)
+    cookie = Settings.model_fields["cookie_name"].default
+    op["parameters"] = [
+        {
+            "in": "cookie",
+            "name": cookie,
+            "required": False,  # with SESSION_DBSC off, nothing is: the answer is 404
+            "description": "The session cookie: it names the session (no CSRF origin check: what changes needs a"
+            " proof by the browser's key). Without it: 401 (register), or the end of the bound session (refresh).",
+            "schema": {"type": "string"},
+        },
+        {
+            "in": "header",
+            "name": "Secure-Session-Response",
+            "required": operation_id == "registerBoundSession",
+            "description": "The browser's proof: a JWT (ES256, `typ` dbsc+jwt) whose `jti` is the challenge"
+            + (
+                ", with the public key as `jwk` in its header. Without it: 400 `invalid_request`."
+                if operation_id == "registerBoundSession"
+                else ". Without it: 403 `bound_challenge`, a challenge to sign."
+            ),
+            "schema": {"type": "string"},
+        },
+    ]
+    if operation_id == "refreshBoundSession":
+        op["parameters"].append(
+            {
+                "in": "header",
+                "name": "Sec-Secure-Session-Id",
+                "required": False,
+                "description": "The `session_identifier` the instructions gave.",
+                "schema": {"type": "string"},
+            }
+        )
+    return op
+
+
 def _device_cookie_parameter() -> dict[str, Any]:
     return {
         "in": "cookie",
@@ -112,7 +159,12 @@ def _device_cookie_parameter() -> dict[str, Any]:
 
 
 # The component each header an error sends is documented by (session.errors: ``header_names``).
-ERROR_HEADERS = {"WWW-Authenticate": "WWWAuthenticate", "Retry-After": "RetryAfter", "Allow": "Allow"}
+ERROR_HEADERS = {
+    "WWW-Authenticate": "WWWAuthenticate",
+    "Retry-After": "RetryAfter",
+    "Allow": "Allow",
+    "Secure-Session-Challenge": "SecureSessionChallenge",
+}
 
 
 def _error_headers(error: type[errors.SessionError]) -> dict[str, Any]:
@@ -217,6 +269,18 @@ def _components_headers() -> dict[str, dict[str, Any]]:
             schema={"type": "string", "pattern": r'^"\d+"$'},
         ),
         "Allow": _header("The methods this path supports."),
+        "SecureSessionChallenge": _header(
+            'The challenge a DBSC refresh must sign, and the session it is for: `"<challenge>";id="<session id>"`.'
+        ),
+        "SecureSessionRegistration": _header(
+            "With `SESSION_DBSC=on`: the offer to bind this new session to the browser's key,"
+            f' `(ES256);path="{binding.REGISTRATION_PATH}";challenge="<challenge>"` (W3C DBSC).',
+            required=False,
+        ),
+        "SetBoundCookie": _header(
+            f"The short-lived bound cookie `{binding.BOUND_COOKIE.name}` ({binding.BOUND_COOKIE.attributes};"
+            " Max-Age of `SESSION_DBSC_COOKIE_SECONDS`): every request of the bound session must carry it."
+        ),
     }
 
 
@@ -369,7 +433,7 @@ def build() -> dict[str, Any]:
             "post": _operation(
                 "login",
                 "Open a session with a username and password",
-                {"200": _ok(LoginOut, "A new session; the token is also set as a cookie.", _set_cookie("login"))},
+                {"200": _ok(LoginOut, "A new session; the token is also set as a cookie.", _new_session("login"))},
                 _raises("/login", "POST"),
                 body=LoginRequest,
                 parameters=[_device_cookie_parameter()],
@@ -411,7 +475,7 @@ def build() -> dict[str, Any]:
             "post": _operation(
                 "changePassword",
                 "Change the password: every session of the user ends and a new one opens",
-                {"200": _ok(LoginOut, "The new session.", _set_cookie("set"))},
+                {"200": _ok(LoginOut, "The new session.", _new_session("set"))},
                 _raises("/profile/password", "POST"),
                 body=PasswordChangeRequest,
                 secured=True,
@@ -421,7 +485,7 @@ def build() -> dict[str, Any]:
             "post": _operation(
                 "reauthenticate",
                 "Prove the password again: the session is replaced by a new one with `auth_time` now",
-                {"200": _ok(LoginOut, "The new session; the old token is ended.", _set_cookie("set"))},
+                {"200": _ok(LoginOut, "The new session; the old token is ended.", _new_session("set"))},
                 _raises("/reauthenticate", "POST"),
                 body=ReauthenticateRequest,
                 secured=True,
@@ -515,6 +579,40 @@ def build() -> dict[str, Any]:
                     "schema": {"type": "string"},
                 }
             ],
+        },
+        binding.REGISTRATION_PATH: {
+            "post": _dbsc_operation(
+                "registerBoundSession",
+                "Bind the session to the browser's key (DBSC registration; `SESSION_DBSC=on`)",
+                "Sent by the browser itself after a response carrying `Secure-Session-Registration`. The proof's"
+                " challenge is single use. Once bound, every request of the session needs the bound cookie too,"
+                " and its token is refused as a Bearer token. 404 `not_found` when `SESSION_DBSC` is off.",
+                {
+                    "200": _ok(
+                        SessionInstructions,
+                        "Bound: the session instructions, and the bound cookie.",
+                        {"Set-Cookie": _ref("SetBoundCookie", "headers")},
+                    )
+                },
+            ),
+        },
+        binding.REFRESH_PATH: {
+            "post": _dbsc_operation(
+                "refreshBoundSession",
+                "A new bound cookie, for a proof by the session's key (DBSC refresh; `SESSION_DBSC=on`)",
+                "Without a proof, or with one over a challenge that is not pending (used, replaced, expired): 403"
+                " `bound_challenge` with a new challenge to sign. A proof by another key: 400"
+                " `bound_proof_refused`. A session cookie that names no live bound session with that id:"
+                ' `{"continue": false}`, and the browser ends its bound session. Costs one read of the session'
+                " (and its user) and one write per request: two of each per refresh.",
+                {
+                    "200": {
+                        "description": "The instructions and a new bound cookie; or the end of the bound session.",
+                        "headers": {"Set-Cookie": {**_component_header("SetBoundCookie"), "required": False}},
+                        "content": {JSON: {"schema": {"oneOf": [_ref("SessionInstructions"), _ref("SessionEnded")]}}},
+                    }
+                },
+            ),
         },
     }
     for path, operations in paths.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from session import errors, liveness, tokens
+from session import binding, errors, liveness, tokens
 from session.cache import SessionCache
 from session.clock import seconds_until
 from session.context import AuthContext, Basis, Principal
@@ -31,24 +31,32 @@ class Authn:
         # Per instance; None in the strong mode (SESSION_CACHE_SECONDS=0).
         self.cache: SessionCache | None = SessionCache(settings.cache_size) if settings.cache_seconds > 0 else None
 
-    async def authenticate(self, token: str, *, fresh: bool = False) -> AuthContext:
+    async def authenticate(
+        self, token: str, *, fresh: bool = False, presented: binding.Presented = binding.BEARER
+    ) -> AuthContext:
         """Check a presented token: one round trip for the session and its user (none from the cache).
 
         Extends the idle deadline at most once per touch interval, with a precondition so that a
         concurrently revoked session stays revoked. Raises ``Unauthenticated`` for anything but a
-        live session of an enabled user.
+        live session of an enabled user, and for a session bound to a browser's key (DBSC) that
+        ``presented`` does not satisfy (``binding.refusal``: checked before the touch, so a request
+        without the bound credential never extends the session).
         """
         parsed = tokens.parse(token)
         if parsed is None:
             raise errors.Unauthenticated(Reason.MALFORMED)
         if not fresh and self.cache is not None:
-            cached = await self._cached(self.cache, parsed.token_hash)
+            cached = await self._cached(self.cache, parsed.token_hash, presented)
             if cached is not None:
                 return cached
-        return await self.read(parsed.username, parsed.token_hash)
+        return await self.read(parsed.username, parsed.token_hash, presented)
 
-    async def read(self, username: str, token_hash: str) -> AuthContext:
-        """``authenticate`` from the store; keeps what it read in the cache, if there is one."""
+    async def read(self, username: str, token_hash: str, presented: binding.Presented | None = None) -> AuthContext:
+        """``authenticate`` from the store; keeps what it read in the cache, if there is one.
+
+        ``presented``: the request's bound credential, checked against a bound session (``None``: a
+        re-read of a session this request was already admitted with).
+        """
         cache = self.cache
         # Taken before the read is sent: the snapshot is at least this recent, and a revocation
         # through this instance from now on keeps this read out of the cache.
@@ -60,16 +68,22 @@ class Authn:
             if cache is not None:
                 cache.drop(token_hash)
             raise errors.Unauthenticated(reason or Reason.REVOKED)
+        if presented is not None:
+            refused = binding.refusal(self.basis.settings, session.record, presented, now)
+            if refused is not None:
+                raise errors.Unauthenticated(refused)
         ctx = await self._accept(token_hash, session.record, user, now, fresh=True)
         if cache is not None:
             cache.put(token_hash, ctx.session, user, read_at, revision)
         return ctx
 
-    async def _cached(self, cache: SessionCache, token_hash: str) -> AuthContext | None:
+    async def _cached(self, cache: SessionCache, token_hash: str, presented: binding.Presented) -> AuthContext | None:
         """The session of ``token_hash`` from the cache, if this instance read it less than N seconds ago.
 
         ``None`` (read the store) when there is no entry, it is N seconds old or more, or
-        by what it holds the session has expired (another instance may have extended it).
+        by what it holds the session has expired (another instance may have extended it), or
+        the bound credential presented is not one it holds (another instance may have issued it).
+        Raises ``Unauthenticated`` when a bound session's credential is missing (or a Bearer use).
         """
         entry = cache.get(token_hash)
         if entry is None:
@@ -79,6 +93,13 @@ class Authn:
             entry.session, entry.user.record, now
         ):
             cache.drop(token_hash)
+            return None
+        if binding.may_become_bound(self.basis.settings, entry.session, now):
+            return None  # its registration may have been accepted elsewhere: only the store can say
+        refused = binding.refusal(self.basis.settings, entry.session, presented, now)
+        if refused in (Reason.BOUND_CREDENTIAL_MISSING, Reason.BOUND_SESSION_BEARER):
+            raise errors.Unauthenticated(refused)  # a bound session stays bound: no read can change that
+        if refused is not None:
             return None
         return await self._accept(token_hash, entry.session, entry.user, now, fresh=False)
 

@@ -60,7 +60,8 @@ class Call:
     async def authenticate(self) -> AuthContext:
         """Authenticate by Bearer token or cookie, enforcing CSRF for cookie requests that change state."""
         token, via_cookie = self.required_credential()
-        self.auth = await self.api.service.authenticate(token)
+        presented = edge.presented_binding(self.request, via_cookie)
+        self.auth = await self.api.service.authenticate(token, presented=presented)
         self.refreshed_cookie = credentials.refreshed_cookie(
             self.api.settings, token, via_cookie, self.auth.extended_for
         )

@@ -133,11 +133,16 @@ DESCRIPTIONS: dict[str, str] = {
         "permissions), so the default holds at most about 40 to 55 MiB."
     ),
     "dbsc": (
-        "Device Bound Session Credentials for cookie sessions (issue 25): validated, but not wired into the "
-        "service yet (docs/dbsc.md)."
+        "Device Bound Session Credentials for cookie sessions: `on` offers every new session cookie for binding to "
+        "the browser's key (`Secure-Session-Registration`), and a bound session then needs its short-lived bound "
+        "cookie on every request. Browsers without DBSC keep today's behaviour. `off` again accepts bound sessions "
+        "with the session cookie alone. Not behind Firebase Hosting (only `__session` reaches the function): "
+        "docs/dbsc.md."
     ),
     "dbsc_cookie_seconds": (
         "The lifetime of a bound session's short-lived cookie, after which the browser must prove its key "
-        "again (issue 25)."
+        "again: a stolen copy of the cookies works at most this long. Each refresh costs two requests, two "
+        "reads and two writes; Chromium signs at most 6 times per 9 minutes per site, so keep it well above 90 "
+        "(docs/dbsc.md)."
     ),
 }

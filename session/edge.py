@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, TypeVar
 
-from session import credentials, errors
+from session import binding, credentials, errors
 
 R = TypeVar("R")
 
@@ -57,6 +57,12 @@ def presented_credential(
         path,
     )
     return credentials.required_credential(presented, allowed)
+
+
+def presented_binding(request: RequestLike, via_cookie: bool) -> binding.Presented:
+    """How ``request`` presented its token, with the bound cookie it carries (``binding.refusal`` judges it)."""
+    cookies: _Values = request.cookies
+    return binding.Presented(via_cookie, cookies.get(binding.BOUND_COOKIE.name) if via_cookie else None)
 
 
 def problem(exc: errors.SessionError, response_class: type[R]) -> R:

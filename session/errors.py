@@ -113,6 +113,11 @@ class UnauthenticatedReason(StrEnum):
     UNKNOWN = "unknown"  # no such session: never was, logged out or revoked one by one
     EXPIRED = "expired"  # past its idle or absolute deadline
     REVOKED = "revoked"  # ended by a password change, a disable or a revoke-all, or the user is gone
+    # A session bound to a browser's key (DBSC, session.binding) needs its short-lived bound cookie as well:
+    BOUND_CREDENTIAL_MISSING = "bound_credential_missing"  # the session cookie came alone
+    BOUND_CREDENTIAL_EXPIRED = "bound_credential_expired"  # the bound cookie's lifetime has passed
+    BOUND_CREDENTIAL_INVALID = "bound_credential_invalid"  # not a bound cookie this session was issued (or replaced)
+    BOUND_SESSION_BEARER = "bound_session_bearer"  # a bound session's token as a Bearer token: only a thief does that
 
 
 _UNAUTHENTICATED_DETAIL = {
@@ -122,6 +127,10 @@ _UNAUTHENTICATED_DETAIL = {
     UnauthenticatedReason.UNKNOWN: "the session does not exist or was revoked",
     UnauthenticatedReason.EXPIRED: "the session has expired",
     UnauthenticatedReason.REVOKED: "the session was revoked, or the account is disabled or gone",
+    UnauthenticatedReason.BOUND_CREDENTIAL_MISSING: "the session is bound to a device: its bound cookie is missing",
+    UnauthenticatedReason.BOUND_CREDENTIAL_EXPIRED: "the session is bound to a device: its bound cookie has expired",
+    UnauthenticatedReason.BOUND_CREDENTIAL_INVALID: "the session is bound to a device: the bound cookie is not valid",
+    UnauthenticatedReason.BOUND_SESSION_BEARER: "a session bound to a browser cannot be used as a Bearer token",
 }
 
 
@@ -143,6 +152,38 @@ class Unauthenticated(SessionError):
 
     def extra(self) -> Mapping[str, object]:
         return {"reason": self.reason.value}
+
+
+class BoundProofRefused(SessionError):
+    """A DBSC proof (registration or refresh) is refused; ``refusal`` says why (``session.dbsc``'s reason)."""
+
+    status = 400
+    code = "bound_proof_refused"
+    title = "The device-bound session proof is refused"
+    members = ("refusal",)
+
+    def __init__(self, refusal: str, detail: str | None = None) -> None:
+        self.refusal = refusal
+        super().__init__(detail)
+
+    def extra(self) -> Mapping[str, object]:
+        return {"refusal": self.refusal}
+
+
+class BoundChallenge(SessionError):
+    """A DBSC refresh must be signed: ``Secure-Session-Challenge`` carries the challenge to sign (W3C DBSC)."""
+
+    status = 403
+    code = "bound_challenge"
+    title = "Sign the challenge with the session's key"
+    header_names = ("Secure-Session-Challenge",)
+
+    def __init__(self, header: str) -> None:
+        self.header = header
+        super().__init__("sign the challenge in Secure-Session-Challenge and send it again")
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Secure-Session-Challenge": self.header}
 
 
 class InvalidCredentials(SessionError):

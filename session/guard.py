@@ -31,6 +31,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from session import credentials, edge, errors, logs
+from session.binding import BEARER, Presented
 from session.config import ConfigError
 from session.runtime import Runtime, build, store_failure
 from session.service import AuthContext, Principal
@@ -120,16 +121,16 @@ async def _counted(pending: Callable[[], Awaitable[T]], ops: OpCounts | None) ->
         current_ops.reset(token)
 
 
-async def _authenticate(runtime: Runtime, token: str) -> AuthContext:
+async def _authenticate(runtime: Runtime, token: str, presented: Presented = BEARER) -> AuthContext:
     try:
-        return await runtime.service.authenticate(token)
+        return await runtime.service.authenticate(token, presented=presented)
     except StoreError as exc:
         raise store_failure(runtime.settings, exc) from exc
 
 
-def _blocking_authenticate(runtime: Runtime, token: str) -> AuthContext:
+def _blocking_authenticate(runtime: Runtime, token: str, presented: Presented = BEARER) -> AuthContext:
     ops = current_ops.get()
-    ctx: AuthContext = _portal.call(_counted, lambda: _authenticate(runtime, token), ops)
+    ctx: AuthContext = _portal.call(_counted, lambda: _authenticate(runtime, token, presented), ops)
     return ctx
 
 
@@ -168,6 +169,7 @@ class _Check:
             request, path=_path(request), cookie_name=self.runtime.settings.cookie_name, allowed=self.runtime.origins
         )
         self.cookie: credentials.Cookie | None = None
+        self.presented = edge.presented_binding(request, self.via_cookie)  # a bound session's bound cookie
 
     def admit(self, ctx: AuthContext, required: frozenset[str]) -> Principal:
         """Check the permissions of an authenticated request, and note the cookie to re-send. Raises ``Forbidden``."""
@@ -251,7 +253,7 @@ def require_session(permissions: Collection[str] = ()) -> Callable[[F], F]:
             async def async_guarded(request: Any) -> Any:
                 try:
                     check = _Check(request)
-                    admitted = check.admit(await _authenticate(check.runtime, check.token), required)
+                    admitted = check.admit(await _authenticate(check.runtime, check.token, check.presented), required)
                 except (ConfigError, errors.SessionError) as exc:
                     return _refusal(request, exc)
                 return _with_cookie(request, await fn(request, admitted), check.cookie)
@@ -262,7 +264,7 @@ def require_session(permissions: Collection[str] = ()) -> Callable[[F], F]:
         def guarded(request: Any) -> Any:
             try:
                 check = _Check(request)
-                admitted = check.admit(_blocking_authenticate(check.runtime, check.token), required)
+                admitted = check.admit(_blocking_authenticate(check.runtime, check.token, check.presented), required)
             except (ConfigError, errors.SessionError) as exc:
                 return _refusal(request, exc)
             return _with_cookie(request, fn(request, admitted), check.cookie)

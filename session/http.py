@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from session import credentials, edge, errors, logs
+from session import binding, credentials, edge, errors, logs
 from session.call import JSON, MAX_BODY_BYTES, Call, parse_json, read_body
 from session.config import ConfigError, Settings
 from session.public import page_csp, path_segments, public_file, render_page, static_file
@@ -177,8 +177,24 @@ class Api:
     def _finish(self, call: Call, response: Response) -> None:
         """What every answer carries: no caching, the re-sent cookie of an extended session, CORS."""
         response.headers.setdefault("Cache-Control", "no-store")
+        self._offer_binding(response)  # before the re-sent cookie: only a new session is offered
         edge.resend_cookie(response, call.refreshed_cookie)
         self._cors_headers(call.request, response)
+
+    def _offer_binding(self, response: Response) -> None:
+        """With ``SESSION_DBSC=on``, a response that sets a new session cookie offers DBSC registration.
+
+        A login, a password change and a re-authentication: their session's record holds the
+        challenge's hash from the commit that created it (``binding.initial_state``).
+        """
+        if not binding.enabled(self.settings) or response.status_code != 200:
+            return
+        prefix = f"{self.settings.cookie_name}="
+        for value in response.headers.getlist("set-cookie"):
+            if value.startswith(prefix):
+                token = value[len(prefix) :].partition(";")[0].strip()
+                if token:
+                    response.headers["Secure-Session-Registration"] = binding.registration_header(token)
 
     def _after_first_response(self) -> None:
         """Once per instance, after a response has gone out: the work that need not delay it.

@@ -219,6 +219,21 @@ class Problem(_Response):
     reason: UnauthenticatedReason | None = None
     # 403 reauthentication_required only: how recent (seconds) the password proof must be.
     max_age: int | None = None
+    # 400 bound_proof_refused only: why a DBSC proof was refused (session.dbsc's reasons).
+    refusal: (
+        Literal[
+            "malformed",
+            "too_large",
+            "wrong_alg",
+            "wrong_typ",
+            "not_p256",
+            "bad_signature",
+            "challenge_mismatch",
+            "challenge_expired",
+            "no_registration_pending",
+        ]
+        | None
+    ) = None
 
 
 # --- stored records -----------------------------------------------------------------
@@ -249,6 +264,37 @@ class UserRecord(_Record):
     sessions_valid_after: AwareDatetime | None = None
 
 
+class BoundCredential(_Record):
+    """One short-lived bound cookie a bound session accepts: its hash (``session.binding.hash_credential``)."""
+
+    hash: str
+    expires_at: AwareDatetime
+
+
+class PendingChallenge(_Record):
+    """One DBSC challenge sent and not yet used: its hash (``session.dbsc.hash_challenge``) and expiry."""
+
+    hash: str
+    expires_at: AwareDatetime
+
+
+class BoundState(_Record):
+    """A session's Device Bound Session Credentials state (``session.binding``), written whole each time.
+
+    ``challenges``: the challenges sent and not yet used, newest first, at most two (a registration's, set in
+    the commit that creates the session; then refreshes'); the write that accepts a proof removes its
+    challenge. ``jwk`` and ``thumbprint``: the browser's public key, once registered (the session is then
+    *bound*). ``credentials``: the bound cookies it accepts, newest first, at most two (the current one and
+    the one it replaced, so a request in flight during a refresh, or either of two refreshes at once, still
+    holds a working cookie).
+    """
+
+    challenges: list[PendingChallenge] = Field(default_factory=list)
+    jwk: dict[str, str] | None = None
+    thumbprint: str | None = None
+    credentials: list[BoundCredential] = Field(default_factory=list)
+
+
 class SessionRecord(_Record):
     """``sessions/{sha256(token)}``."""
 
@@ -270,6 +316,8 @@ class SessionRecord(_Record):
     # When the password was last proved in this session. Sessions stored before it existed were all
     # opened by a login or a password change, which proved it at created_at: read as that.
     auth_time: AwareDatetime
+    # Device Bound Session Credentials (SESSION_DBSC=on): None for a session that never had a challenge.
+    dbsc: BoundState | None = None
 
     @model_validator(mode="before")
     @classmethod

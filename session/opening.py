@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from session import liveness, plan, room, tokens
+from session import binding, liveness, plan, room, tokens
 from session.activity import Activity
 from session.clock import Clock
 from session.config import Settings
@@ -143,6 +143,7 @@ class Opener:
             place=origin.place,
             auth_epoch=epoch,
             auth_time=now,  # every new session is opened by a proof of the password
+            dbsc=binding.initial_state(self.settings, token, now),  # its DBSC registration, in the same write
         )
         return NewSession(token, token_hash, record)
 

@@ -352,3 +352,17 @@ def resolve(endpoint: str, segments: tuple[str, ...]) -> tuple[dict[str, Operati
         if len(pattern) == len(segments) and all(p in ("*", s) for p, s in zip(pattern, segments, strict=True)):
             return methods, tuple(s for p, s in zip(pattern, segments, strict=True) if p == "*")
     raise errors.NotFound("no such endpoint")
+
+
+# --- Device Bound Session Credentials (issue 25): session.bound_routes ------------------------
+
+from session import bound_routes  # noqa: E402  (it imports session.call, as this module does)
+
+_DBSC_ERRORS: tuple[type[errors.SessionError], ...] = (errors.NotFound, errors.BoundProofRefused, *STORE_ERRORS)
+ROUTES["dbsc"] = [
+    (
+        ("register",),
+        {"POST": Operation(bound_routes.register, (errors.InvalidRequest, errors.Unauthenticated, *_DBSC_ERRORS))},
+    ),
+    (("refresh",), {"POST": Operation(bound_routes.refresh, (errors.BoundChallenge, *_DBSC_ERRORS))}),
+]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from session import pages
+from session import binding, pages
 from session.accounts import Accounts
 from session.activity import Activity
 from session.authn import Authn
@@ -75,6 +75,7 @@ class SessionService:
         self.listing = Listing(basis, self.authn, self.lockout, self.opener)
         self.accounts = Accounts(basis, self.authn, self.activity)
         self.devices = Devices(basis, self.authn, self.lockout, self.activity)
+        self.binder = binding.Binder(basis, self.authn.forget)
 
     @property
     def cache(self) -> SessionCache | None:
@@ -110,8 +111,10 @@ class SessionService:
 
     # --- reading sessions --------------------------------------------------------------------
 
-    async def authenticate(self, token: str, *, fresh: bool = False) -> AuthContext:
-        return await self.authn.authenticate(token, fresh=fresh)
+    async def authenticate(
+        self, token: str, *, fresh: bool = False, presented: binding.Presented = binding.BEARER
+    ) -> AuthContext:
+        return await self.authn.authenticate(token, fresh=fresh, presented=presented)
 
     async def logout(self, token: str) -> str | None:
         return await self.authn.logout(token)

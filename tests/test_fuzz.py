@@ -17,6 +17,15 @@ MAX_EXAMPLES = 15
 SEED = 5
 
 
+@pytest.fixture
+def _dbsc_on() -> None:
+    """The DBSC endpoints answer 404 while SESSION_DBSC is off: fuzz them on (live_server inherits os.environ)."""
+    import os
+
+    os.environ["SESSION_DBSC"] = "on"  # restored after the test by conftest's _restore_environ
+
+
+@pytest.mark.usefixtures("_dbsc_on")  # before live_server starts
 def test_schemathesis_finds_nothing(live_server: str) -> None:
     result = fuzz.run(live_server, MAX_EXAMPLES, SEED, capture=True)
     assert result.returncode == 0, f"schemathesis failed:\n{result.stdout[-20000:]}\n{result.stderr[-5000:]}"
