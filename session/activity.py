@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from session import pages, plan, tokens
 from session.clock import Clock
@@ -39,6 +40,16 @@ MAX_PENDING_PAGE = 500  # within one Publish call's 1,000 messages, and one comm
 log = logging.getLogger("session.events")
 
 Detail = Mapping[str, str | int | bool | None]
+
+
+class Owner(Protocol):
+    """Whose event it is: a user, or a session (which names its user)."""
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def username(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +73,7 @@ class Activity:
 
     def event(
         self,
-        user: UserRecord,
+        user: Owner,
         type: EventType,
         origin: Origin = NOWHERE,
         *,
@@ -178,8 +189,20 @@ class Activity:
 
 def lockout_event_id(counter_key: str, window_start: datetime) -> str:
     """The id of the one lockout event of a counter's window: a second writer finds it there already."""
-    seed = f"lockout\x00{counter_key}\x00{window_start.timestamp():.6f}".encode()
-    return tokens.b64encode(hashlib.sha256(seed).digest()[:18])
+    return _derived_id("lockout", counter_key, f"{window_start.timestamp():.6f}")
+
+
+def bucket_event_id(kind: str, key: str, at: datetime, seconds: int) -> str:
+    """The id of the one event of ``kind`` about ``key`` in the ``seconds``-long bucket holding ``at``.
+
+    What a client can repeat at will (a refused proof) writes at most one event per bucket: a second
+    writer's create finds it there already.
+    """
+    return _derived_id(kind, key, str(int(at.timestamp()) // seconds))
+
+
+def _derived_id(*parts: str) -> str:
+    return tokens.b64encode(hashlib.sha256("\x00".join(parts).encode()).digest()[:18])
 
 
 __all__ = [
@@ -188,6 +211,8 @@ __all__ = [
     "PENDING_PAGE",
     "PUBLISH_DEADLINE_SECONDS",
     "Activity",
+    "Owner",
     "PublishedPending",
+    "bucket_event_id",
     "lockout_event_id",
 ]

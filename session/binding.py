@@ -34,14 +34,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from session import dbsc, errors, liveness, tokens
+from session.activity import Activity, bucket_event_id
 from session.config import Settings
-from session.context import Basis
+from session.context import NOWHERE, Basis, Origin
 from session.errors import UnauthenticatedReason as Reason
 from session.models import BoundCredential, BoundState, PendingChallenge, SessionRecord
 from session.plan import Doc, Plan
 from session.plan import update as plan_update
 from session.retry import retrying
-from session.store import Versioned
+from session.store import StoreError, Versioned
 
 REGISTRATION_PATH = "/dbsc/register"
 REFRESH_PATH = "/dbsc/refresh"
@@ -53,6 +54,8 @@ BOUND_COOKIE = dbsc.BoundCookie("__Host-session-bound")
 KEPT_CREDENTIALS = 2
 KEPT_CHALLENGES = 2
 CREDENTIAL_BYTES = 32
+# At most one `bound_refresh_failed` event per session in this many seconds.
+REFUSED_EVENT_SECONDS = 600
 log = logging.getLogger("session.binding")
 
 
@@ -191,9 +194,10 @@ def _verify_refresh(proof: str, state: BoundState, now: datetime) -> dbsc.Stored
 class Binder:
     """Registration and refresh over the store; one per instance."""
 
-    def __init__(self, basis: Basis, forget: Callable[[str], None]) -> None:
+    def __init__(self, basis: Basis, forget: Callable[[str], None], activity: Activity) -> None:
         self.basis = basis
         self._forget = forget
+        self.activity = activity
         self._lifetime = timedelta(seconds=basis.settings.dbsc_cookie_seconds)
 
     @property
@@ -226,11 +230,13 @@ class Binder:
         reason = liveness.why_not_live(session.record, user.record, self.basis.clock())
         return reason if reason is not None else (parsed.token_hash, session)
 
-    async def register(self, token: str | None, proof: str) -> Issued:
+    async def register(self, token: str | None, proof: str, origin: Origin = NOWHERE) -> Issued:
         """Bind the session of the cookie ``token`` to the key of the browser's registration ``proof``.
 
         Raises ``Unauthenticated`` (no live session), ``BoundProofRefused`` (no registration pending,
-        or the proof refused: its ``reason`` is ``session.dbsc``'s).
+        or the proof refused: its ``reason`` is ``session.dbsc``'s). The binding and its
+        ``session_bound`` event are one commit (the event also tells a commit that landed, its answer
+        lost, from one that did not).
         """
         found = await self._read(token)
         if isinstance(found, Reason):
@@ -250,13 +256,32 @@ class Binder:
                 raise errors.BoundProofRefused(exc.reason, exc.detail) from None
             value, kept = self._credential(state, now)
             bound = BoundState(jwk=key.jwk, thumbprint=key.thumbprint, credentials=kept)
-            await self.basis.store.commit(self.plan(token_hash, read, bound))
+            event = self.activity.event(read.record, "session_bound", origin, session_hash=token_hash)
+            await self.activity.commit(self.plan(token_hash, read, bound), event)
             issued.append(Issued(read.record.public_id, value))
 
         await retrying(first, attempt, lambda: self._reread(token_hash, token))
         self._forget(token_hash)
         log.info("session bound", extra={"json_fields": {"sid": tokens.log_id(token_hash), "dbsc": "bound"}})
         return issued[-1]
+
+    async def _refused(
+        self, token_hash: str, record: SessionRecord, refused: errors.BoundProofRefused, origin: Origin, now: datetime
+    ) -> None:
+        """Record a refused refresh proof (best effort: the refusal stands whatever the store says)."""
+        event = self.activity.event(
+            record,
+            "bound_refresh_failed",
+            origin,
+            session_hash=token_hash,
+            detail={"refusal": refused.refusal},
+            event_id=bucket_event_id("bound_refresh_failed", token_hash, now, REFUSED_EVENT_SECONDS),
+        )
+        try:
+            await self.basis.store.commit(Plan((self.activity.write(event),)))
+        except StoreError:  # already recorded in this bucket (AlreadyExists), or the store is away
+            return
+        await self.activity.publish([event])
 
     async def _reread(self, token_hash: str, token: str | None) -> Versioned[SessionRecord]:
         found = await self._read(token)
@@ -265,13 +290,17 @@ class Binder:
             raise errors.Unauthenticated(found)
         return found[1]
 
-    async def refresh(self, token: str | None, session_id: str | None, proof: str | None) -> Refreshed:
+    async def refresh(
+        self, token: str | None, session_id: str | None, proof: str | None, origin: Origin = NOWHERE
+    ) -> Refreshed:
         """Answer a refresh of the browser's session ``session_id`` (``Sec-Secure-Session-Id``).
 
         ``Ended`` when the session cookie names no live bound session with that id. Without a proof,
         or with one over a challenge that is not pending (used, replaced, expired): a new challenge.
         A proof signed by the bound key over the pending challenge: a new credential. Raises
-        ``BoundProofRefused`` for any other proof (a wrong key, a malformed token).
+        ``BoundProofRefused`` for any other proof (a wrong key, a malformed token), after writing the
+        session's ``bound_refresh_failed`` event (at most one per session per ``REFUSED_EVENT_SECONDS``:
+        a thief can repeat a refused proof at will, and must not buy a write with each).
         """
         found = await self._read(token)
         if isinstance(found, Reason):
@@ -287,7 +316,11 @@ class Binder:
             if session_id != record.public_id:  # public (listed by GET /sessions): no need to hide timing
                 return Ended("another_session")
             now = self.basis.clock()
-            answered = _verify_refresh(proof, state, now) if proof is not None else None
+            try:
+                answered = _verify_refresh(proof, state, now) if proof is not None else None
+            except errors.BoundProofRefused as refused:
+                await self._refused(token_hash, record, refused, origin, now)
+                raise
             if answered is not None:
                 value, kept = self._credential(state, now)
                 left = [c for c in state.challenges if c.hash != answered.hash and c.expires_at > now]

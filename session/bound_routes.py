@@ -80,7 +80,7 @@ async def register(call: Call) -> Response:
     proof = _proof(call, required=True)
     assert proof is not None
     token = call.request.cookies.get(call.api.settings.cookie_name)
-    issued = await call.api.service.binder.register(token, proof)
+    issued = await call.api.service.binder.register(token, proof, call.origin())
     call.log_fields["sid"] = tokens.log_id(tokens.hash_token(token or ""))  # a live session's: token is set
     call.log_fields["dbsc"] = "bound"
     return _bound_answer(call, issued)
@@ -91,7 +91,7 @@ async def refresh(call: Call) -> Response:
     _require_on(call)
     token = call.request.cookies.get(call.api.settings.cookie_name)
     session_id = (call.request.headers.get(SESSION_ID_HEADER) or "").strip().strip('"') or None
-    outcome = await call.api.service.binder.refresh(token, session_id, _proof(call, required=False))
+    outcome = await call.api.service.binder.refresh(token, session_id, _proof(call, required=False), call.origin())
     if token and tokens.parse(token) is not None:
         call.log_fields["sid"] = tokens.log_id(tokens.hash_token(token))
     if isinstance(outcome, binding.Ended):

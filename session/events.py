@@ -2,7 +2,7 @@
 
 - ``SecurityEvent``: ``{id, type, at, session_id, device, network, detail}``, exactly what
   ``GET /security-events`` shows and what is stored below the user;
-- ``EVENT_TYPES``: the thirteen types, and nothing else;
+- ``EVENT_TYPES``: the thirteen types of issue 22 and the two of DBSC (issue 25), and nothing else;
 - ``EventMessage``: an event with the ``user_id`` and ``username`` it belongs to, and the
   Pub/Sub message made of it (``data``, ``attributes``, ``ordering_key``).
 
@@ -35,6 +35,8 @@ EventType = Literal[
     "password_set_by_admin",
     "sessions_revoked_by_admin",  # including revoke-everyone
     "device_revoked",
+    "session_bound",  # a browser bound the session to its key (DBSC, SESSION_DBSC=on)
+    "bound_refresh_failed",  # a refresh of a bound session brought a proof the session's key did not sign
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 

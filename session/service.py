@@ -75,7 +75,7 @@ class SessionService:
         self.listing = Listing(basis, self.authn, self.lockout, self.opener)
         self.accounts = Accounts(basis, self.authn, self.activity)
         self.devices = Devices(basis, self.authn, self.lockout, self.activity)
-        self.binder = binding.Binder(basis, self.authn.forget)
+        self.binder = binding.Binder(basis, self.authn.forget, self.activity)
 
     @property
     def cache(self) -> SessionCache | None:

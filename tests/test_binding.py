@@ -363,3 +363,31 @@ def test_bad_refresh_input_gets_a_4xx_or_the_end_never_a_500(
         assert response.json() == {"continue": False}
     else:
         assert response.json()["code"] == code
+
+
+# --- security events (issue 22 on issue 25) -----------------------------------------------------------
+
+
+def _event_types(client: TestClient, b: Browser) -> list[tuple[str, Any]]:
+    response = client.get("/security-events", headers={"Authorization": f"Bearer {b.token}"})
+    if response.status_code == 401:  # a bound session refuses Bearer use: read the events with its cookies
+        response = client.get("/security-events", headers=b.cookies())
+    assert response.status_code == 200, response.text
+    return [(e["type"], e["session_id"]) for e in response.json()["events"]]
+
+
+def test_binding_and_a_refused_refresh_proof_are_security_events(dbsc_client: TestClient) -> None:
+    b = browser(dbsc_client)
+    assert b.register().status_code == 200
+    events = _event_types(dbsc_client, b)
+    assert events[:2] == [("session_bound", b.session_id), ("login_new_device", b.session_id)]
+    challenged = b.refresh()
+    challenge = challenge_of(challenged.headers["secure-session-challenge"], "id")
+    for _ in range(3):  # a thief repeating a refused proof buys one event per session per 10 minutes, not three
+        answer = b.refresh(sign(ECKey.generate_key(), challenge, with_jwk=False))
+        assert assert_problem(answer, 400, "bound_proof_refused")["refusal"] == "bad_signature"
+    assert b.full_refresh().status_code == 200  # a refresh that succeeds records nothing
+    events = _event_types(dbsc_client, b)
+    assert [t for t, _ in events] == ["bound_refresh_failed", "session_bound", "login_new_device"]
+    response = dbsc_client.get("/security-events", headers=b.cookies()).json()
+    assert response["events"][0]["detail"] == {"refusal": "bad_signature"}

@@ -134,6 +134,8 @@ def test_the_types_are_exactly_the_issues() -> None:
         "password_set_by_admin",
         "sessions_revoked_by_admin",
         "device_revoked",
+        "session_bound",  # issue 25 (DBSC)
+        "bound_refresh_failed",
     )
 
 

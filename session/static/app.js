@@ -508,6 +508,8 @@ const EVENT_LABELS = {
   password_set_by_admin: "Password set by an administrator",
   sessions_revoked_by_admin: "All sessions revoked by an administrator",
   device_revoked: "A device is no longer trusted",
+  session_bound: "A browser bound its session to its key",
+  bound_refresh_failed: "A device-bound session was refreshed with a wrong proof",
 };
 
 // Words for an event; a type this page does not know yet is shown as it is.
