@@ -202,7 +202,8 @@ def bucket_event_id(kind: str, key: str, at: datetime, seconds: int) -> str:
 
 
 def _derived_id(*parts: str) -> str:
-    return tokens.b64encode(hashlib.sha256("\x00".join(parts).encode()).digest()[:18])
+    """24 URL-safe characters after a fixed "d": never a ``__name__`` id, which Firestore reserves."""
+    return "d" + tokens.b64encode(hashlib.sha256("\x00".join(parts).encode()).digest()[:18])
 
 
 __all__ = [

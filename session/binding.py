@@ -48,6 +48,8 @@ REGISTRATION_PATH = "/dbsc/register"
 REFRESH_PATH = "/dbsc/refresh"
 # A challenge (a registration's or a refresh's) is accepted this long after it was sent.
 CHALLENGE_LIFETIME = timedelta(minutes=5)
+# A refresh challenge is the same for everyone who asks within one bucket (``refresh_challenge``).
+REFRESH_BUCKET_SECONDS = 60
 BOUND_COOKIE = dbsc.BoundCookie("__Host-session-bound")
 # The credentials a bound session accepts: the current one and the one its last refresh replaced; and the
 # challenges it keeps pending (two refreshes at once each get one, and each can be answered).
@@ -84,6 +86,22 @@ def initial_state(settings: Settings, token: str, now: datetime) -> BoundState |
         hash=dbsc.hash_challenge(registration_challenge(token)), expires_at=now + CHALLENGE_LIFETIME
     )
     return BoundState(challenges=[challenge])
+
+
+def refresh_challenge(token_hash: str, state: BoundState, now: datetime) -> str:
+    """The refresh challenge of a bound session now: derived, not drawn, so asking again changes nothing.
+
+    From the session's key, its newest bound credential (so each successful refresh moves on to a new
+    challenge: a used one never comes back) and the ``REFRESH_BUCKET_SECONDS`` bucket holding ``now``.
+    Anyone asking within a bucket, the browser or a thief holding only the session cookie, is sent the
+    same challenge and causes no write: a thief can neither displace the challenge the browser is
+    answering nor buy more than one write per bucket. A challenge is not a secret (it travels in a
+    header); only the browser's key can answer it.
+    """
+    newest = state.credentials[0].hash if state.credentials else ""
+    bucket = int(now.timestamp()) // REFRESH_BUCKET_SECONDS
+    seed = f"dbsc-refresh\x00{token_hash}\x00{newest}\x00{bucket}".encode()
+    return base64.urlsafe_b64encode(hashlib.sha256(seed).digest()).rstrip(b"=").decode("ascii")
 
 
 def registration_header(token: str) -> str:
@@ -327,13 +345,17 @@ class Binder:
                 renewed = state.model_copy(update={"challenges": left, "credentials": kept})
                 await self.basis.store.commit(self.plan(token_hash, read, renewed))
                 return Issued(record.public_id, value)
-            # No proof, or one over a challenge not pending (used, replaced, expired): the browser signs anew.
-            challenge = dbsc.mint_challenge(now, CHALLENGE_LIFETIME)
-            fresh = PendingChallenge(hash=challenge.stored.hash, expires_at=challenge.stored.expires_at)
+            # No proof, or one over a challenge not pending (used, replaced, expired): the browser signs anew,
+            # over this bucket's challenge; stored once per bucket (asking again writes nothing).
+            challenge = refresh_challenge(token_hash, state, now)
+            stored = dbsc.hash_challenge(challenge)
+            if any(c.hash == stored and c.expires_at > now for c in state.challenges):
+                return Challenged(record.public_id, challenge)
+            fresh = PendingChallenge(hash=stored, expires_at=now + CHALLENGE_LIFETIME)
             others = [c for c in state.challenges if c.expires_at > now][: KEPT_CHALLENGES - 1]
             pending = state.model_copy(update={"challenges": [fresh, *others]})
             await self.basis.store.commit(self.plan(token_hash, read, pending))
-            return Challenged(record.public_id, challenge.value)
+            return Challenged(record.public_id, challenge)
 
         async def reread() -> Versioned[SessionRecord] | None:
             again = await self._read(token)

@@ -50,8 +50,15 @@ _SECRET_WORDS = re.compile(r"password|passwd|token|hash|cookie|secret|credential
 
 
 def new_event_id() -> str:
-    """A fresh event id: 128 random bits, URL-safe. A subscriber deduplicates redeliveries by it."""
-    return secrets.token_urlsafe(16)
+    """A fresh event id: 128 random bits, URL-safe. A subscriber deduplicates redeliveries by it.
+
+    Never of the form ``__name__``, which Firestore reserves as a document id (a chance of about 1 in
+    17 million per id, drawn again).
+    """
+    while True:
+        candidate = secrets.token_urlsafe(16)
+        if not (candidate.startswith("__") and candidate.endswith("__")):
+            return candidate
 
 
 class SecurityEvent(BaseModel):

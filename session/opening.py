@@ -230,10 +230,11 @@ class Opener:
 
         A stored device of this epoch with more than half its lifetime left is not written at all (a
         login from a trusted browser then writes 3 documents: the counter, the session, the ledger,
-        which records the use); otherwise it is renewed and re-stamped, never recreated if it was
-        ended meanwhile. A new device is written whole.
+        which records the use); otherwise it is renewed and re-stamped. A device the proof presented
+        that was ended meanwhile (revoked, evicted, expired) stays ended: nothing is written, and the
+        answer clears its cookie. A new device is written whole.
         """
-        if device is None:
+        if device is None or not _kept(device, state):
             return None, None
         now = self.clock()
         expires_at = now + self._device_lifetime
@@ -301,7 +302,7 @@ class Opener:
         """The ledger with the new session's and the device's entries, making room where a bound is reached."""
         user = state.user.record
         reset = opening.new_password_hash is not None
-        device = opening.device.device_hash if opening.device is not None else None
+        device = opening.device.device_hash if opening.device is not None and _kept(opening.device, state) else None
         if reset:  # every other session and device ends with this change
             return LedgerPlan(self.reset_ledger(user, state.ledger, new.token_hash, device))
         own = state.ledger is not None and state.ledger.record.user_id == user.user_id
@@ -398,6 +399,11 @@ class Opener:
             changed_at=self.clock(),
         )
         return self.ledger_write(user, base, record)
+
+
+def _kept(device: DeviceUse, state: _State) -> bool:
+    """Whether the commit may trust ``device``: one minted by it, or a stored one still stored as last read."""
+    return not device.known or state.device is not None
 
 
 def holds(counter: CountedGuess, mine: CountedGuess) -> bool:

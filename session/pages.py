@@ -26,7 +26,8 @@ from session.models import is_stored_username
 _SESSIONS = "s1"
 _USERS = "u1"
 _EVENTS = "e1"
-_EVENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+# An event id is a document id: never of the form __name__, which Firestore reserves (and refuses in a cursor).
+_EVENT_ID_RE = re.compile(r"(?!__.*__$)[A-Za-z0-9_-]{16,64}")
 # Microseconds since the epoch that a datetime can hold (years 1 to 9999).
 _MIN_MICROS = -62_135_596_800_000_000
 _MAX_MICROS = 253_402_300_799_999_999
