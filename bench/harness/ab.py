@@ -13,6 +13,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import tempfile
 from pathlib import Path
 
 from devtools.launch import Emulator
@@ -26,8 +27,11 @@ HEAD, BASE = "this tree", "base"
 
 
 def export(rev: str) -> Path:
-    """``rev`` of this repository as a plain tree under ``bench/out/ab-base`` (``git archive``: no worktree)."""
-    target = OUT / "ab-base"
+    """``rev`` of this repository as a plain tree in a temporary directory (``git archive``: no worktree).
+
+    Outside the repository, so that no linter or test collector of this tree finds a second copy.
+    """
+    target = Path(tempfile.gettempdir()) / f"session-bench-ab-{os.getpid()}"
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
     archive = subprocess.run(["git", "archive", rev], cwd=ROOT, capture_output=True, check=True).stdout
@@ -78,6 +82,7 @@ def ab(args: argparse.Namespace) -> int:
                         log(f"round {rnd + 1}/{args.rounds}: {server.name} at concurrency {level}")
                         phase = wrk(server, "/profile", level, args.seconds, _token(head, "ab-user"))
                         phases.setdefault((server.name, level), []).append(phase)
+    shutil.rmtree(base_tree, ignore_errors=True)
     load_after = os.getloadavg()
     print(f"base: {args.base}; load average {load_before[0]:.2f} before, {load_after[0]:.2f} after\n")
     print("| server / floor | level | CPU per request | req/s | p50 |\n|---|---|---|---|---|")
