@@ -203,14 +203,15 @@ class Api:
         """The one line of a request: its outcome, its latency and the Firestore work it did."""
         request, ops = call.request, scope.ops
         latency = time.perf_counter() - scope.started
+        path = request.scope["path"]  # as received; request.url would rebuild the whole URL
         level = logging.ERROR if status >= 500 else logging.WARNING if status in (401, 403, 429) else logging.INFO
         log.log(
             level,
-            f"{request.method} {request.url.path} {status}",
+            f"{request.method} {path} {status}",
             extra={
                 "http_request": {
                     "requestMethod": request.method,
-                    "requestUrl": request.url.path,
+                    "requestUrl": path,
                     "status": status,
                     "latency": f"{latency:.6f}s",
                     "userAgent": (request.headers.get("user-agent") or "")[:200],
