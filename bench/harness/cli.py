@@ -23,6 +23,7 @@ from .scenarios import (
     Config,
     Results,
     cache_setting_known,
+    compile_sources,
     fresh_instances,
     import_time_ms,
     login_cost,
@@ -102,6 +103,7 @@ def base_env(project: str, workers: str, threads: str) -> dict[str, str]:
 
 def measure(args: argparse.Namespace, tools: Toolset, res: Results, env: dict[str, str]) -> None:
     """Start the emulator and the servers, run every scenario, stop everything."""
+    compile_sources()
     res.imports[SERVICE] = import_time_ms("main", ROOT, env, args.repeats)
     res.imports[FLOOR] = import_time_ms("floor", BENCH, env, args.repeats)
     hook_missing = require_session_hook(env)
