@@ -40,7 +40,7 @@ def _login_row(name: str, ops: Ops | None) -> str:
     if writes <= target:
         mark = "met"
     elif writes <= target + 1:
-        mark = "met only if one write is the security event (the log does not say)"
+        mark = "**missed**, unless one of them is the security event (the request log does not say which)"
     else:
         mark = "**missed**"
     return f"| {name} | {aim} | {_ops(ops)} | {mark} |"
