@@ -27,7 +27,6 @@ NOT_FOR_A_PROFILE = [
     ("google.cloud.logging", "nothing: session/logs.py writes Cloud Logging's JSON lines itself"),
     ("google.cloud.pubsub", "security events on Pub/Sub, only with SESSION_EVENTS_TOPIC (session/publish.py)"),
     ("session.dbsc", "DBSC routes"),
-    ("session.publish", "security events on Pub/Sub"),
     ("session.cli", "the admin command line"),
     ("session.commands", "the admin command line"),
 ]
