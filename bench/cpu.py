@@ -4,6 +4,7 @@
                                         [--detail N] [--gc-off | --gc-stats | --gc-threshold N]
     .venv/bin/python bench/cpu.py steps [--requests N] [--rounds R]
     .venv/bin/python bench/cpu.py calls [--requests N] [--rounds R] [--cprofile] [--gc on|off|freeze]
+    .venv/bin/python bench/cpu.py ab    [--base REV] [--seconds S] [--rounds R] [--concurrency 1,8,32]
 
 - ``load``: both servers under wrk while py-spy samples them; every sample in a bucket, µs per request
   (``harness/anatomy.py``; an emulator of its own).
@@ -11,6 +12,8 @@
   the service adds, timed alone (``harness/steps.py``).
 - ``calls``: in one process, on an emulator of its own: both ASGI apps, ``authenticate``, ``read_auth`` and the
   floor's bare read, CPU per call (``harness/calls.py``).
+- ``ab``: one lever at a time: this tree's service against the same at ``--base`` and the floor, taking turns
+  under wrk, ratios to the floor per round (``harness/ab.py``; an emulator of its own, no profiler).
 
 Timings on a shared machine are noisy: compare the rows or columns of one run.
 """
@@ -25,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import anatomy, calls, steps
+from harness import ab, anatomy, calls, steps
 from harness.common import OUT
 
 
@@ -51,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--rounds", type=int, default=5)
     call.add_argument("--cprofile", action="store_true", help="where the two apps' time goes")
     call.add_argument("--gc", choices=("on", "off", "freeze"), default="on", help="the collector while measured")
+    pair = modes.add_parser("ab", help="this tree's service against itself at --base, and the floor")
+    pair.add_argument("--base", default="main", help="the commit to compare with (git archive)")
+    pair.add_argument("--seconds", type=int, default=4)
+    pair.add_argument("--rounds", type=int, default=5)
+    pair.add_argument("--concurrency", default="8,32")
     return parser
 
 
@@ -78,6 +86,9 @@ def main(argv: list[str]) -> int:
     OUT.mkdir(exist_ok=True)
     if args.mode == "load":
         return anatomy.load(args)
+    if args.mode == "ab":
+        args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+        return ab.ab(args)
     if args.mode == "steps":
         return steps.steps_table(args.requests, args.rounds)
     return _calls(args)

@@ -52,9 +52,10 @@ class Call:
 
     def required_credential(self) -> tuple[str, bool]:
         """The presented token and whether it came from the cookie, CSRF-checked (``edge.presented_credential``)."""
-        api = self.api
+        api, request = self.api, self.request
+        # The path from the ASGI scope: request.url would build the whole URL and split it again (15 µs).
         return edge.presented_credential(
-            self.request, path=self.request.url.path, cookie_name=api.settings.cookie_name, allowed=api.origins
+            request, path=request.scope["path"], cookie_name=api.settings.cookie_name, allowed=api.origins
         )
 
     async def authenticate(self) -> AuthContext:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from .scenarios import (
     Config,
     Results,
     cache_setting_known,
+    compile_sources,
     fresh_instances,
     import_time_ms,
+    login_cost,
     login_latency,
     own_servers,
     prepare,
@@ -38,8 +41,10 @@ make bench: the service against its floor and two peers, in one run on this mach
 
     make bench                     (or .venv/bin/python bench/run.py [options])
 
-Starts a Firestore emulator, the service (main.py, target api), the floor
-(bench/floor.py), the service with SESSION_CACHE_SECONDS=30, the peers
+Starts a Firestore emulator, the service as deployed (main.py, target api,
+JSON request logs, default settings), the floor (bench/floor.py), the service
+with SESSION_CACHE_SECONDS=30, the same with the lockout out of reach (for the
+failed-login rows only), the peers
 (bench/peers/) and, once it imports, the @require_session hook
 (bench/decorated.py), each in a process group of its own, and always stops
 them. Writes the report to stdout and bench/results.md; logs go to bench/out/.
@@ -83,15 +88,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def base_env(project: str, workers: str, threads: str) -> dict[str, str]:
-    """The environment of every server: this one without SESSION_*, plus the bench's own settings."""
+    """The environment of every server: this one without SESSION_*, plus the project and the server settings.
+
+    No SESSION_* variable: the service runs with its default settings, as deployed (the lockout-off
+    service of the failed-login rows adds its own, ``scenarios.LENIENT_ENV``).
+    """
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("SESSION_")},
         "GOOGLE_CLOUD_PROJECT": project,
-        "SESSION_COOKIE_SECURE": "false",
-        # Lockout out of reach (the most failures allowed, in a 1 s window), so the failed-login rows measure
-        # the failure path and not the 429.
-        "SESSION_LOGIN_MAX_FAILURES": "1000",
-        "SESSION_LOGIN_WINDOW_SECONDS": "1",
         "WORKERS": workers,
         "THREADS": threads,
     }
@@ -99,6 +103,7 @@ def base_env(project: str, workers: str, threads: str) -> dict[str, str]:
 
 def measure(args: argparse.Namespace, tools: Toolset, res: Results, env: dict[str, str]) -> None:
     """Start the emulator and the servers, run every scenario, stop everything."""
+    compile_sources()
     res.imports[SERVICE] = import_time_ms("main", ROOT, env, args.repeats)
     res.imports[FLOOR] = import_time_ms("floor", BENCH, env, args.repeats)
     hook_missing = require_session_hook(env)
@@ -113,6 +118,8 @@ def measure(args: argparse.Namespace, tools: Toolset, res: Results, env: dict[st
             log("servers up: " + ", ".join(f"{s.name} :{s.port}" for s in servers))
             bench = Bench(res.config, env, res, servers)
             prepare(bench)
+            log("what a login costs, below the cap on sessions")
+            login_cost(bench)
             log("fresh instances: cold start and memory")
             fresh_instances(bench)
             read_path(bench)
@@ -122,6 +129,7 @@ def measure(args: argparse.Namespace, tools: Toolset, res: Results, env: dict[st
 
 
 def main(argv: list[str]) -> int:
+    began = time.monotonic()
     args = parse_args(argv)
     try:
         tools = preflight(args.peer_set, args.profile)
@@ -144,10 +152,14 @@ def main(argv: list[str]) -> int:
         return 2
     res.load_after = os.getloadavg()
 
+    from .headline import headline
     from .report import render
 
+    res.elapsed_s = time.monotonic() - began
     report = render(res)
     print(report)
     args.output.write_text(report)
     log(f"wrote {args.output}")
+    print("\n".join(headline(res)), file=sys.stderr)
+    log(f"make bench took {res.elapsed_s / 60:.1f} min")
     return 0

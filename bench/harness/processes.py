@@ -189,7 +189,9 @@ def call(
     except urllib.error.HTTPError as exc:
         raw, status, hdrs = exc.read(), exc.code, exc.headers
     payload = json.loads(raw) if raw[:1] in (b"{", b"[") else {}
-    return status, payload, {k.lower(): v for k, v in hdrs.items()}
+    lowered = {k.lower(): v for k, v in hdrs.items()}
+    lowered["set-cookie-all"] = "\n".join(hdrs.get_all("set-cookie") or [])  # every Set-Cookie, one a line
+    return status, payload, lowered
 
 
 def answers_200(url: str, headers: dict[str, str]) -> Callable[[], bool]:

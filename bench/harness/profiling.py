@@ -124,25 +124,37 @@ BUCKETS: list[tuple[str, str]] = [
         r"move_unreachable|subtract_refs|update_refs|visit_reachable|_PyObject_GC_Link|gc_collect_generations) ",
     ),
     ("one-time set-up (logging configure, gc.freeze)", r"^(Api\._after_first_response|configure) "),
-    ("request log line: Api._log → logging → JsonLineHandler", r"^Api\._log "),
-    ("stored records: 2 model_validate calls (store._parse)", r"^_parse \(session/store\.py\)"),
-    ("response: ProfileOut build + model_dump_json + Response", r"^(_profile_response|json_response|_profile_out) "),
+    ("log line: Api._log → logging → JsonLineHandler", r"^Api\._log "),
+    ("validation: stored records (model_validate)", r"^(_parse|Client\._versioned) \(session/store/client\.py"),
     (
-        "store: deadline guard (asynccontextmanager + asyncio.timeout)",
-        r"^(FirestoreStore\._guard|_Guard\.__aenter__|_Guard\.__aexit__) ",
+        "response: ProfileOut build + model_dump_json + Response",
+        r"^(_profile_response|json_response|profile_out|SessionService\.profile|Accounts\.profile) ",
     ),
-    ("Firestore client: get_all, gRPC, protobuf (both)", r"^(AsyncClient\.get_all|FirestoreStore\._get_all) "),
-    ("Firestore client: get_all, gRPC, protobuf (both)", r"^_profile\.<locals>\.<listcomp> \(floor\.py\)"),
-    ("Firestore references and client lookup", r"^(FirestoreStore\.(client|_users|_sessions)|_client) "),
+    ("store read path: deadline guard", r"^_Guard\.__a(enter|exit)__ "),
+    # The list comprehension that drives get_all's async generator is the same in both (the floor's is inline).
     (
-        "credential + CSRF check, token parse",
-        r"^(Call\.required_credential|required_credential|presented_credential) |^parse \(session/tokens",
+        "Firestore client: get_all, gRPC, protobuf (both)",
+        r"^(AsyncClient\.get_all|Client\._get_all\.<locals>\.<listcomp>|_profile\.<locals>\.<listcomp>) ",
     ),
-    ("session rules: authenticate's own code", r"^(SessionService\.authenticate|Call\.authenticate) "),
-    ("CORS headers", r"^Api\._cors_headers "),
-    ("trace header parse, log hold", r"^(parse_trace|hold) "),
-    ("routing (resolve, static check)", r"^(resolve|static_file) "),
-    ("Api.handle's own code: headers, context variables, Call", r"^(Api\.handle|api \(main\.py\)) "),
+    (
+        "store read path: read_auth, references, client look-up",
+        r"^(Accounts\.read_auth|Client\.(_get_all|_bound|client|_users|_sessions)) \(session/|^_client \(floor",
+    ),
+    (
+        "HTTP edge: credential + CSRF check, token parse",
+        r"^(Call\.required_credential|required_credential|presented_credential) |^(parse|hash_token) \(session/tokens",
+    ),
+    (
+        "session rules: authenticate's own code",
+        r"^(Authn\.(authenticate|read|_accept)|SessionService\.authenticate|why_not_live|is_live) ",
+    ),
+    ("HTTP edge: CORS headers", r"^Api\._cors_headers "),
+    ("HTTP edge: trace header parse, log hold", r"^(parse_trace|hold|_RequestScope\.__(enter|exit)__) "),
+    ("HTTP edge: routing (resolve, static check)", r"^(resolve|static_file|path_segments|Api\._route_target) "),
+    (
+        "HTTP edge: Api.handle's own code, Call, dispatch, finish",
+        r"^(Api\.(handle|_dispatch|_finish)|Call\.\w+ \(session/|_get_profile|api \(main\.py\)) ",
+    ),
     ("the floor's own code", r"^(floor|_profile|_json) \(floor\.py\)"),
 ]
 # Samples in none of the steps above go to a layer by their leaf frame (every stack starts in the

@@ -187,7 +187,8 @@ def header(res: Results) -> list[str]:
         f"{res.started:%Y-%m-%d %H:%M} UTC on {platform.node()}: {os.cpu_count()} CPUs ({_cpu_model()}), "
         f"Python {platform.python_version()}, {wrk_version()}. Load average {res.load_before[0]:.2f} before, "
         f"{res.load_after[0]:.2f} after"
-        + (" — **a busy machine: other work competed with the benchmark**." if busy else "."),
+        + (" — **a busy machine: other work competed with the benchmark**." if busy else ".")
+        + (f" The run took {res.elapsed_s / 60:.0f} min." if res.elapsed_s else ""),
         f"Server settings for the service and the floor alike: WORKERS={res.workers}, THREADS={res.threads} "
         "(functions-framework's aio mode serves through gunicorn with uvicorn workers). "
         f"Each load run lasts {cfg.seconds} s and is repeated {cfg.repeats} times in rotating order; figures are the "
@@ -375,8 +376,10 @@ def footer(res: Results) -> list[str]:
 
 def render(res: Results) -> str:
     """The whole report, as Markdown."""
+    from .headline import headline
+
     v = _View(res)
-    lines = [*header(res), *targets_section(v), *read_path_section(v), *fresh_section(v)]
+    lines = [*header(res), *headline(res), *targets_section(v), *read_path_section(v), *fresh_section(v)]
     lines += [*login_section(res), *ops_section(res)]
     for label, prof in res.profiles.items():
         lines += profile_section(label, prof)

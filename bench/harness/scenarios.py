@@ -30,10 +30,19 @@ from .profiling import Profile, Sampling, pyspy_run
 from .stats import Figure
 
 SERVICE, FLOOR, DECORATED, CACHED = "service", "floor", "decorated", "service-cache30"
+# The failed-login rows need the lockout out of reach; the service itself runs with the default settings.
+LENIENT = "service-lockout-off"
+TRUSTED = "login, trusted browser"
 CACHE_SECONDS = "30"
 CACHE_ENV = {"SESSION_CACHE_SECONDS": CACHE_SECONDS}
+# The most failures allowed, in a 1 s window: the failed-login rows measure the failure path, not the 429.
+CAP = 20  # SESSION_MAX_PER_USER's default
+LENIENT_ENV = {"SESSION_LOGIN_MAX_FAILURES": "1000", "SESSION_LOGIN_WINDOW_SECONDS": "1"}
 PROFILE_C = 32  # the concurrency of the CPU, throughput and memory targets
 LOGIN_LOAD_C = 4  # logins in flight during the login memory run: more than the cores, as under a burst
+LOGIN_FIRST = "login, first (no device cookie)"
+LOGIN_TRUSTED = "login, trusted browser (its device cookie)"
+COST_USERS = 5  # new users whose first and trusted-browser logins are counted, below the cap on sessions
 SETUP_ATTEMPTS = 4  # a set-up request (a login for the next phase) is tried this often before the run stops
 SETUP_PAUSE_S = 1.0  # first pause between attempts; doubled after each (1 + 2 + 4 s at most)
 
@@ -69,6 +78,7 @@ class Results:
     skipped: dict[str, str] = field(default_factory=dict)
     cache_setting_known: bool = False
     setup_retries: list[str] = field(default_factory=list)  # each set-up attempt that failed and was tried again
+    elapsed_s: float = 0.0  # the whole run, tools and set-up included
 
 
 def _transient(status: int) -> bool:
@@ -116,6 +126,7 @@ class Bench:
     peer_headers: dict[str, dict[str, str]] = field(default_factory=dict)
     user: str = "bench"
     wrong_user: str = "bench-wrong"
+    device_cookie: str = ""  # "name=value" of the bench user's device cookie (a trusted browser's)
 
     def server(self, name: str) -> Server:
         return next(s for s in self.servers if s.name == name)
@@ -137,6 +148,22 @@ class Bench:
 
         body = with_retries(f"login {self.user}", login, 200, self.res)
         return str(body["token"])
+
+    def device_login(self, user: str | None = None, cookie: str | None = None) -> tuple[int, str]:
+        """One login of ``user`` (sending ``cookie``): (status, the device cookie it set, as ``name=value``)."""
+        status, body, headers = call(
+            f"{self.service.base}/login",
+            "POST",
+            {"username": user or self.user, "password": PASSWORD},
+            {"Cookie": cookie} if cookie else None,
+        )
+        if status != 200:
+            return status, str(body)
+        for raw in headers.get("set-cookie-all", "").split("\n"):
+            name, _, rest = raw.partition("=")
+            if name.endswith("session-device"):
+                return status, f"{name}={rest.partition(';')[0]}"
+        return status, cookie or ""
 
     def bearer(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token()}"}
@@ -163,11 +190,16 @@ def floor_server(name: str, env: dict[str, str]) -> Server:
 
 
 def own_servers(env: dict[str, str], with_decorated: bool) -> list[Server]:
-    """The service, the floor, the cache-mode service and (when it imports) the ``@require_session`` hook."""
+    """The service, the floor, the cache-mode service and (when it imports) the ``@require_session`` hook.
+
+    The service runs as deployed: the ``api`` target, JSON request logs, no ``SESSION_*`` variable but
+    the project. The lockout-off service (failed logins only) comes last and takes no part in the read path.
+    """
     servers = [service_server(SERVICE, env), floor_server(FLOOR, env)]
     if with_decorated:
         servers.append(functions_framework(DECORATED, "profile", BENCH / "decorated.py", with_root(env)))
     servers.append(service_server(CACHED, {**env, **CACHE_ENV}))
+    servers.append(service_server(LENIENT, {**env, **LENIENT_ENV}))
     return servers
 
 
@@ -191,6 +223,18 @@ def require_session_hook(env: dict[str, str]) -> str | None:
     return (done.stderr.strip().splitlines() or ["import failed"])[-1]
 
 
+def compile_sources() -> None:
+    """Write the bytecode of the servers' own sources, as a deployment does before any instance starts.
+
+    The Functions Framework buildpack runs ``python3 -m compileall -f -q .`` over the function's source
+    (its build log shows the step: GoogleCloudPlatform/buildpacks#302), so no instance compiles its modules.
+    Here ``PYTHONDONTWRITEBYTECODE`` may be set, and then every fresh process would compile them again:
+    about 45 modules for the service, one for the floor.
+    """
+    sources = ["main.py", "session", "bench/floor.py", "bench/decorated.py"]
+    subprocess.run([str(VENV_BIN / "python"), "-m", "compileall", "-q", *sources], cwd=ROOT, check=True)
+
+
 def import_time_ms(module: str, cwd: Path, env: dict[str, str], repeats: int) -> Figure:
     """Total of ``python -X importtime -c 'import <module>'`` (sum of the self column), in ms."""
     values = []
@@ -204,7 +248,7 @@ def import_time_ms(module: str, cwd: Path, env: dict[str, str], repeats: int) ->
             check=True,
         )
         total = sum(int(m) for m in re.findall(r"^import time:\s+(\d+) \|", done.stderr, re.MULTILINE))
-        if i:  # the first run writes the .pyc files
+        if i:  # the first run warms the file cache
             values.append(total / 1000)
     return Figure.of(values)
 
@@ -228,6 +272,7 @@ def prepare(bench: Bench) -> None:
     log("warm-up")
     for server in bench.servers:
         wrk(server, "/profile", 8, 1, bench.headers_for(server))
+    bench.device_cookie = with_retries(f"login {bench.user} for its device cookie", bench.device_login, 200, bench.res)
 
 
 def _rotate(items: list[Any], rep: int) -> list[Any]:
@@ -242,9 +287,10 @@ def read_path(bench: Bench) -> None:
     """GET /profile on every server at every level, ``repeats`` times in rotating order."""
     cfg, res = bench.config, bench.res
     ranges: dict[str, list[tuple[int, int]]] = {SERVICE: [], CACHED: []}
+    readers = [server for server in bench.servers if server.name != LENIENT]
     for rep in range(cfg.repeats):
         for level in cfg.levels:
-            for server in _rotate(bench.servers, rep):
+            for server in _rotate(readers, rep):
                 log(f"repeat {rep + 1}/{cfg.repeats}: {server.name} GET /profile at concurrency {level}")
                 phase = wrk(server, "/profile", level, cfg.seconds, bench.headers_for(server))
                 res.load.setdefault((server.name, level), []).append(phase)
@@ -255,26 +301,55 @@ def read_path(bench: Bench) -> None:
 
 
 def login_latency(bench: Bench) -> None:
-    """POST /login at concurrency 1: success on the service and the floor; a wrong password; an unknown user."""
-    cfg, res, service = bench.config, bench.res, bench.service
+    """POST /login at concurrency 1: a first login and one from a trusted browser on the service, the login floor;
+    a wrong password and an unknown user (on the lockout-off service)."""
+    cfg, res, service, lenient = bench.config, bench.res, bench.service, bench.server(LENIENT)
     wrong = "not the password at all"
-    cases: list[tuple[str, Server, dict[str, Any]]] = [
-        (SERVICE, service, {"username": bench.user, "password": PASSWORD}),
-        (FLOOR, bench.server(FLOOR), {"username": bench.user, "password": PASSWORD}),
-        ("wrong-password", service, {"username": bench.wrong_user, "password": wrong}),
-        ("unknown-user", service, {"username": f"nobody-{os.getpid()}", "password": wrong}),
+    good = {"username": bench.user, "password": PASSWORD}
+    device = {"Cookie": bench.device_cookie}
+    cases: list[tuple[str, Server, dict[str, Any], dict[str, str] | None]] = [
+        (SERVICE, service, good, None),
+        (TRUSTED, service, good, device),
+        (FLOOR, bench.server(FLOOR), good, None),
+        ("wrong-password", lenient, {"username": bench.wrong_user, "password": wrong}, None),
+        ("unknown-user", lenient, {"username": f"nobody-{os.getpid()}", "password": wrong}, None),
     ]
     ranges: dict[str, list[tuple[int, int]]] = {}
     for rep in range(cfg.repeats):
-        for name, server, body in _rotate(cases, rep):
+        for name, server, body, headers in _rotate(cases, rep):
             log(f"repeat {rep + 1}/{cfg.repeats}: login {name}")
-            phase = wrk(server, "/login", 1, cfg.seconds, body=body)
+            phase = wrk(server, "/login", 1, cfg.seconds, headers=headers, body=body)
             res.login.setdefault(name, []).append(phase)
-            if server is service:
-                ranges.setdefault(name, []).append(phase.log_range)
-    res.ops["login"] = count_ops(service.log_path, ranges[SERVICE], "login")
-    res.ops["failed login (wrong password)"] = count_ops(service.log_path, ranges["wrong-password"], "login")
-    res.ops["failed login (unknown user)"] = count_ops(service.log_path, ranges["unknown-user"], "login")
+            ranges.setdefault(name, []).append(phase.log_range)
+    at_cap = f"(the bench user, at the cap of {CAP} sessions)"
+    res.ops[f"login at c=1 {at_cap}"] = count_ops(service.log_path, ranges[SERVICE], "login")
+    res.ops[f"login at c=1 from a trusted browser {at_cap}"] = count_ops(service.log_path, ranges[TRUSTED], "login")
+    res.ops["failed login (wrong password)"] = count_ops(lenient.log_path, ranges["wrong-password"], "login")
+    res.ops["failed login (unknown user)"] = count_ops(lenient.log_path, ranges["unknown-user"], "login")
+
+
+def login_cost(bench: Bench) -> None:
+    """What a login costs below the cap on sessions: ``COST_USERS`` new users, each logs in twice.
+
+    The first login sends no device cookie; the second sends the one the first set (a trusted
+    browser). Each request's ``firestore`` counts are read from the service's request log.
+    """
+    service, res = bench.service, bench.res
+    first: list[tuple[int, int]] = []
+    trusted: list[tuple[int, int]] = []
+    for i in range(COST_USERS):
+        user = f"cost-{os.getpid()}-{i}"
+        status, body, _ = call(f"{service.base}/register", "POST", {"username": user, "password": PASSWORD})
+        if status != 201:
+            raise RuntimeError(f"register {user}: {status} {body}")
+        start = service.log_size()
+        cookie = with_retries(f"first login of {user}", lambda u=user: bench.device_login(u), 200, res)
+        first.append((start, service.log_size()))
+        start = service.log_size()
+        with_retries(f"trusted login of {user}", lambda u=user, c=cookie: bench.device_login(u, c), 200, res)
+        trusted.append((start, service.log_size()))
+    res.ops[LOGIN_FIRST] = count_ops(service.log_path, first, "login")
+    res.ops[LOGIN_TRUSTED] = count_ops(service.log_path, trusted, "login")
 
 
 def fresh_instances(bench: Bench) -> None:
