@@ -26,10 +26,11 @@ NOT_FOR_A_PROFILE = [
     ("email_validator", "a new or changed e-mail address (session/models.py)"),
     ("google.cloud.logging", "nothing: session/logs.py writes Cloud Logging's JSON lines itself"),
     ("google.cloud.pubsub", "security events on Pub/Sub, only with SESSION_EVENTS_TOPIC (session/publish.py)"),
-    ("session.dbsc", "DBSC routes"),
     ("session.cli", "the admin command line"),
     ("session.commands", "the admin command line"),
 ]
+# session.dbsc itself is not listed: every check of a session asks session.binding whether it is bound, which
+# names the bound cookie dbsc declares. It imports only the standard library; joserfc, above, waits for a proof.
 # Loaded on a profile request's first use, never at import: the client library is the floor's cost too.
 FIRST_USE = [
     ("google.cloud.firestore", "the store, on the first request"),
