@@ -89,11 +89,11 @@ Email = Annotated[
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 class _Response(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
 
 # --- requests -------------------------------------------------------------------
@@ -241,7 +241,7 @@ class Problem(_Response):
 
 class _Record(BaseModel):
     # Stored documents may gain fields in later versions: ignore, don't fail.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
 
 class UserRecord(_Record):
@@ -400,7 +400,7 @@ class DeviceRecord(_Record):
 class UserChange(BaseModel):
     """A change to a stored user: only the fields given are written (a mistyped name fails at once)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     password_hash: str | None = None
     display_name: str | None = None
