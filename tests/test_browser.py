@@ -522,6 +522,25 @@ def test_an_allowed_origin_can_use_the_api_and_a_foreign_one_cannot(
     assert not [r for r in origins.static_served if r[1] == "/favicon.ico"]
 
 
+def _log_out(page: Any) -> None:
+    """Click Log out until the page says so (idempotent), printing what it showed instead.
+
+    In two full-suite runs on one day the page on the second origin did not say "Logged out" within 15 s after one
+    click, and never alone or in this file (dozens of runs, some under CPU load). Logging out is this test's
+    clean-up, not what it proves; what the page showed is printed so the next occurrence can be read.
+    """
+    for attempt in range(3):
+        page.click("#logout-button")
+        try:
+            page.wait_for_selector("#status:text-is('Logged out')", timeout=10_000)
+            return
+        except Exception:  # playwright's TimeoutError: say what the page shows, try again
+            status = page.inner_text("#status")
+            problem = page.evaluate("() => document.querySelector('#problem')?.innerText ?? ''")
+            print(f"logout attempt {attempt + 1}: status {status!r}, problem {problem!r}")
+    page.wait_for_selector("#status:text-is('Logged out')")
+
+
 def test_a_link_cannot_point_the_page_at_another_origin(
     playwright_browser: Any, origins: Origins, shots: Shots
 ) -> None:
@@ -549,8 +568,7 @@ def test_a_link_cannot_point_the_page_at_another_origin(
                 f"{origins.elsewhere}/steal",
             )
             assert outcome == "blocked"
-            page.click("#logout-button")
-            page.wait_for_selector("#status:text-is('Logged out')")
+            _log_out(page)
             shots(page, f"api-parameter-ignored-{name}")
             page.close()
     finally:

@@ -402,7 +402,7 @@ def test_composite_indexes_created_from_the_file() -> None:
     expected = [
         (
             index["collectionGroup"],
-            index["queryScope"].lower(),
+            index["queryScope"].lower().replace("_", "-"),  # gcloud says collection-group
             [f"field-path={f['fieldPath']},order={f['order'].lower()}" for f in index["fields"]],
         )
         for index in spec["indexes"]
