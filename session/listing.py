@@ -17,7 +17,7 @@ from session.opening import Opener
 from session.plan import Doc, Plan, Write
 from session.proofs import revoked
 from session.reauth import require_recent_auth
-from session.retry import retrying
+from session.retry import CONFLICT_TRIES, retrying
 from session.security_log import event
 from session.store import AccountView, PreconditionFailed, StoreUnavailable
 from session.views import session_out
@@ -164,7 +164,7 @@ class Listing:
             landed.append(revocation.event)
 
         try:
-            await retrying(await read(), bump, read)
+            await retrying(await read(), bump, read, tries=CONFLICT_TRIES)
         finally:
             self.authn.forget_user(ctx.principal.user_id)
         await self.activity.publish(landed[-1:])

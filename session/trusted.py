@@ -23,7 +23,7 @@ from session.lockout import Lockout
 from session.models import DeviceOut, DeviceRecord, DevicesOut, LedgerRecord, UserRecord
 from session.plan import Doc, Plan
 from session.reauth import require_recent_auth
-from session.retry import retrying
+from session.retry import CONFLICT_TRIES, retrying
 from session.security_log import event
 from session.store import AccountView, Versioned
 
@@ -121,7 +121,7 @@ class Devices:
             )
             await self.activity.commit(change, ended)
 
-        await retrying(await read(), end, read)
+        await retrying(await read(), end, read, tries=CONFLICT_TRIES)
         event("device_revoked", user_id=user.user_id, device=tokens.log_id(found.device_hash))
 
     @staticmethod

@@ -92,6 +92,37 @@ def test_login_in_flight_does_not_survive_revoke_all(make_client: AppFactory) ->
     assert sum(caught) == 0, f"sessions opened in flight outlived revoke-all: {_rate(caught)}"
 
 
+STORM = 12
+
+
+def test_a_storm_of_logins_cannot_starve_the_owners_revocations(make_client: AppFactory) -> None:
+    # Someone holding the password logs in as fast as STORM threads can while the owner ends every other
+    # session and the trust of a device. Each of those commits takes its turn on the account's ledger with
+    # the logins: the owner's answer must be 204, never a 503 for having lost too many turns.
+    client = make_client(SESSION_MAX_PER_USER="1000")
+    for trial in range(TRIALS // 2):
+        username = f"storm{trial}"
+        register(client, username)
+        owner = login(client, username)
+        other = TestClient(client.app, base_url=str(client.base_url))
+        devices: list[str] = []
+
+        def revocations(owner: str = owner, other: TestClient = other, username: str = username) -> None:
+            assert client.delete("/sessions", headers=bearer(owner)).status_code == 204
+            # A second browser made trusted by its login: its trust is then ended by the owner.
+            assert other.post("/login", json={"username": username, "password": PASSWORD}).status_code == 200
+            listed = client.get("/devices", headers=bearer(owner))
+            assert listed.status_code == 200, listed.text
+            devices.extend(d["id"] for d in listed.json()["devices"])
+            for device in devices:
+                response = client.delete(f"/devices/{device}", headers=bearer(owner))
+                assert response.status_code in (204, 404), response.text  # 404: ended meanwhile
+            assert client.delete("/sessions", headers=bearer(owner)).status_code == 204
+
+        race_logins_against(client, username, revocations, attackers=STORM)
+        assert devices, "the second browser was not listed as a trusted device"
+
+
 # --- 2. the lockout counts a guess before it judges it ---------------------------------------------
 
 BURST = 40
