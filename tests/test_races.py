@@ -107,7 +107,9 @@ def test_a_storm_of_logins_cannot_starve_the_owners_revocations(make_client: App
         other = TestClient(client.app, base_url=str(client.base_url))
         devices: list[str] = []
 
-        def revocations(owner: str = owner, other: TestClient = other, username: str = username) -> None:
+        def revocations(
+            owner: str = owner, other: TestClient = other, username: str = username, devices: list[str] = devices
+        ) -> None:
             assert client.delete("/sessions", headers=bearer(owner)).status_code == 204
             # A second browser made trusted by its login: its trust is then ended by the owner.
             assert other.post("/login", json={"username": username, "password": PASSWORD}).status_code == 200
