@@ -180,13 +180,15 @@ def _table(rows: list[Row]) -> list[str]:
 
 def header(res: Results) -> list[str]:
     cfg = res.config
-    busy = max(res.load_before[0], res.load_after[0]) > 1.0
+    # The load after counts the benchmark's own last runs (wrk, the servers, py-spy on every CPU): only the load
+    # before says whether other work was competing.
+    busy = res.load_before[0] > 1.0
     return [
         "# make bench",
         "",
         f"{res.started:%Y-%m-%d %H:%M} UTC on {platform.node()}: {os.cpu_count()} CPUs ({_cpu_model()}), "
         f"Python {platform.python_version()}, {wrk_version()}. Load average {res.load_before[0]:.2f} before, "
-        f"{res.load_after[0]:.2f} after"
+        f"{res.load_after[0]:.2f} after (the benchmark's own load)"
         + (" — **a busy machine: other work competed with the benchmark**." if busy else ".")
         + (f" The run took {res.elapsed_s / 60:.0f} min." if res.elapsed_s else ""),
         f"Server settings for the service and the floor alike: WORKERS={res.workers}, THREADS={res.threads} "
