@@ -18,7 +18,7 @@ from session import errors, liveness, pages, plan, tokens
 from session.events import EventType
 from session.models import NewPassword, SessionOut, UserChange, UserRecord, normalise_username
 from session.plan import Doc, Plan
-from session.retry import CONFLICT_TRIES, retrying
+from session.retry import CONFLICT_TRIES, TRIES, retrying
 from session.service import DEFAULT_PAGE_SIZE, SessionService, session_out
 from session.store import AccountView, Versioned
 
@@ -112,7 +112,7 @@ class AdminService:
             write,
             read,
             lambda: errors.VersionConflict("the user kept changing; try again"),
-            tries=CONFLICT_TRIES,  # its ledger reset takes turns with the user's logins
+            tries=CONFLICT_TRIES if end_sessions else TRIES,  # a ledger reset takes turns with the user's logins
         )
 
     async def set_disabled(self, username: str, disabled: bool) -> int:

@@ -15,11 +15,13 @@ T = TypeVar("T")
 
 # How often a write is tried while concurrent changes keep failing its precondition. Parallel logins
 # of one user take turns on its ledger, one per round: this is also the burst a user absorbs without a 503.
-# Every other commit on the ledger (revoke-all, ending a device's trust, an admin's change) takes its turn
-# among those logins, so it gets as many tries: with fewer, a storm of logins by someone holding the
-# password could make the owner's revocation answer 503 (5 tries lost to 12 threads in 2 runs of 3).
+# Every other commit on the ledger (revoke-all, ending a device's trust, an admin's change that ends the
+# sessions) takes its turn among those logins, so it gets as many tries: with fewer, a storm of logins by
+# someone holding the password could make the owner's revocation answer 503 (5 tries lost to 12 threads in
+# 2 runs of 3).
 CONFLICT_TRIES = 64
-# Tries for a write that only the user's own rare changes can disturb (a profile edit, an admin's change).
+# Tries for a write that only the user's own rare changes can disturb (a profile edit, an admin's change that
+# ends no session).
 TRIES = 5
 # The longest wait between two tries, in seconds.
 MAX_WAIT = 0.05

@@ -97,8 +97,9 @@ STORM = 12
 
 def test_a_storm_of_logins_cannot_starve_the_owners_revocations(make_client: AppFactory) -> None:
     # Someone holding the password logs in as fast as STORM threads can while the owner ends every other
-    # session and the trust of a device. Each of those commits takes its turn on the account's ledger with
-    # the logins: the owner's answer must be 204, never a 503 for having lost too many turns.
+    # session and the trust of a device, and an admin then disables the account. Each of those commits takes
+    # its turn on the account's ledger with the logins: the owner's answers must be 204, never a 503 for
+    # having lost too many turns, and the admin's disable must not give up either.
     client = make_client(SESSION_MAX_PER_USER="1000")
     for trial in range(TRIALS // 2):
         username = f"storm{trial}"
@@ -120,9 +121,12 @@ def test_a_storm_of_logins_cannot_starve_the_owners_revocations(make_client: App
                 response = client.delete(f"/devices/{device}", headers=bearer(owner))
                 assert response.status_code in (204, 404), response.text  # 404: ended meanwhile
             assert client.delete("/sessions", headers=bearer(owner)).status_code == 204
+            # Last, an admin's disable: its ledger reset takes its turn too (a VersionConflict if starved).
+            client.portal.call(admin().set_disabled, username, True)  # type: ignore[union-attr]
 
         race_logins_against(client, username, revocations, attackers=STORM)
         assert devices, "the second browser was not listed as a trusted device"
+        assert login_attempt(client, username, PASSWORD)[0] == 403  # the disable took effect
 
 
 # --- 2. the lockout counts a guess before it judges it ---------------------------------------------
