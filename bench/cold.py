@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness.cli import base_env, server_settings
 from harness.common import OUT, PASSWORD
 from harness.processes import answers_200, call
 from harness.scenarios import compile_sources, floor_server, service_server
@@ -34,12 +35,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     OUT.mkdir(exist_ok=True)
     compile_sources()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("SESSION_")},
-        "GOOGLE_CLOUD_PROJECT": f"demo-bench-cold-{os.getpid()}",
-        "WORKERS": "1",
-        "THREADS": os.environ.get("THREADS", "8"),
-    }
+    env = base_env(f"demo-bench-cold-{os.getpid()}", *server_settings())
     times: dict[str, list[float]] = {"service": [], "floor": []}
     with Emulator(log_path=OUT / "emulator-cold.log") as emulator:
         env["FIRESTORE_EMULATOR_HOST"] = emulator.host

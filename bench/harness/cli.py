@@ -87,6 +87,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+def server_settings() -> tuple[str, str]:
+    """WORKERS and THREADS of every server, the service's and the floor's alike: this environment's, or the defaults."""
+    return os.environ.get("WORKERS", "1"), os.environ.get("THREADS", str((os.cpu_count() or 1) * 4))
+
+
 def base_env(project: str, workers: str, threads: str) -> dict[str, str]:
     """The environment of every server: this one without SESSION_*, plus the project and the server settings.
 
@@ -139,8 +144,7 @@ def main(argv: list[str]) -> int:
     OUT.mkdir(exist_ok=True)
     for old in OUT.glob("*.log"):
         old.unlink()
-    workers = os.environ.get("WORKERS", "1")
-    threads = os.environ.get("THREADS", str((os.cpu_count() or 1) * 4))
+    workers, threads = server_settings()
     config = Config(args.seconds, args.repeats, args.levels, args.profile, tools.pyspy)
     res = Results(datetime.now(UTC), config, workers, threads, os.getloadavg())
     res.cache_setting_known = cache_setting_known()
